@@ -1,0 +1,100 @@
+"""The one exception hierarchy of topaz-nb.
+
+Every error a user can meet is a :class:`TopazError`, so a notebook can catch
+one class, and the magic can print ``str(exc)`` as a single line that says what
+went wrong and what to do next.  Messages never contain the API key or a
+presigned URL's query string: they are built from redacted parts only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TopazError(Exception):
+    """Base class of every error raised by topaz-nb."""
+
+
+class InvalidProcessId(TopazError, ValueError):
+    """A process ID that is not a UUID; raised before any request is sent."""
+
+
+class MissingApiKey(TopazError):
+    """No API key was given and ``TOPAZ_API_KEY`` is not set."""
+
+
+class ApiError(TopazError):
+    """The Topaz API answered with an error status.
+
+    ``status_code`` is the HTTP status and ``server_message`` the ``message``
+    field of the ``{code, message}`` body, when the server sent one.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None,
+                 server_message: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.server_message = server_message
+
+
+class BadRequest(ApiError):
+    """400: the API rejected the request as malformed."""
+
+
+class AuthenticationError(ApiError):
+    """401/403: the key is missing, wrong or lacks access."""
+
+
+class NotFound(ApiError):
+    """404: unknown process, or past the 7-day retention."""
+
+
+class NotReady(ApiError):
+    """409 on the output: the process has not finished yet.
+
+    ``status``, ``progress`` and ``eta`` come from the Status endpoint when they
+    could be had, and are ``None`` otherwise.
+    """
+
+    def __init__(self, message: str, *, status: str | None = None,
+                 progress: int | None = None, eta: Any = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.status = status
+        self.progress = progress
+        self.eta = eta
+
+
+class RateLimited(ApiError):
+    """429: too many requests, still refused after the retries ran out."""
+
+
+class ServerError(ApiError):
+    """5xx: the API failed, still failing after the retries ran out."""
+
+
+class ProcessFailed(TopazError):
+    """A process ended in ``Failed`` or ``Cancelled`` while being waited for."""
+
+    def __init__(self, message: str, *, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class WaitTimeout(TopazError):
+    """A wait for a process ran past its timeout."""
+
+
+class TransferError(TopazError):
+    """A presigned HEAD or GET failed (storage error, broken or short body)."""
+
+
+class LinkExpired(TransferError):
+    """Storage refused a presigned link as expired or invalid, even after one refresh."""
+
+
+class ImageError(TopazError):
+    """A file could not be opened as an image (not an image, truncated, corrupt)."""
+
+
+class ImageTooLarge(ImageError):
+    """An image is larger than the Topaz API can produce, so it is refused unopened."""

@@ -1,0 +1,63 @@
+"""Presigned links, and the one place that decides how they are shown.
+
+A presigned URL is a bearer credential for an hour: anybody holding the query
+string can read the image.  So a :class:`Link` never prints its full URLs, and
+:func:`redact_url` is what every message, repr and log line uses instead.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+Side = Literal["input", "output"]
+SIDES: tuple[Side, Side] = ("input", "output")
+
+
+def redact_url(url: str | None) -> str:
+    """Drop the query string and fragment, which carry the signature."""
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    redacted = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    return redacted + ("?…" if parts.query else "")
+
+
+@dataclass(frozen=True)
+class Link:
+    """One presigned pair of URLs to one stored object (input or output)."""
+
+    process_id: str
+    side: Side
+    download_url: str = field(repr=False)
+    head_url: str = field(repr=False)
+    expiry: _dt.datetime
+
+    @property
+    def seconds_left(self) -> float:
+        """Seconds until the storage starts refusing these URLs (negative once past)."""
+        return (self.expiry - _dt.datetime.now(_dt.timezone.utc)).total_seconds()
+
+    @property
+    def expired(self) -> bool:
+        return self.seconds_left <= 0
+
+    def __repr__(self) -> str:
+        return (f"Link(process_id={self.process_id!r}, side={self.side!r}, "
+                f"download_url={redact_url(self.download_url)!r}, "
+                f"expiry={self.expiry.isoformat()!r})")
+
+    __str__ = __repr__
+
+
+LinkSource = Callable[[bool], Link]
+"""Gives a link for one object; called with ``True`` it must fetch a fresh one.
+
+The transfer layer takes one of these instead of a client, so it can refresh an
+expired link without ever holding the API key.
+"""
