@@ -1,0 +1,700 @@
+"""The sandbox over real sockets: API answers checked against the official spec,
+presigned storage, faults, demo data and the command line."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import pytest
+import requests
+from PIL import Image
+
+from topaz_nb.sandbox import RecordedRequest, Sandbox
+from topaz_nb.sandbox._demo import DEMO_JOBS
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO.parent / "shared" / "spec" / "topaz-image-api.yaml"
+PROD = "https://api.topazlabs.com/image/v1"
+DATA = REPO / "topaz_nb" / "sandbox" / "data"
+SEVEN_DAYS = 7 * 24 * 3600
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def openapi() -> Any:
+    if not SPEC.is_file():
+        pytest.skip(f"the Topaz OpenAPI spec is not at {SPEC} (expected shared/ beside the repo)")
+    from openapi_core import OpenAPI
+
+    return OpenAPI.from_file_path(str(SPEC))
+
+
+@pytest.fixture
+def conforms(openapi: Any, sandbox: Sandbox) -> Callable[[requests.Response], None]:
+    """Validate a sandbox request and its response against the production spec."""
+    from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
+
+    def check(response: requests.Response) -> None:
+        prepared = response.request.copy()
+        assert prepared.url is not None and prepared.url.startswith(sandbox.base_url)
+        prepared.url = PROD + prepared.url[len(sandbox.base_url):]
+        request = RequestsOpenAPIRequest(prepared)
+        if response.status_code not in (400, 401, 403):
+            openapi.validate_request(request)
+        openapi.validate_response(request, RequestsOpenAPIResponse(response))
+
+    return check
+
+
+def api_get(sb: Sandbox, path: str, key: str | None = "", **kw: Any) -> requests.Response:
+    headers = {} if key is None else {"X-API-Key": key or sb.api_key}
+    return requests.get(sb.base_url + path, headers=headers, timeout=10, **kw)
+
+
+def link(sb: Sandbox, pid: str, side: str = "output") -> dict[str, Any]:
+    path = f"/download/{pid}" if side == "output" else f"/download/input/{pid}"
+    response = api_get(sb, path)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def error_of(response: requests.Response) -> dict[str, Any]:
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["code"] == response.status_code
+    return body
+
+
+def s3_code(response: requests.Response) -> str:
+    assert response.headers["Content-Type"] == "application/xml"
+    text = response.text
+    return text[text.index("<Code>") + 6:text.index("</Code>")]
+
+
+def with_query(url: str, **changes: str) -> str:
+    parts = urlsplit(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    query.update(changes)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def encoded(image: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt)
+    return buf.getvalue()
+
+
+# -- lifecycle and identity --------------------------------------------------
+
+
+def test_urls_key_and_repr(sandbox: Sandbox) -> None:
+    assert sandbox.base_url.startswith("http://127.0.0.1:")
+    assert sandbox.base_url.endswith("/image/v1")
+    assert sandbox.storage_url.startswith("http://127.0.0.1:")
+    assert urlsplit(sandbox.base_url).port != urlsplit(sandbox.storage_url).port
+    assert sandbox.api_key.startswith("sbx_") and len(sandbox.api_key) > 20
+    assert sandbox.api_key not in repr(sandbox) and sandbox.api_key not in str(sandbox)
+    assert Sandbox().api_key != Sandbox().api_key
+    assert Sandbox("mine").api_key == "mine"
+
+
+def test_stop_closes_ports_even_with_idle_keepalive_connections() -> None:
+    sb = Sandbox(demo=False).start()
+    session = requests.Session()
+    assert session.get(sb.base_url + "/status", headers={"X-API-Key": sb.api_key},
+                       timeout=5).status_code == 200
+    started = time.monotonic()
+    sb.stop()
+    assert time.monotonic() - started < 3
+    with pytest.raises(requests.ConnectionError):
+        requests.get(sb.base_url + "/status", timeout=2)
+    session.close()
+
+
+def test_startup_with_demo_is_fast() -> None:
+    started = time.monotonic()
+    with Sandbox() as sb:
+        assert len(sb.demo_ids) == len(DEMO_JOBS)
+    assert time.monotonic() - started < 1.5
+
+
+# -- API: every status code, checked against the spec -----------------------
+
+
+def test_status_of_every_demo_job_conforms(sandbox: Sandbox, conforms: Callable) -> None:
+    for pid in sandbox.demo_ids:
+        response = api_get(sandbox, f"/status/{pid}")
+        assert response.status_code == 200
+        conforms(response)
+        body = response.json()
+        assert body["process_id"] == pid
+        assert all(isinstance(body[k], int) for k in
+                   ("eta", "creation_time", "modification_time", "progress", "credits"))
+
+
+def test_all_statuses_plain_and_paginated_conform(sandbox: Sandbox, conforms: Callable) -> None:
+    plain = api_get(sandbox, "/status")
+    conforms(plain)
+    assert {s["process_id"] for s in plain.json()} == set(sandbox.demo_ids)
+
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        params = {"paginated": "true", "limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = api_get(sandbox, "/status", params=params)
+        assert page.status_code == 200
+        conforms(page)
+        body = page.json()
+        assert len(body["data"]) <= 2
+        seen += [s["process_id"] for s in body["data"]]
+        if not body["pagination"]["has_next_page"]:
+            assert "next_cursor" not in body["pagination"]
+            break
+        cursor = body["pagination"]["next_cursor"]
+    assert sorted(seen) == sorted(sandbox.demo_ids) and len(seen) == len(set(seen))
+
+
+@pytest.mark.parametrize("params", [{"paginated": "true", "limit": "0"},
+                                    {"paginated": "true", "limit": "101"},
+                                    {"paginated": "true", "cursor": "not-a-cursor"},
+                                    {"paginated": "maybe"}])
+def test_all_statuses_bad_query_is_400(sandbox: Sandbox, params: dict[str, str]) -> None:
+    response = api_get(sandbox, "/status", params=params)
+    assert response.status_code == 400
+    assert "Invalid query parameter" in error_of(response)["message"]
+
+
+def test_download_links_conform_and_point_at_storage(sandbox: Sandbox,
+                                                     conforms: Callable) -> None:
+    pid = sandbox.demo_ids[0]
+    for path in (f"/download/{pid}", f"/download/input/{pid}"):
+        before = time.time()
+        response = api_get(sandbox, path)
+        assert response.status_code == 200
+        conforms(response)
+        body = response.json()
+        assert int(before + 3600) <= body["expiry"] <= int(time.time() + 3600)
+        for key in ("download_url", "head_url"):
+            assert body[key].startswith(sandbox.storage_url + "/")
+            query = parse_qs(urlsplit(body[key]).query)
+            assert len(query["X-Amz-Signature"][0]) == 64
+            assert query["X-Amz-Expires"] == ["3600"]
+        assert body["download_url"] != body["head_url"]
+        assert ("input." in body["download_url"]) == ("/input/" in path)
+
+
+def test_link_ttl_applies_to_links_issued_afterwards(sandbox: Sandbox) -> None:
+    sandbox.link_ttl = 120
+    body = link(sandbox, sandbox.demo_ids[0])
+    assert abs(body["expiry"] - (time.time() + 120)) <= 2
+
+
+def test_spec_check_rejects_a_nonconforming_answer(sandbox: Sandbox,
+                                                   conforms: Callable) -> None:
+    from openapi_core.validation.response.exceptions import InvalidData
+
+    response = api_get(sandbox, f"/status/{sandbox.demo_ids[0]}")
+    conforms(response)
+    response._content = response.content.replace(b'"credits"', b'"credit"')
+    with pytest.raises(InvalidData):
+        conforms(response)
+
+
+def test_key_header_name_is_case_insensitive(sandbox: Sandbox) -> None:
+    response = requests.get(sandbox.base_url + "/status", timeout=5,
+                            headers={"x-api-key": sandbox.api_key})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/status/{pid}", "/download/{pid}", "/download/input/{pid}",
+                                  "/status"])
+def test_missing_key_401_and_wrong_key_403(sandbox: Sandbox, conforms: Callable,
+                                           path: str) -> None:
+    path = path.format(pid=sandbox.demo_ids[0])
+    missing = api_get(sandbox, path, key=None)
+    assert missing.status_code == 401 and error_of(missing)["message"] == "Unauthorized"
+    conforms(missing)
+    wrong = api_get(sandbox, path, key="sbx_wrong")
+    assert wrong.status_code == 403 and error_of(wrong)["message"] == "Forbidden"
+    conforms(wrong)
+
+
+@pytest.mark.parametrize("path", ["/status/{pid}", "/download/{pid}", "/download/input/{pid}"])
+def test_bad_uuid_400_and_unknown_404(sandbox: Sandbox, conforms: Callable, path: str) -> None:
+    bad = api_get(sandbox, path.format(pid="not-a-uuid"))
+    assert bad.status_code == 400
+    assert error_of(bad)["message"] == "Invalid process ID. Please ensure it is a valid UUID."
+    conforms(bad)
+    unknown = api_get(sandbox, path.format(pid=uuid.uuid4()))
+    assert unknown.status_code == 404
+    assert error_of(unknown)["message"] == "An image with the given process ID was not found."
+    conforms(unknown)
+
+
+def test_jobs_past_seven_days_are_gone_everywhere(sandbox: Sandbox, make_image: Callable,
+                                                  conforms: Callable) -> None:
+    old = sandbox.add_job(make_image(), make_image((128, 96)), age=SEVEN_DAYS + 60)
+    recent = sandbox.add_job(make_image(), make_image((128, 96)), age=SEVEN_DAYS - 60)
+    for path in (f"/status/{old}", f"/download/{old}", f"/download/input/{old}"):
+        response = api_get(sandbox, path)
+        assert response.status_code == 404
+        conforms(response)
+    listed = {s["process_id"] for s in api_get(sandbox, "/status").json()}
+    assert recent in listed and old not in listed
+    assert api_get(sandbox, f"/download/{recent}").status_code == 200
+
+
+@pytest.mark.parametrize("status,progress,expected", [
+    ("Processing", 42, "(status: Processing, 42%)"),
+    ("Pending", None, "(status: Pending, 0%)"),
+    ("Failed", None, "(status: Failed)"),
+    ("Cancelled", None, "(status: Cancelled)"),
+])
+def test_output_not_completed_is_409_but_input_downloads(
+        sandbox: Sandbox, make_image: Callable, conforms: Callable,
+        status: str, progress: int | None, expected: str) -> None:
+    pid = sandbox.add_job(make_image(), status=status, progress=progress)
+    response = api_get(sandbox, f"/download/{pid}")
+    assert response.status_code == 409
+    assert expected in error_of(response)["message"]
+    conforms(response)
+    state = api_get(sandbox, f"/status/{pid}")
+    conforms(state)
+    assert state.json()["status"] == status
+    assert api_get(sandbox, f"/download/input/{pid}").status_code == 200
+
+
+def test_unknown_path_and_wrong_method(sandbox: Sandbox) -> None:
+    for path in ("/nope", "/download", "/status/a/b"):
+        response = api_get(sandbox, path)
+        assert response.status_code == 404 and error_of(response)["code"] == 404
+    outside = requests.get(sandbox.base_url.replace("/image/v1", "/other"), timeout=5)
+    assert outside.status_code == 404 and error_of(outside)
+    posted = requests.post(f"{sandbox.base_url}/status/{sandbox.demo_ids[0]}", data=b"{}",
+                           headers={"X-API-Key": sandbox.api_key}, timeout=5)
+    assert posted.status_code == 405 and posted.headers["Allow"] == "GET"
+
+
+def test_ready_in_moves_from_processing_to_completed(sandbox: Sandbox,
+                                                     make_image: Callable) -> None:
+    pid = sandbox.add_job(make_image(), make_image((256, 192)), ready_in=0.8)
+    first = api_get(sandbox, f"/status/{pid}").json()
+    assert first["status"] == "Processing" and 0 <= first["progress"] < 50
+    assert first["eta"] >= int(time.time())
+    assert api_get(sandbox, f"/download/{pid}").status_code == 409
+    time.sleep(0.45)
+    middle = api_get(sandbox, f"/status/{pid}").json()
+    assert middle["status"] == "Processing" and first["progress"] < middle["progress"] <= 99
+    time.sleep(0.5)
+    done = api_get(sandbox, f"/status/{pid}").json()
+    assert done["status"] == "Completed" and done["progress"] == 100
+    assert (done["output_width"], done["output_height"]) == (256, 192)
+    assert api_get(sandbox, f"/download/{pid}").status_code == 200
+
+
+# -- add_job -----------------------------------------------------------------
+
+
+def test_add_job_encodings_paths_and_bytes(sandbox: Sandbox, make_image: Callable,
+                                           tmp_path: Path) -> None:
+    src = tmp_path / "holiday.png"
+    make_image((40, 30)).save(src)
+    pid = sandbox.add_job(src, make_image((160, 120)), output_format="tiff",
+                          model="Low Resolution V2", credits=3, crop_to_fill=True)
+    status = api_get(sandbox, f"/status/{pid}").json()
+    assert status["filename"] == "holiday.png"
+    assert (status["input_format"], status["output_format"]) == ("png", "tiff")
+    assert (status["input_width"], status["input_height"]) == (40, 30)
+    assert (status["model"], status["credits"], status["crop_to_fill"]) == \
+        ("Low Resolution V2", 3, True)
+    assert requests.get(link(sandbox, pid)["download_url"], timeout=5) \
+        .headers["Content-Type"] == "image/tiff"
+
+    webp = sandbox.add_job(make_image(), make_image(), input_format="webp",
+                           output_format="jpeg", filename="x.webp")
+    assert requests.get(link(sandbox, webp, "input")["download_url"], timeout=5) \
+        .headers["Content-Type"] == "image/webp"
+    assert requests.get(link(sandbox, webp)["download_url"], timeout=5) \
+        .headers["Content-Type"] == "image/jpeg"
+
+    corrupt = b"\x89PNG\r\n\x1a\n" + b"garbage" * 10
+    broken = sandbox.add_job(make_image(), corrupt)
+    got = requests.get(link(sandbox, broken)["download_url"], timeout=5)
+    assert got.content == corrupt and got.headers["Content-Type"] == "application/octet-stream"
+    assert sandbox.job(broken).output is not None and sandbox.job(broken).output.width == 0
+
+
+def test_add_job_ids_records_and_bad_arguments(sandbox: Sandbox, make_image: Callable) -> None:
+    wanted = "D7B3B3B3-7B3B-4B3B-8B3B-3B3B3B3B3B3B"
+    pid = sandbox.add_job(make_image(), make_image(), process_id=wanted)
+    assert pid == wanted.lower() and sandbox.job(pid).process_id == pid
+    assert uuid.UUID(sandbox.add_job(make_image(), make_image())).version == 4
+    with pytest.raises(KeyError):
+        sandbox.job(str(uuid.uuid4()))
+    with pytest.raises(ValueError, match="status must be one of"):
+        sandbox.add_job(make_image(), make_image(), status="Done")
+    with pytest.raises(ValueError, match="needs an output"):
+        sandbox.add_job(make_image())
+    with pytest.raises(TypeError, match="PIL image, a file path or bytes"):
+        sandbox.add_job(12345, make_image())  # type: ignore[arg-type]
+
+
+# -- storage -----------------------------------------------------------------
+
+
+def test_storage_get_and_head_with_realistic_headers(sandbox: Sandbox,
+                                                     make_image: Callable) -> None:
+    output = encoded(make_image((300, 200)), "PNG")
+    pid = sandbox.add_job(make_image(), output)
+    body = link(sandbox, pid)
+    got = requests.get(body["download_url"], timeout=5)
+    assert got.status_code == 200 and got.content == output
+    assert got.headers["Content-Type"] == "image/png"
+    assert got.headers["Content-Length"] == str(len(output))
+    assert got.headers["ETag"] == f'"{hashlib.md5(output).hexdigest()}"'
+    assert parsedate_to_datetime(got.headers["Last-Modified"]).tzinfo is not None
+    assert got.headers["Accept-Ranges"] == "bytes"
+    head = requests.head(body["head_url"], timeout=5)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["Content-Length"] == str(len(output))
+    assert head.headers["ETag"] == got.headers["ETag"]
+
+
+def test_storage_ranges_206_and_416(sandbox: Sandbox, make_image: Callable) -> None:
+    data = os.urandom(10_000)
+    pid = sandbox.add_job(make_image(), data)
+    url = link(sandbox, pid)["download_url"]
+
+    def ranged(spec: str, **headers: str) -> requests.Response:
+        return requests.get(url, headers={"Range": spec, **headers}, timeout=5)
+
+    tail = ranged("bytes=9000-")
+    assert tail.status_code == 206 and tail.content == data[9000:]
+    assert tail.headers["Content-Range"] == "bytes 9000-9999/10000"
+    assert tail.headers["Content-Length"] == "1000"
+    middle = ranged("bytes=10-19")
+    assert middle.status_code == 206 and middle.content == data[10:20]
+    suffix = ranged("bytes=-5")
+    assert suffix.status_code == 206 and suffix.content == data[-5:]
+    clipped = ranged("bytes=9990-20000")
+    assert clipped.status_code == 206 and clipped.content == data[9990:]
+    for bad in ("bytes=10000-", "bytes=20-10"):
+        refused = ranged(bad)
+        assert refused.status_code == 416 and refused.headers["Content-Range"] == "bytes */10000"
+        assert s3_code(refused) == "InvalidRange"
+    stale = ranged("bytes=9000-", **{"If-Range": '"not-the-etag"'})
+    assert stale.status_code == 200 and stale.content == data
+    fresh = ranged("bytes=9000-", **{"If-Range": tail.headers["ETag"]})
+    assert fresh.status_code == 206
+
+
+def test_storage_refuses_expired_tampered_and_wrong_method(sandbox: Sandbox,
+                                                           make_image: Callable) -> None:
+    pid = sandbox.add_job(make_image(), make_image((80, 60)))
+    other = sandbox.add_job(make_image(), make_image((80, 60)))
+    body = link(sandbox, pid)
+    get_url, head_url = body["download_url"], body["head_url"]
+
+    wrong_method = requests.get(head_url, timeout=5)
+    assert wrong_method.status_code == 403 and s3_code(wrong_method) == "SignatureDoesNotMatch"
+    assert requests.head(get_url, timeout=5).status_code == 403
+
+    signature = parse_qs(urlsplit(get_url).query)["X-Amz-Signature"][0]
+    forged = with_query(get_url, **{"X-Amz-Signature": "0" * 64 if signature[0] != "0"
+                                    else "1" * 64})
+    assert s3_code(requests.get(forged, timeout=5)) == "SignatureDoesNotMatch"
+    longer = with_query(get_url, **{"X-Amz-Expires": "999999"})
+    assert s3_code(requests.get(longer, timeout=5)) == "SignatureDoesNotMatch"
+    moved = get_url.replace(pid, other)
+    assert s3_code(requests.get(moved, timeout=5)) == "SignatureDoesNotMatch"
+    unsigned = requests.get(get_url.split("?")[0], headers={"X-API-Key": sandbox.api_key},
+                            timeout=5)
+    assert unsigned.status_code == 403 and s3_code(unsigned) == "AccessDenied"
+
+    sandbox.link_ttl = 0
+    expired = requests.get(link(sandbox, pid)["download_url"], timeout=5)
+    assert expired.status_code == 403 and s3_code(expired) == "AccessDenied"
+    assert "<Message>Request has expired</Message>" in expired.text
+    assert requests.get(get_url, timeout=5).status_code == 200
+
+
+def test_storage_never_sees_the_api_key(sandbox: Sandbox) -> None:
+    sandbox.clear_requests()
+    body = link(sandbox, sandbox.demo_ids[0])
+    requests.head(body["head_url"], timeout=5)
+    requests.get(body["download_url"], timeout=5)
+    log = sandbox.requests
+    assert [r.server for r in log] == ["api", "storage", "storage"]
+    assert log[0].headers["X-API-Key"] == sandbox.api_key
+    for item in log[1:]:
+        assert all(name.lower() != "x-api-key" for name in item.headers)
+        assert sandbox.api_key not in item.query
+
+
+def test_large_object_streams_in_chunks(sandbox: Sandbox, make_image: Callable) -> None:
+    data = os.urandom(12 * 1024 * 1024)
+    pid = sandbox.add_job(make_image(), data)
+    with requests.get(link(sandbox, pid)["download_url"], stream=True, timeout=10) as got:
+        digest = hashlib.md5()
+        for chunk in got.iter_content(1 << 20):
+            digest.update(chunk)
+    assert digest.hexdigest() == hashlib.md5(data).hexdigest()
+
+
+# -- request log -------------------------------------------------------------
+
+
+def test_request_log_records_every_request_in_order(sandbox: Sandbox) -> None:
+    sandbox.clear_requests()
+    pid = sandbox.demo_ids[0]
+    api_get(sandbox, f"/status/{pid}")
+    api_get(sandbox, "/status", params={"paginated": "true", "limit": "3"})
+    log = sandbox.requests
+    assert [(r.method, r.path, r.query) for r in log] == [
+        ("GET", f"/image/v1/status/{pid}", ""),
+        ("GET", "/image/v1/status", "paginated=true&limit=3"),
+    ]
+    assert isinstance(log[0], RecordedRequest) and log[0].server == "api"
+    assert log is not sandbox.requests
+    sandbox.clear_requests()
+    assert sandbox.requests == []
+
+
+def test_request_log_is_complete_under_concurrency(sandbox: Sandbox) -> None:
+    sandbox.clear_requests()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with requests.Session() as session:
+                for _ in range(5):
+                    session.get(sandbox.base_url + "/status",
+                                headers={"X-API-Key": sandbox.api_key}, timeout=10)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(sandbox.requests) == 40
+
+
+# -- faults ------------------------------------------------------------------
+
+
+def test_fault_latency(sandbox: Sandbox) -> None:
+    sandbox.inject("latency", seconds=0.4)
+    started = time.monotonic()
+    assert api_get(sandbox, "/status").status_code == 200
+    assert time.monotonic() - started >= 0.4
+    started = time.monotonic()
+    api_get(sandbox, "/status")
+    assert time.monotonic() - started < 0.3
+
+
+def test_fault_status_on_api_and_storage(sandbox: Sandbox, conforms: Callable) -> None:
+    sandbox.inject("status", code=429, retry_after=3)
+    limited = api_get(sandbox, "/status")
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "3"
+    assert error_of(limited)["message"] == "Too Many Requests"
+    conforms(limited)
+    sandbox.inject("status", code=500, message="boom")
+    assert error_of(api_get(sandbox, "/status"))["message"] == "boom"
+    assert api_get(sandbox, "/status").status_code == 200
+
+    url = link(sandbox, sandbox.demo_ids[0])["download_url"]
+    sandbox.inject("status", server="storage", code=503)
+    slow_down = requests.get(url, timeout=5)
+    assert slow_down.status_code == 503 and s3_code(slow_down) == "SlowDown"
+    assert requests.get(url, timeout=5).status_code == 200
+
+
+def test_fault_truncate_sends_real_length_then_closes(sandbox: Sandbox) -> None:
+    url = link(sandbox, sandbox.demo_ids[0])["download_url"]
+    size = int(requests.head(link(sandbox, sandbox.demo_ids[0])["head_url"], timeout=5)
+               .headers["Content-Length"])
+    sandbox.inject("truncate", server="storage", after_bytes=1000)
+    with requests.get(url, stream=True, timeout=5) as got:
+        assert got.headers["Content-Length"] == str(size)
+        received = bytearray()
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            for chunk in got.iter_content(100):
+                received += chunk
+    assert len(received) == 1000
+    assert len(requests.get(url, timeout=5).content) == size
+
+
+def test_fault_drop_closes_without_answer(sandbox: Sandbox) -> None:
+    sandbox.inject("drop")
+    with pytest.raises(requests.ConnectionError):
+        api_get(sandbox, "/status")
+    assert api_get(sandbox, "/status").status_code == 200
+
+
+def test_fault_expire_on_storage(sandbox: Sandbox) -> None:
+    url = link(sandbox, sandbox.demo_ids[0])["download_url"]
+    sandbox.inject("expire", server="storage")
+    refused = requests.get(url, timeout=5)
+    assert refused.status_code == 403 and "Request has expired" in refused.text
+    assert requests.get(url, timeout=5).status_code == 200
+
+
+def test_fault_omit_headers_streams_to_close(sandbox: Sandbox) -> None:
+    body = link(sandbox, sandbox.demo_ids[1])
+    full = requests.get(body["download_url"], timeout=5)
+    sandbox.inject("omit_headers", server="storage", times=2,
+                   headers=["ETag", "Last-Modified", "Content-Length"])
+    bare = requests.get(body["download_url"], timeout=5)
+    assert bare.status_code == 200 and bare.content == full.content
+    for name in ("ETag", "Last-Modified", "Content-Length"):
+        assert name not in bare.headers
+    assert bare.headers["Connection"] == "close"
+    head = requests.head(body["head_url"], timeout=5)
+    assert "ETag" not in head.headers and head.headers["Content-Type"] == "image/jpeg"
+    assert "ETag" in requests.head(body["head_url"], timeout=5).headers
+
+
+def test_fault_matching_times_path_server_and_order(sandbox: Sandbox) -> None:
+    pid = sandbox.demo_ids[0]
+    sandbox.inject("status", code=502, times=2, path="/download/")
+    sandbox.inject("status", code=504, times=None)
+    assert api_get(sandbox, f"/download/{pid}").status_code == 502
+    assert api_get(sandbox, f"/status/{pid}").status_code == 504
+    assert api_get(sandbox, f"/download/{pid}").status_code == 502
+    assert api_get(sandbox, f"/download/{pid}").status_code == 504
+    assert api_get(sandbox, f"/status/{pid}").status_code == 504
+    sandbox.clear_faults()
+    sandbox.inject("drop", server="storage", times=None)
+    assert api_get(sandbox, f"/download/{pid}").status_code == 200
+    sandbox.clear_faults()
+
+    sandbox.inject("latency", seconds=0.3)
+    sandbox.inject("status", code=500)
+    started = time.monotonic()
+    assert api_get(sandbox, "/status").status_code == 500
+    assert time.monotonic() - started >= 0.3
+
+
+def test_fault_arguments_are_checked(sandbox: Sandbox) -> None:
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        sandbox.inject("explode")
+    with pytest.raises(TypeError, match="needs code="):
+        sandbox.inject("status")
+    with pytest.raises(TypeError, match="takes no"):
+        sandbox.inject("drop", seconds=1)
+    with pytest.raises(ValueError, match="server"):
+        sandbox.inject("expire")
+    with pytest.raises(ValueError, match="server"):
+        sandbox.inject("drop", server="db")
+    with pytest.raises(ValueError, match="times"):
+        sandbox.inject("drop", times=0)
+    assert api_get(sandbox, "/status").status_code == 200
+
+
+# -- demo data ---------------------------------------------------------------
+
+
+def test_demo_ids_are_stable_and_completed_first() -> None:
+    with Sandbox() as one, Sandbox() as two:
+        assert one.demo_ids == two.demo_ids
+        states = [one.job(pid).snapshot(time.time())[0] for pid in one.demo_ids]
+    assert states[:3] == ["Completed"] * 3 and set(states[3:]) == {"Processing", "Failed"}
+    with Sandbox(demo=False) as empty:
+        assert empty.demo_ids == []
+        assert api_get(empty, "/status").json() == []
+
+
+def test_demo_outputs_are_larger_and_decode(sandbox: Sandbox) -> None:
+    formats = set()
+    for pid in sandbox.demo_ids:
+        job = sandbox.job(pid)
+        got_in = requests.get(link(sandbox, pid, "input")["download_url"], timeout=5)
+        source = Image.open(io.BytesIO(got_in.content))
+        source.load()
+        if job.snapshot(time.time())[0] != "Completed":
+            continue
+        got_out = requests.get(link(sandbox, pid)["download_url"], timeout=5)
+        enhanced = Image.open(io.BytesIO(got_out.content))
+        enhanced.load()
+        formats.add(enhanced.format)
+        assert enhanced.width >= 3 * source.width and enhanced.height >= 3 * source.height
+        assert len(got_in.content) < len(got_out.content)
+    assert {"PNG", "JPEG"} <= formats
+    letterboxed = [job for job in map(sandbox.job, sandbox.demo_ids) if job.output is not None
+                   and abs(job.input.width / job.input.height
+                           - job.output.width / job.output.height) > 0.1]
+    assert len(letterboxed) == 1 and not letterboxed[0].crop_to_fill
+    assert letterboxed[0].output is not None
+    canvas = Image.open(io.BytesIO(letterboxed[0].output.data)).convert("L")
+    assert canvas.getpixel((canvas.width // 2, 0)) < 8  # a black bar above the photo
+    assert canvas.getpixel((canvas.width // 2, canvas.height // 2)) > 8
+
+
+def test_demo_processing_job_finishes_about_twenty_seconds_in(sandbox: Sandbox) -> None:
+    processing = [sandbox.job(p) for p in sandbox.demo_ids if sandbox.job(p).ready_at]
+    assert len(processing) == 1
+    assert 18 <= processing[0].ready_at - time.time() <= 21  # type: ignore[operator]
+
+
+def test_demo_files_are_small_and_licensed() -> None:
+    photos = [p for p in DATA.iterdir() if p.suffix in (".jpg", ".png")]
+    assert 3 <= len(photos) <= 5
+    assert sum(p.stat().st_size for p in photos) <= 5 * 1024 * 1024
+    licences = (DATA / "LICENSES.md").read_text(encoding="utf-8")
+    for photo in photos:
+        assert f"`{photo.name}`" in licences
+    used = {demo.photo for demo in DEMO_JOBS}
+    assert used <= {p.name for p in photos}
+
+
+# -- command line ------------------------------------------------------------
+
+
+def test_module_runs_prints_and_serves(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "topaz_nb.sandbox", "--port", "0", "--api-key", "sbx_cli_key"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        lines: list[str] = []
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip())
+            if "Ctrl-C" in line:
+                break
+        text = "\n".join(lines)
+        assert "export TOPAZ_API_KEY=sbx_cli_key" in text, text
+        url = next(line.split("=", 1)[1] for line in lines if "export TOPAZ_API_URL=" in line)
+        for demo in DEMO_JOBS:
+            assert demo.process_id in text and demo.name in text
+        answer = requests.get(url + "/status", headers={"X-API-Key": "sbx_cli_key"}, timeout=5)
+        assert answer.status_code == 200 and len(answer.json()) == len(DEMO_JOBS)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

@@ -1,0 +1,635 @@
+"""Transfer: presigned HEAD/GET, disk cache, resume, refresh — over real sockets.
+
+Every test talks to a real :class:`~topaz_nb.sandbox.Sandbox` (or, where the
+sandbox is too well behaved, a small local ``http.server``).  Links come from
+the sandbox's API with a plain ``requests.get``, so these tests need no client.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import io
+import logging
+import math
+import os
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import platformdirs
+import pytest
+import requests
+from PIL import Image
+
+from topaz_nb.errors import InvalidProcessId, LinkExpired, TransferError
+from topaz_nb.links import Link, Side, redact_url
+from topaz_nb.sandbox import Sandbox
+from topaz_nb.transfer import Fetched, ObjectInfo, Transfer, default_cache_dir
+
+MIB = 1 << 20
+
+
+# ----------------------------------------------------------------- fixtures
+
+
+def _png(size: tuple[int, int], seed: int) -> bytes:
+    """A PNG of noise: it does not compress, so its size is predictable."""
+    raw = hashlib.shake_256(seed.to_bytes(4, "big")).digest(size[0] * size[1] * 3)
+    buf = io.BytesIO()
+    Image.frombytes("RGB", size, raw).save(buf, "PNG", compress_level=0)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def big_png() -> bytes:
+    data = _png((1100, 1000), 1)  # ~3.3 MB: several 1 MiB chunks
+    assert len(data) > 3 * MIB
+    return data
+
+
+@pytest.fixture(scope="module")
+def small_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def sb() -> Iterator[Sandbox]:
+    with Sandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def job(sb: Sandbox, small_jpeg: bytes, big_png: bytes) -> str:
+    return sb.add_job(small_jpeg, big_png, status="Completed")
+
+
+@pytest.fixture
+def transfer(tmp_path: Path) -> Iterator[Transfer]:
+    with Transfer(tmp_path / "cache") as t:
+        yield t
+
+
+class Source:
+    """A LinkSource built on the sandbox's Download API, counting refreshes."""
+
+    def __init__(self, sb: Sandbox, pid: str, side: str = "output") -> None:
+        self.sb, self.pid, self.side = sb, pid, side
+        self.calls: list[bool] = []
+        self.link: Link | None = None
+
+    def fresh(self) -> Link:
+        path = "download" if self.side == "output" else "download/input"
+        r = requests.get(f"{self.sb.base_url}/{path}/{self.pid}",
+                         headers={"X-API-Key": self.sb.api_key}, timeout=10)
+        r.raise_for_status()
+        body = r.json()
+        side: Side = "input" if self.side == "input" else "output"
+        return Link(self.pid, side, body["download_url"], body["head_url"],
+                    expiry=datetime.fromtimestamp(body["expiry"], timezone.utc))
+
+    def __call__(self, refresh: bool) -> Link:
+        self.calls.append(refresh)
+        if refresh or self.link is None:
+            self.link = self.fresh()
+        return self.link
+
+    @property
+    def refreshes(self) -> int:
+        return self.calls.count(True)
+
+
+def storage(sb: Sandbox, method: str | None = None) -> list:
+    return [r for r in sb.requests if r.server == "storage"
+            and (method is None or r.method == method)]
+
+
+def files_in(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def complete_files(root: Path) -> list[Path]:
+    return [p for p in files_in(root) if not p.name.endswith(".part")]
+
+
+def assert_one_line_without_secret(message: str, *secrets: str) -> None:
+    assert "\n" not in message and message.strip() == message
+    for secret in secrets:
+        assert secret not in message
+
+
+# ------------------------------------------------------------- HEAD / GET
+
+
+def test_head_reports_object_info(sb: Sandbox, job: str, big_png: bytes,
+                                  transfer: Transfer) -> None:
+    src = Source(sb, job)
+    info = transfer.head(src)
+    assert info.size == len(big_png)
+    assert info.content_type == "image/png"
+    assert info.etag == hashlib.md5(big_png).hexdigest()  # quotes stripped
+    head = storage(sb)[-1]
+    assert head.method == "HEAD"
+    assert src.link is not None and head.query == src.link.head_url.partition("?")[2]
+    sent_lm = sb.job(job).output.last_modified
+    assert info.last_modified == email.utils.parsedate_to_datetime(sent_lm)
+    assert info.last_modified.tzinfo is not None
+    assert info.headers["accept-ranges"] == "bytes"
+    assert info.headers["x-amz-server-side-encryption"] == "AES256"
+    assert info.url == redact_url(src.link.head_url) and "X-Amz" not in info.url
+    assert storage(sb, "GET") == []
+
+
+def test_download_streams_with_progress_identity_and_big_chunks(
+        sb: Sandbox, job: str, big_png: bytes, transfer: Transfer) -> None:
+    assert transfer.chunk_size >= MIB
+    progress: list[tuple[int, int | None]] = []
+    fetched = transfer.fetch(Source(sb, job), job, "output",
+                             on_progress=lambda done, total: progress.append((done, total)))
+    assert isinstance(fetched, Fetched)
+    assert fetched.path.read_bytes() == big_png
+    assert fetched.path.parent.parent == transfer.cache_dir
+    assert fetched.path.suffix == ".png"
+    assert (fetched.process_id, fetched.side, fetched.from_cache) == (job, "output", False)
+    assert fetched.bytes_downloaded == len(big_png)
+    # One callback per chunk of chunk_size bytes, monotone, ending at the total.
+    assert len(progress) == math.ceil(len(big_png) / transfer.chunk_size)
+    dones = [d for d, _ in progress]
+    assert dones == sorted(dones) and dones[-1] == len(big_png)
+    assert {t for _, t in progress} == {len(big_png)}
+    reqs = storage(sb)
+    assert [r.method for r in reqs] == ["HEAD", "GET"]
+    assert all(r.headers.get("Accept-Encoding") == "identity" for r in reqs)
+    assert "Range" not in reqs[1].headers
+
+
+def test_chunk_size_is_honoured(sb: Sandbox, job: str, big_png: bytes, tmp_path: Path) -> None:
+    progress: list[int] = []
+    with Transfer(tmp_path, chunk_size=256 * 1024) as t:
+        t.fetch(Source(sb, job), job, "output", on_progress=lambda d, _t: progress.append(d))
+    assert len(progress) == math.ceil(len(big_png) / (256 * 1024))
+
+
+def test_second_fetch_is_one_head_per_side_and_no_get(sb: Sandbox, job: str, tmp_path: Path,
+                                                      big_png: bytes, small_jpeg: bytes) -> None:
+    with Transfer(tmp_path) as t:
+        first = [t.fetch(Source(sb, job, side), job, side) for side in ("input", "output")]
+    sb.clear_requests()
+    with Transfer(tmp_path) as t:  # a new process: only the disk is shared
+        again = [t.fetch(Source(sb, job, side), job, side) for side in ("input", "output")]
+    assert [f.from_cache for f in again] == [True, True]
+    assert [f.bytes_downloaded for f in again] == [0, 0]
+    assert [f.path for f in again] == [f.path for f in first]
+    assert again[0].path.read_bytes() == small_jpeg and again[1].path.read_bytes() == big_png
+    assert again[0].path.suffix == ".jpg"
+    assert sorted(r.method for r in storage(sb)) == ["HEAD", "HEAD"]
+
+
+def test_download_with_known_info_on_cache_hit_sends_nothing(sb: Sandbox, job: str,
+                                                             transfer: Transfer) -> None:
+    fetched = transfer.fetch(Source(sb, job), job, "output")
+    assert transfer.cached(job, "output", fetched.info) == fetched.path
+    sb.clear_requests()
+    again = transfer.download(Source(sb, job), job, "output", info=fetched.info)
+    assert again.from_cache and again.path == fetched.path
+    assert storage(sb) == []
+
+
+def test_use_cache_false_downloads_again(sb: Sandbox, job: str, big_png: bytes,
+                                         tmp_path: Path) -> None:
+    with Transfer(tmp_path, use_cache=False) as t:
+        first = t.fetch(Source(sb, job), job, "output")
+        second = t.fetch(Source(sb, job), job, "output")
+    assert not first.from_cache and not second.from_cache
+    assert second.bytes_downloaded == len(big_png)
+    assert len(storage(sb, "GET")) == 2
+    # Written to its usual place, atomically: no leftovers beside it.
+    assert second.path == first.path and second.path.read_bytes() == big_png
+    assert files_in(tmp_path) == [second.path]
+
+
+def test_cached_file_of_wrong_length_is_not_used(sb: Sandbox, job: str, big_png: bytes,
+                                                  transfer: Transfer) -> None:
+    fetched = transfer.fetch(Source(sb, job), job, "output")
+    fetched.path.write_bytes(big_png[:1000])
+    assert transfer.cached(job, "output", fetched.info) is None
+    again = transfer.fetch(Source(sb, job), job, "output")
+    assert not again.from_cache and again.path.read_bytes() == big_png
+
+
+# ------------------------------------------------------- resume / atomicity
+
+
+def test_truncated_body_resumes_with_range(sb: Sandbox, job: str, big_png: bytes,
+                                           transfer: Transfer) -> None:
+    src = Source(sb, job)
+    info = transfer.head(src)
+    sb.clear_requests()
+    sb.inject("truncate", server="storage", after_bytes=1_500_000)
+    progress: list[int] = []
+    fetched = transfer.download(src, job, "output", info=info,
+                                on_progress=lambda d, _t: progress.append(d))
+    assert fetched.path.read_bytes() == big_png
+    gets = storage(sb, "GET")
+    assert len(gets) == 2
+    assert "Range" not in gets[0].headers
+    start = int(gets[1].headers["Range"].removeprefix("bytes=").rstrip("-"))
+    assert 0 < start <= 1_500_000
+    assert gets[1].headers["If-Range"] == f'"{info.etag}"'
+    assert fetched.bytes_downloaded == len(big_png)  # nothing fetched twice
+    assert progress == sorted(progress) and progress[-1] == len(big_png)
+    assert src.refreshes == 0
+
+
+def test_truncation_that_never_recovers_leaves_no_file(sb: Sandbox, job: str, tmp_path: Path,
+                                                       big_png: bytes) -> None:
+    cache = tmp_path / "c"
+    src = Source(sb, job)
+    with Transfer(cache, retries=2) as t:
+        info = t.head(src)
+        sb.inject("truncate", server="storage", after_bytes=300_000, times=None)
+        with pytest.raises(TransferError) as caught:
+            t.download(src, job, "output", info=info)
+        assert not isinstance(caught.value, LinkExpired)
+        message = str(caught.value)
+        assert_one_line_without_secret(message, src.link.download_url.partition("?")[2])
+        assert f"of {len(big_png)} bytes" in message and "after 3 attempts" in message
+        assert redact_url(src.link.download_url) in message
+        assert len(storage(sb, "GET")) == 3  # first try + 2 resumes
+        assert complete_files(cache) == []
+        assert t.cached(job, "output", info) is None
+        # After the failure nothing is served from the cache: the next fetch downloads.
+        sb.clear_faults()
+        sb.clear_requests()
+        fetched = t.fetch(src, job, "output")
+    assert not fetched.from_cache and fetched.path.read_bytes() == big_png
+    assert len(storage(sb, "GET")) == 1
+    assert complete_files(cache) == [fetched.path]
+
+
+def test_leftover_part_files_are_never_used(sb: Sandbox, job: str, big_png: bytes,
+                                            tmp_path: Path) -> None:
+    with Transfer(tmp_path / "a") as t:
+        name = t.fetch(Source(sb, job), job, "output").path.name
+    cache = tmp_path / "b"
+    folder = cache / job
+    folder.mkdir(parents=True)
+    # A kill mid-download leaves a .part with the right length but wrong bytes.
+    stale = folder / f"{name}.0123456789abcdef.part"
+    stale.write_bytes(b"\0" * len(big_png))
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    live = folder / f"{name}.fedcba9876543210.part"  # as if another process is writing it
+    live.write_bytes(b"\0" * 10)
+    sb.clear_requests()
+    with Transfer(cache) as t:
+        info = t.head(Source(sb, job))
+        assert t.cached(job, "output", info) is None
+        fetched = t.fetch(Source(sb, job), job, "output")
+    assert not fetched.from_cache and fetched.path.read_bytes() == big_png
+    assert len(storage(sb, "GET")) == 1
+    assert not stale.exists()  # old leftovers are swept after a success
+    assert live.exists()  # a recent one may belong to a live download
+
+
+def test_restart_from_zero_when_server_ignores_range(tmp_path: Path, big_png: bytes) -> None:
+    seen: list[dict[str, str]] = []
+
+    class NoRanges(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _headers(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(big_png)))
+            self.send_header("ETag", '"abc"')
+            self.end_headers()
+
+        def do_HEAD(self) -> None:
+            self._headers()
+
+        def do_GET(self) -> None:
+            seen.append(dict(self.headers))
+            self._headers()
+            if len(seen) == 1:  # first answer: cut short
+                self.wfile.write(big_png[:1_500_000])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(big_png)  # later answers: the whole object again, as 200
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NoRanges)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/obj.png?X-Amz-Signature=s3cr3t"
+        pid = "0b7f6c1e-2a8d-4c65-9e43-0123456789ab"
+        link = Link(pid, "output", base + "g", base + "h",
+                    expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+        progress: list[int] = []
+        with Transfer(tmp_path) as t:
+            fetched = t.fetch(lambda refresh: link, pid, "output",
+                              on_progress=lambda d, _t: progress.append(d))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert fetched.path.read_bytes() == big_png
+    assert len(seen) == 2 and "Range" not in seen[0]
+    start = int(seen[1]["Range"].removeprefix("bytes=").rstrip("-"))
+    assert 0 < start <= 1_500_000 and seen[1]["If-Range"] == '"abc"'
+    assert fetched.bytes_downloaded == start + len(big_png)
+    assert 0 in progress and progress[-1] == len(big_png)
+
+
+# ------------------------------------------------------- missing headers
+
+
+@pytest.mark.parametrize("omitted", [["ETag"], ["Last-Modified"], ["Content-Length"],
+                                     ["ETag", "Last-Modified", "Content-Length"]])
+def test_missing_storage_headers_still_download_and_cache(
+        sb: Sandbox, job: str, big_png: bytes, tmp_path: Path, omitted: list[str]) -> None:
+    sb.inject("omit_headers", server="storage", times=None, headers=omitted)
+    progress: list[tuple[int, int | None]] = []
+    with Transfer(tmp_path) as t:
+        fetched = t.fetch(Source(sb, job), job, "output",
+                          on_progress=lambda d, total: progress.append((d, total)))
+    assert fetched.path.read_bytes() == big_png
+    info = fetched.info
+    assert (info.etag is None) == ("ETag" in omitted)
+    assert (info.last_modified is None) == ("Last-Modified" in omitted)
+    assert (info.size is None) == ("Content-Length" in omitted)
+    expected_total = None if "Content-Length" in omitted else len(big_png)
+    assert {total for _, total in progress} == {expected_total}
+    sb.clear_requests()
+    with Transfer(tmp_path) as t:
+        again = t.fetch(Source(sb, job), job, "output")
+    assert again.from_cache and again.path == fetched.path
+    assert storage(sb, "GET") == []
+
+
+def test_validators_decide_the_cache_file(sb: Sandbox, small_jpeg: bytes, tmp_path: Path) -> None:
+    pid = sb.add_job(small_jpeg, small_jpeg)
+    t = Transfer(tmp_path)
+    names = set()
+    for omitted in ([], ["ETag"], ["ETag", "Last-Modified"],
+                    ["ETag", "Last-Modified", "Content-Length"]):
+        sb.clear_faults()
+        if omitted:
+            sb.inject("omit_headers", server="storage", times=None, headers=omitted)
+        names.add(t.fetch(Source(sb, pid), pid, "output").path.name)
+    t.close()
+    assert len(names) == 4
+    assert all(n.startswith("output-") and n.endswith(".jpg") for n in names)
+
+
+# ------------------------------------------------------- links and errors
+
+
+def test_storage_403_refreshes_once_then_succeeds(sb: Sandbox, job: str, big_png: bytes,
+                                                  transfer: Transfer) -> None:
+    src = Source(sb, job)
+    sb.inject("expire", server="storage")
+    fetched = transfer.fetch(src, job, "output")
+    assert fetched.path.read_bytes() == big_png
+    assert src.refreshes == 1
+    assert [r.method for r in storage(sb)] == ["HEAD", "HEAD", "GET"]
+
+
+def test_403_during_get_refreshes_once(sb: Sandbox, job: str, big_png: bytes,
+                                       transfer: Transfer) -> None:
+    src = Source(sb, job)
+    info = transfer.head(src)
+    sb.inject("expire", server="storage")
+    fetched = transfer.download(src, job, "output", info=info)
+    assert fetched.path.read_bytes() == big_png
+    assert src.refreshes == 1
+    gets = storage(sb, "GET")
+    assert len(gets) == 2 and gets[1].query == src.link.download_url.partition("?")[2]
+    assert src.calls == [False, False, True]  # head, download, one refresh
+
+
+def test_link_already_expired_is_refreshed_before_use(sb: Sandbox, job: str,
+                                                      transfer: Transfer) -> None:
+    src = Source(sb, job)
+    good = src.fresh()
+    src.link = Link(job, "output", good.download_url, good.head_url,
+                    expiry=datetime.now(timezone.utc) - timedelta(seconds=1))
+    assert src.link.expired
+    fetched = transfer.fetch(src, job, "output")
+    assert not fetched.from_cache
+    assert src.calls == [False, True]  # exactly one refresh, before any storage request
+    assert [r.method for r in storage(sb)] == ["HEAD", "GET"]
+
+
+def test_persistent_403_raises_link_expired(sb: Sandbox, job: str, transfer: Transfer) -> None:
+    src = Source(sb, job)
+    sb.inject("expire", server="storage", times=None)
+    with pytest.raises(LinkExpired) as caught:
+        transfer.fetch(src, job, "output")
+    assert src.refreshes == 1
+    message = str(caught.value)
+    assert_one_line_without_secret(message, src.link.head_url.partition("?")[2])
+    assert "expired" in message and "run again" in message
+    assert len(storage(sb)) == 2
+    assert complete_files(transfer.cache_dir) == []
+
+
+def test_real_expiry_at_storage_is_refreshed(sb: Sandbox, job: str, transfer: Transfer) -> None:
+    sb.link_ttl = 1.0
+    src = Source(sb, job)
+    src(False)
+    time.sleep(2.05)
+    sb.link_ttl = 3600.0
+    src.link = Link(job, "output", src.link.download_url, src.link.head_url,  # clock skew:
+                    expiry=datetime.now(timezone.utc) + timedelta(hours=1))  # looks valid
+    fetched = transfer.fetch(src, job, "output")
+    assert not fetched.from_cache and src.refreshes == 1
+
+
+def test_not_found_is_transfer_error_without_refresh(sb: Sandbox, job: str,
+                                                     transfer: Transfer) -> None:
+    src = Source(sb, job)
+    sb.inject("status", server="storage", code=404, times=None)
+    with pytest.raises(TransferError) as caught:
+        transfer.fetch(src, job, "output")
+    assert not isinstance(caught.value, LinkExpired)
+    assert src.refreshes == 0
+    assert "HTTP 404" in str(caught.value) and "7 days" in str(caught.value)
+    assert_one_line_without_secret(str(caught.value), src.link.head_url.partition("?")[2])
+
+
+def test_server_errors_are_retried_then_reported(sb: Sandbox, job: str, big_png: bytes,
+                                                 tmp_path: Path) -> None:
+    with Transfer(tmp_path, retries=2) as t:
+        sb.inject("status", server="storage", code=503, retry_after=0)
+        assert t.fetch(Source(sb, job), job, "output").path.read_bytes() == big_png
+        assert [r.method for r in storage(sb)] == ["HEAD", "HEAD", "GET"]
+        sb.clear_requests()
+        sb.inject("status", server="storage", code=500, times=None)
+        with pytest.raises(TransferError, match="HTTP 500"):
+            t.fetch(Source(sb, job), job, "input")
+        assert len(storage(sb)) == 3  # first try + 2 retries
+
+
+def test_dropped_connection_is_retried(sb: Sandbox, job: str, big_png: bytes,
+                                       transfer: Transfer) -> None:
+    src = Source(sb, job)
+    info = transfer.head(src)
+    sb.inject("drop", server="storage")
+    assert transfer.download(src, job, "output", info=info).path.read_bytes() == big_png
+    assert len(storage(sb, "GET")) == 2
+
+
+def test_connection_error_message_hides_signature(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once we leave: nothing listens there
+    url = f"http://127.0.0.1:{port}/bucket/x.png?X-Amz-Signature=deadbeef42"
+    pid = "0b7f6c1e-2a8d-4c65-9e43-0123456789ab"
+    link = Link(pid, "output", url, url, datetime.now(timezone.utc) + timedelta(hours=1))
+    with Transfer(tmp_path, retries=0) as t, pytest.raises(TransferError) as caught:
+        t.fetch(lambda refresh: link, pid, "output")
+    exc = caught.value
+    assert_one_line_without_secret(str(exc), "deadbeef42", "X-Amz-Signature")
+    assert "127.0.0.1" in str(exc) and "check the connection" in str(exc)
+    assert exc.__cause__ is None and exc.__suppress_context__
+
+
+def test_no_secrets_reach_storage_or_output(sb: Sandbox, job: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))  # requests would add Basic auth from it
+    caplog.set_level(logging.DEBUG, logger="topaz_nb.transfer")
+    sources = [Source(sb, job, side) for side in ("input", "output")]
+    with Transfer(tmp_path / "c") as t:
+        sb.inject("expire", server="storage")
+        results = [t.fetch(s, job, s.side) for s in sources]  # type: ignore[arg-type]
+        shown = repr(t) + "".join(repr(r) + repr(r.info) for r in results)
+    reqs = storage(sb)
+    assert len(reqs) >= 4
+    for r in reqs:
+        lowered = {k.lower() for k in r.headers}
+        assert "x-api-key" not in lowered and "authorization" not in lowered
+        assert sb.api_key not in str(r.headers)
+    queries = [s.link.download_url.partition("?")[2] for s in sources]
+    queries += [s.link.head_url.partition("?")[2] for s in sources]
+    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "fresh one" in logged  # the refresh was logged...
+    for q in queries:
+        assert q and q not in shown and q not in logged  # ...without the signature
+    assert sb.api_key not in shown + logged
+
+
+# ------------------------------------------------------------ concurrency
+
+
+def test_both_sides_from_two_threads(sb: Sandbox, job: str, big_png: bytes, small_jpeg: bytes,
+                                     transfer: Transfer) -> None:
+    results: dict[str, Fetched] = {}
+    errors: list[BaseException] = []
+
+    def run(side: Side) -> None:
+        try:
+            results[side] = transfer.fetch(Source(sb, job, side), job, side)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in ("input", "output")]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert errors == []
+    assert results["input"].path.read_bytes() == small_jpeg
+    assert results["output"].path.read_bytes() == big_png
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_same_object_from_many_threads(sb: Sandbox, job: str, big_png: bytes, tmp_path: Path,
+                                       shared: bool) -> None:
+    transfers = [Transfer(tmp_path)] * 4 if shared else [Transfer(tmp_path) for _ in range(4)]
+    results: list[Fetched] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def run(t: Transfer) -> None:
+        try:
+            barrier.wait(10)
+            results.append(t.fetch(Source(sb, job), job, "output"))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in transfers]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    for t in set(transfers):
+        t.close()
+    assert errors == [] and len(results) == 4
+    assert len({r.path for r in results}) == 1
+    assert results[0].path.read_bytes() == big_png
+    assert files_in(tmp_path) == [results[0].path]  # no .part left behind
+    if shared:  # one Transfer downloads each object once
+        assert len(storage(sb, "GET")) == 1
+        assert sum(not r.from_cache for r in results) == 1
+
+
+# --------------------------------------------------------- cache admin
+
+
+def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("TOPAZ_NB_CACHE", raising=False)
+    assert default_cache_dir() == platformdirs.user_cache_path("topaz-nb")
+    monkeypatch.setenv("TOPAZ_NB_CACHE", str(tmp_path / "here"))
+    assert default_cache_dir() == tmp_path / "here"
+    with Transfer() as t:
+        assert t.cache_dir == tmp_path / "here"
+    with Transfer(tmp_path / "explicit") as t:
+        assert t.cache_dir == tmp_path / "explicit"
+
+
+def test_clear_cache(sb: Sandbox, job: str, small_jpeg: bytes, tmp_path: Path) -> None:
+    other = sb.add_job(small_jpeg, small_jpeg)
+    unrelated = tmp_path / "notes" / "keep.txt"
+    unrelated.parent.mkdir(parents=True)
+    unrelated.write_text("mine")
+    with Transfer(tmp_path) as t:
+        got = {(pid, side): t.fetch(Source(sb, pid, side), pid, side)  # type: ignore[arg-type]
+               for pid in (job, other) for side in ("input", "output")}
+        assert t.clear_cache(job) == 2
+        assert t.cached(job, "output", got[job, "output"].info) is None
+        assert t.cached(other, "output", got[other, "output"].info) is not None
+        assert t.clear_cache() == 2
+        assert t.clear_cache() == 0
+    assert complete_files(tmp_path) == [unrelated]
+
+
+def test_bad_arguments_fail_before_any_request(sb: Sandbox, job: str,
+                                               transfer: Transfer) -> None:
+    src = Source(sb, job)
+    with pytest.raises(InvalidProcessId):
+        transfer.fetch(src, "not-a-uuid", "output")
+    with pytest.raises(ValueError, match="side"):
+        transfer.fetch(src, job, "middle")  # type: ignore[arg-type]
+    assert src.calls == [] and storage(sb) == []
+
+
+def test_object_info_repr_has_no_headers() -> None:
+    info = ObjectInfo(1, "image/png", "e", None, {"X-Secret": "v"}, "http://h/p?…")
+    assert "X-Secret" not in repr(info)
+    assert hash(info) == hash(ObjectInfo(1, "image/png", "e", None, {}, "http://h/p?…"))

@@ -1,0 +1,107 @@
+"""Fault injection: the misbehaviour a real network and a real API show.
+
+Faults are kept in the order they were injected.  For each request the
+matching ``latency`` faults all apply (their delays add up), then the first
+matching fault of any other kind decides the answer; every fault applied uses
+up one of its ``times``.  That lets a test combine "slow" with "then fail".
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+SERVERS = ("api", "storage")
+
+# kind -> (required params, optional params, servers it makes sense on)
+_KINDS: dict[str, tuple[frozenset[str], frozenset[str], tuple[str, ...]]] = {
+    "latency": (frozenset({"seconds"}), frozenset(), SERVERS),
+    "status": (frozenset({"code"}), frozenset({"retry_after", "message"}), SERVERS),
+    "truncate": (frozenset({"after_bytes"}), frozenset(), SERVERS),
+    "drop": (frozenset(), frozenset(), SERVERS),
+    "expire": (frozenset(), frozenset(), ("storage",)),
+    "omit_headers": (frozenset({"headers"}), frozenset(), SERVERS),
+}
+
+
+@dataclass
+class Fault:
+    """One injected fault; ``remaining`` is ``None`` for "until cleared"."""
+
+    kind: str
+    server: str
+    path: str | None
+    remaining: int | None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def matches(self, server: str, path: str) -> bool:
+        return (self.server == server and (self.remaining is None or self.remaining > 0)
+                and (self.path is None or self.path in path))
+
+
+def make_fault(kind: str, server: str, times: int | None, path: str | None,
+               params: dict[str, Any]) -> Fault:
+    """Check a fault's arguments now, so a typo fails at ``inject`` and not mid-test."""
+    if kind not in _KINDS:
+        raise ValueError(f"unknown fault kind {kind!r}: use one of {', '.join(_KINDS)}")
+    required, optional, servers = _KINDS[kind]
+    if server not in servers:
+        raise ValueError(f"fault {kind!r} applies to server {' or '.join(map(repr, servers))},"
+                         f" not {server!r}")
+    missing = required - params.keys()
+    if missing:
+        raise TypeError(f"fault {kind!r} needs {', '.join(sorted(missing))}=")
+    extra = params.keys() - required - optional
+    if extra:
+        raise TypeError(f"fault {kind!r} takes no {', '.join(sorted(extra))}=")
+    if times is not None and times < 1:
+        raise ValueError(f"times must be a positive count or None, not {times!r}")
+    if kind == "status" and not 100 <= int(params["code"]) <= 599:
+        raise ValueError(f"status code must be 100..599, not {params['code']!r}")
+    if kind == "omit_headers":
+        if isinstance(params["headers"], str):
+            raise TypeError("omit_headers takes headers=[...], a list of header names")
+        params = {"headers": frozenset(h.lower() for h in params["headers"])}
+    return Fault(kind, server, path, times, dict(params))
+
+
+@dataclass
+class Plan:
+    """What one request should suffer: a total delay and at most one decisive fault."""
+
+    delay: float = 0.0
+    fault: Fault | None = None
+
+
+class FaultBook:
+    """The sandbox's fault list, shared by the handler threads of both servers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+
+    def add(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def plan(self, server: str, path: str) -> Plan:
+        plan = Plan()
+        with self._lock:
+            for fault in self._faults:
+                if not fault.matches(server, path):
+                    continue
+                if fault.kind == "latency":
+                    plan.delay += float(fault.params["seconds"])
+                elif plan.fault is None:
+                    plan.fault = fault
+                else:
+                    continue
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+            self._faults = [f for f in self._faults if f.remaining is None or f.remaining > 0]
+        return plan

@@ -1,0 +1,223 @@
+"""The HTTP plumbing both sandbox servers share: recording, faults, streaming.
+
+Each server is a stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with
+keep-alive, like the real hosts, so clients exercise connection reuse.  A
+server knows nothing about Topaz: it records the request, applies the faults
+planned for it, asks its ``route`` function for a :class:`Reply` and writes
+that reply, slicing large bodies instead of copying them.
+"""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from ._faults import Fault, FaultBook
+
+_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as a sandbox server received it (for assertions in tests)."""
+
+    server: str
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+
+
+@dataclass
+class Reply:
+    """What a route answers: the body may be a zero-copy view of a stored object."""
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes | memoryview = b""
+
+
+def header(request: RecordedRequest, name: str) -> str | None:
+    """A request header by case-insensitive name, as HTTP defines header names."""
+    wanted = name.lower()
+    return next((v for k, v in request.headers.items() if k.lower() == wanted), None)
+
+
+Route = Callable[[RecordedRequest], Reply]
+ErrorReply = Callable[[int, str], Reply]
+
+
+class RequestLog:
+    """Every request of both servers, in arrival order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[RecordedRequest] = []
+
+    def add(self, item: RecordedRequest) -> None:
+        with self._lock:
+            self._items.append(item)
+
+    def snapshot(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def version_string(self) -> str:
+        return "TopazSandbox/1.0"
+    # An idle keep-alive connection is closed after this many seconds.
+    timeout = 30
+    server: SandboxServer
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        """Stay quiet: the request log is the record, not stderr."""
+
+    def _dispatch(self) -> None:
+        path, _, query = self.path.partition("?")
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        request = RecordedRequest(self.server.name, self.command, path, query, headers)
+        self.server.log.add(request)
+        self._discard_body()
+
+        plan = self.server.faults.plan(self.server.name, path)
+        if plan.delay > 0:
+            time.sleep(plan.delay)
+        fault = plan.fault
+        if fault is not None and fault.kind == "drop":
+            self._drop()
+            return
+        if fault is not None and fault.kind == "status":
+            reply = self.server.error_reply(int(fault.params["code"]),
+                                            fault.params.get("message") or "")
+            if fault.params.get("retry_after") is not None:
+                reply.headers.append(("Retry-After", str(int(fault.params["retry_after"]))))
+        elif fault is not None and fault.kind == "expire":
+            reply = self.server.error_reply(403, "expired")
+        else:
+            reply = self.server.route(request)
+        try:
+            self._write(reply, fault)
+        except (ConnectionError, socket.timeout):
+            self.close_connection = True
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
+
+    def _discard_body(self) -> None:
+        length = self.headers.get("Content-Length")
+        if length and length.isdigit():
+            self.rfile.read(int(length))
+        elif self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _write(self, reply: Reply, fault: Fault | None) -> None:
+        omit: frozenset[str] = frozenset()
+        if fault is not None and fault.kind == "omit_headers":
+            omit = fault.params["headers"]
+        body = memoryview(reply.body)
+        limit = len(body)
+        if fault is not None and fault.kind == "truncate":
+            limit = min(limit, max(0, int(fault.params["after_bytes"])))
+
+        self.send_response(reply.status)
+        for name, value in reply.headers:
+            if name.lower() not in omit:
+                self.send_header(name, value)
+        if "content-length" in omit:
+            # No length to frame the body: the end of the connection ends it.
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+
+        if self.command != "HEAD":
+            for start in range(0, limit, _CHUNK):
+                self.wfile.write(body[start:min(start + _CHUNK, limit)])
+        if limit < len(body) and self.command != "HEAD":
+            self.wfile.flush()
+            self._drop()
+
+
+class SandboxServer(ThreadingHTTPServer):
+    """A threading HTTP server that can be stopped with its connections."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], name: str, route: Route,
+                 error_reply: ErrorReply, log: RequestLog, faults: FaultBook) -> None:
+        self.name = name
+        self.route = route
+        self.error_reply = error_reply
+        self.log = log
+        self.faults = faults
+        self._conn_lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        self._conn_threads: list[threading.Thread] = []
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        """Bind without ``HTTPServer``'s reverse DNS lookup, which can stall for seconds."""
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        with self._conn_lock:
+            self._connections.add(request)
+            self._conn_threads = [t for t in self._conn_threads if t.is_alive()]
+        thread = threading.Thread(target=self.process_request_thread,
+                                  args=(request, client_address),
+                                  name=f"sandbox-{self.name}-conn", daemon=True)
+        with self._conn_lock:
+            self._conn_threads.append(thread)
+        thread.start()
+
+    def shutdown_request(self, request) -> None:  # type: ignore[no-untyped-def]
+        with self._conn_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        """A client hanging up mid-answer is normal here; anything else is printed."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, socket.timeout, OSError)):
+            return
+        super().handle_error(request, client_address)
+
+    def close_connections(self, timeout: float = 5.0) -> None:
+        """Wake every handler blocked on an idle keep-alive socket and wait for it."""
+        with self._conn_lock:
+            connections = list(self._connections)
+            threads = list(self._conn_threads)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))

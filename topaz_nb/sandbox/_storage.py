@@ -1,0 +1,167 @@
+"""The storage host: presigned URLs, and the server that honours them.
+
+URLs look like S3 query-string-signed URLs (``X-Amz-Date``, ``X-Amz-Expires``,
+``X-Amz-Signature``...).  The signature is an HMAC-SHA256 over the method,
+the object path, the issue time and the lifetime, with a secret only this
+sandbox knows, so a URL signed for HEAD cannot be used for GET, and any edit
+to its path or expiry is refused like S3 refuses it.  This host never looks at
+``X-API-Key``: a client that sends it here is leaking it, and the request log
+shows that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Callable
+from urllib.parse import parse_qs, quote, urlencode
+
+from ._http import RecordedRequest, Reply, header
+from ._jobs import Job, StoredObject
+
+BUCKET = "topaz-sandbox-images"
+_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+_PATH = re.compile(rf"^/{BUCKET}/([0-9a-f-]{{36}})/(input|output)\.[a-z]+$")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+_S3_CODES = {400: "InvalidRequest", 403: "AccessDenied", 404: "NoSuchKey",
+             405: "MethodNotAllowed", 416: "InvalidRange", 500: "InternalError",
+             503: "SlowDown"}
+_S3_MESSAGES = {400: "Invalid request.", 403: "Access Denied",
+                404: "The specified key does not exist.",
+                405: "The specified method is not allowed against this resource.",
+                416: "The requested range is not satisfiable",
+                500: "We encountered an internal error. Please try again.",
+                503: "Please reduce your request rate."}
+
+
+def storage_error(code: int, message: str = "", s3_code: str | None = None) -> Reply:
+    """An S3-style XML error document."""
+    if code == 403 and message == "expired":
+        message = "Request has expired"
+    s3_code = s3_code or _S3_CODES.get(code, "ServiceUnavailable" if code >= 500 else "Error")
+    message = message or _S3_MESSAGES.get(code, "Error")
+    body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{s3_code}</Code><Message>{message}</Message>"
+            f"<RequestId>{secrets.token_hex(8).upper()}"
+            "</RequestId></Error>").encode()
+    return Reply(code, [("Content-Type", "application/xml")], body)
+
+
+class Signer:
+    """Issues and checks presigned URLs for one sandbox's storage host."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+        self.base_url = ""
+
+    @staticmethod
+    def object_path(job: Job, side: str) -> str:
+        obj = job.input if side == "input" else job.output
+        assert obj is not None
+        return f"/{BUCKET}/{job.process_id}/{side}.{obj.extension}"
+
+    def _signature(self, method: str, path: str, date: str, expires: str) -> str:
+        message = "\n".join((method, path, date, expires)).encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def sign(self, method: str, path: str, issued: int, expiry: int) -> str:
+        date = datetime.fromtimestamp(issued, timezone.utc).strftime(_DATE_FORMAT)
+        expires = str(expiry - issued)
+        query = urlencode({
+            "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+            "X-Amz-Credential": f"SBXSANDBOXKEY/{date[:8]}/us-east-1/s3/aws4_request",
+            "X-Amz-Date": date,
+            "X-Amz-Expires": expires,
+            "X-Amz-SignedHeaders": "host",
+            "X-Amz-Signature": self._signature(method, path, date, expires),
+        }, quote_via=quote)
+        return f"{self.base_url}{path}?{query}"
+
+    def check(self, method: str, path: str, query: str, now: float) -> Reply | None:
+        """``None`` when the URL is good for this method now, else the 403 to send."""
+        params = {k: v[0] for k, v in parse_qs(query).items()}
+        date, expires, signature = (params.get("X-Amz-Date"), params.get("X-Amz-Expires"),
+                                    params.get("X-Amz-Signature"))
+        if not (date and expires and signature):
+            return storage_error(403, "Query-string authentication requires the "
+                                 "X-Amz-Signature, X-Amz-Date and X-Amz-Expires parameters")
+        expected = self._signature(method, path, date, expires)
+        if not hmac.compare_digest(expected, signature):
+            return storage_error(
+                403, "The request signature we calculated does not match the signature you "
+                "provided. Check your key and signing method.", "SignatureDoesNotMatch")
+        try:
+            issued = datetime.strptime(date, _DATE_FORMAT).replace(tzinfo=timezone.utc)
+            expiry = issued.timestamp() + int(expires)
+        except ValueError:
+            return storage_error(403, "X-Amz-Date or X-Amz-Expires is malformed")
+        if now >= expiry:
+            return storage_error(403, "Request has expired")
+        return None
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+    """``(start, end_inclusive)``, ``None`` for the whole object, or ``"unsatisfiable"``."""
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if not match or match.groups() == ("", ""):
+        return None  # malformed or multi-range: answer the whole object, as RFC 9110 allows
+    first, last = match.groups()
+    if first == "":
+        length = int(last)
+        if length == 0:
+            return "unsatisfiable"
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = size - 1 if last == "" else min(int(last), size - 1)
+    if start >= size or (last != "" and int(last) < start):
+        return "unsatisfiable"
+    return start, end
+
+
+def _object_headers(obj: StoredObject) -> list[tuple[str, str]]:
+    return [("Content-Type", obj.content_type), ("ETag", obj.etag),
+            ("Last-Modified", obj.last_modified), ("Accept-Ranges", "bytes"),
+            ("x-amz-server-side-encryption", "AES256")]
+
+
+def make_storage_route(signer: Signer, lookup: Callable[[str], Job | None]) -> Callable[
+        [RecordedRequest], Reply]:
+    """The storage host's request handler, closed over the sandbox's jobs."""
+
+    def route(request: RecordedRequest) -> Reply:
+        if request.method not in ("GET", "HEAD"):
+            return storage_error(405)
+        denied = signer.check(request.method, request.path, request.query, time.time())
+        if denied is not None:
+            return denied
+        match = _PATH.match(request.path)
+        job = lookup(match.group(1)) if match else None
+        if job is None or job.expired(time.time()):
+            return storage_error(404)
+        obj = job.input if match.group(2) == "input" else job.output  # type: ignore[union-attr]
+        if obj is None:
+            return storage_error(404)
+        headers = _object_headers(obj)
+        rng = _byte_range(header(request, "Range"), obj.size)
+        if_range = header(request, "If-Range")
+        if if_range is not None and if_range not in (obj.etag, obj.last_modified):
+            rng = None  # the object changed since the client's partial copy: send it all
+        if rng == "unsatisfiable":
+            reply = storage_error(416)
+            reply.headers.append(("Content-Range", f"bytes */{obj.size}"))
+            return reply
+        view = memoryview(obj.data)
+        if rng is None:
+            return Reply(200, headers, view)
+        start, end = rng  # type: ignore[misc]
+        headers.append(("Content-Range", f"bytes {start}-{end}/{obj.size}"))
+        return Reply(206, headers, view[start:end + 1])
+
+    return route
