@@ -1,0 +1,389 @@
+"""CompareView, kernel side: traits, previews, the tile protocol, static forms."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import traitlets
+from PIL import Image
+
+from topaz_nb.errors import ImageError
+from topaz_nb.imaging import load_image
+from topaz_nb.widget import MODES, TILE_PX, CompareView
+
+RED = (220, 40, 30)
+BLUE = (30, 60, 200)
+
+
+class Captured(CompareView):
+    """A view whose messages to the front end are kept instead of sent."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: list[tuple[dict[str, Any], list[bytes]]] = []
+
+    def send(self, content: Any, buffers: Any = None) -> None:  # type: ignore[override]
+        self.sent.append((content, list(buffers or [])))
+
+
+def solid(size: tuple[int, int], color: tuple[int, int, int]) -> np.ndarray:
+    arr = np.zeros((size[1], size[0], 3), np.uint8)
+    arr[:] = color
+    return arr
+
+
+def noise(size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+
+
+def decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+@pytest.fixture
+def view() -> CompareView:
+    return CompareView.from_images(solid((64, 48), RED), solid((256, 192), BLUE))
+
+
+# ---- traits ------------------------------------------------------------------
+
+def test_defaults_and_labels(view: CompareView) -> None:
+    assert (view.mode, view.orientation, view.position, view.zoom) == ("swipe", "vertical", 0.5, 0)
+    assert view.showing == "output"
+    assert view.center == (128.0, 96.0)
+    assert view.labels == ("A 64×48", "B 256×192 (4.0×)")
+    assert view.sizes == {"input": [64, 48], "output": [256, 192]}
+    assert view.height == 520
+    assert repr(view) == "CompareView(A 64×48 → B 256×192 (4.0×), mode=swipe)"
+
+
+def test_constructor_labels_name_input_and_output() -> None:
+    v = CompareView(solid((300, 200), RED), solid((1200, 800), BLUE))
+    assert v.labels == ("Input 300×200", "Output 1200×800 (4.0×)")
+    same = CompareView(solid((30, 20), RED), solid((30, 20), BLUE))
+    assert same.labels == ("Input 30×20", "Output 30×20")
+    custom = CompareView(solid((30, 20), RED), solid((60, 40), BLUE), labels=["before", "after"])
+    assert custom.labels == ("before", "after")
+    with pytest.raises(traitlets.TraitError, match="labels must be two strings"):
+        CompareView(solid((30, 20), RED), solid((60, 40), BLUE), labels=["one"])
+
+
+def test_set_and_observe(view: CompareView) -> None:
+    seen: list[tuple[str, Any]] = []
+    view.observe(lambda change: seen.append((change["name"], change["new"])),
+                 names=["mode", "position", "zoom", "center", "showing", "orientation"])
+    view.mode = "blend"
+    view.position = 0.25
+    view.zoom = 1
+    view.center = (10, 20)
+    view.showing = "input"
+    view.orientation = "horizontal"
+    assert seen == [("mode", "blend"), ("position", 0.25), ("zoom", 1.0),
+                    ("center", (10.0, 20.0)), ("showing", "input"),
+                    ("orientation", "horizontal")]
+
+
+def test_mode_validation_lists_the_choices(view: CompareView) -> None:
+    with pytest.raises(traitlets.TraitError) as info:
+        view.mode = "wipe"
+    message = str(info.value)
+    assert "\n" not in message and "'wipe'" in message
+    for mode in MODES:
+        assert repr(mode) in message
+    view.mode = "Side_By_Side"
+    assert view.mode == "side-by-side"
+    with pytest.raises(traitlets.TraitError, match="orientation must be one of"):
+        view.orientation = "diagonal"
+    with pytest.raises(traitlets.TraitError, match="showing must be one of"):
+        view.showing = "both"
+    with pytest.raises(traitlets.TraitError, match="swipe"):
+        CompareView.from_images(solid((4, 4), RED), solid((4, 4), BLUE), mode="zigzag")
+
+
+def test_numbers_are_clamped_or_refused(view: CompareView) -> None:
+    view.position = 1.7
+    assert view.position == 1.0
+    view.position = -3
+    assert view.position == 0.0
+    with pytest.raises(traitlets.TraitError, match="position must be a number"):
+        view.position = float("nan")
+    with pytest.raises(traitlets.TraitError, match="zoom must be 0"):
+        view.zoom = -1
+    with pytest.raises(traitlets.TraitError, match="zoom must be 0"):
+        view.zoom = float("inf")
+    with pytest.raises(traitlets.TraitError, match="center must be"):
+        view.center = (float("nan"), 0)
+    with pytest.raises(traitlets.TraitError, match="height must be"):
+        view.height = 10
+    with pytest.raises(traitlets.TraitError, match="preview_size"):
+        CompareView.from_images(solid((4, 4), RED), solid((4, 4), BLUE), preview_size=2)
+
+
+def test_read_only_traits_refuse_writes(view: CompareView) -> None:
+    for name in ("sizes", "placement", "input_preview", "output_preview"):
+        with pytest.raises(traitlets.TraitError):
+            setattr(view, name, getattr(view, name))
+
+
+# ---- inputs, previews, placement -----------------------------------------------
+
+def test_from_images_takes_pil_arrays_and_paths(tmp_path: Path) -> None:
+    a = Image.fromarray(solid((40, 30), RED))
+    b_path = tmp_path / "b.png"
+    Image.fromarray(solid((80, 60), BLUE)).save(b_path)
+    for first, second in [(a, b_path), (np.asarray(a), str(b_path)), (a, b_path.read_bytes())]:
+        v = CompareView.from_images(first, second)
+        assert v.sizes == {"input": [40, 30], "output": [80, 60]}
+        assert decode(v.input_preview)[0, 0].tolist() == list(RED)
+        assert decode(v.output_preview)[0, 0].tolist() == list(BLUE)
+
+
+def test_source_images_are_used_as_given() -> None:
+    inp = load_image(solid((50, 50), RED), label="input")
+    out = load_image(solid((100, 100), BLUE), label="output")
+    v = CompareView(inp, out)
+    assert v.labels == ("Input 50×50", "Output 100×100 (2.0×)")
+
+
+def test_not_an_image_is_a_one_line_image_error(tmp_path: Path) -> None:
+    bad = tmp_path / "page.jpg"
+    bad.write_text("<html>Access denied</html>")
+    with pytest.raises(ImageError) as info:
+        CompareView.from_images(bad, solid((10, 10), BLUE))
+    assert "\n" not in str(info.value)
+
+
+def test_previews_are_binary_lossless_when_whole_and_webp_when_reduced() -> None:
+    v = CompareView.from_images(noise((100, 80)), noise((1000, 800), 1), preview_size=256)
+    state = v.get_state()
+    assert isinstance(state["input_preview"], (bytes, memoryview))
+    assert bytes(v.input_preview).startswith(b"\x89PNG")
+    assert np.array_equal(decode(v.input_preview), noise((100, 80)))
+    assert bytes(v.output_preview)[:4] == b"RIFF" and bytes(v.output_preview)[8:12] == b"WEBP"
+    assert Image.open(io.BytesIO(v.output_preview)).size == (256, 205)
+
+
+@pytest.mark.parametrize(("inp", "out", "crop", "expected"), [
+    ((100, 50), (400, 200), None, (0, 0, 400, 200)),       # same aspect: covers
+    ((100, 100), (200, 100), None, (50, 0, 100, 100)),     # letterbox, centred
+    ((100, 100), (200, 100), True, (0, -50, 200, 200)),    # crop to fill
+    ((200, 100), (100, 100), False, (0, 25, 100, 50)),
+])
+def test_placement_for_different_aspect_ratios(inp: tuple[int, int], out: tuple[int, int],
+                                               crop: bool | None,
+                                               expected: tuple[int, ...]) -> None:
+    v = CompareView.from_images(solid(inp, RED), solid(out, BLUE), crop_to_fill=crop)
+    assert v.placement == pytest.approx(expected)
+
+
+# ---- tiles ---------------------------------------------------------------------
+
+def request(view_id: str = "v1", gen: int = 1, level: float = 1, tiles: Any = ((0, 0),)) -> dict:
+    return {"type": "tiles", "view": view_id, "gen": gen, "level": level,
+            "tiles": [list(t) for t in tiles]}
+
+
+def test_tiles_carry_full_resolution_pixels_of_both_sides() -> None:
+    inp, out = noise((300, 200), 1), noise((600, 400), 2)
+    v = Captured(inp, out, preview_size=64)
+    v._on_tile_request(v, request(tiles=[(0, 0), (1, 0)]), [])
+    assert [m["ix"] for m, _ in v.sent] == [0, 1]
+    (first, (in_png, out_png)), (second, _) = v.sent
+    assert first == {"type": "tile", "view": "v1", "gen": 1, "level": 1.0, "ix": 0, "iy": 0,
+                     "x": 0, "y": 0, "w": TILE_PX, "h": 400}
+    assert second["x"] == TILE_PX and second["w"] == 600 - TILE_PX
+    assert in_png.startswith(b"\x89PNG") and out_png.startswith(b"\x89PNG")
+    out_tile = decode(out_png)
+    assert out_tile.shape == (400, TILE_PX, 4)
+    assert np.array_equal(out_tile[..., :3], out[:400, :TILE_PX])
+    assert (out_tile[..., 3] == 255).all()
+    # The input lies at 2× on the output grid: each input pixel becomes a 2×2 block.
+    in_tile = decode(in_png)
+    upscaled = inp.repeat(2, axis=0).repeat(2, axis=1)
+    assert np.array_equal(in_tile[..., :3], upscaled[:400, :TILE_PX])
+
+
+def test_reduced_levels_cover_more_of_the_image() -> None:
+    v = Captured(noise((100, 100)), noise((1500, 1100), 3), preview_size=64)
+    v._on_tile_request(v, request(level=0.5, tiles=[(1, 1)]), [])
+    (msg, (in_png, out_png)), = v.sent
+    assert (msg["x"], msg["y"], msg["w"], msg["h"]) == (1024, 1024, 476, 76)
+    assert decode(out_png).shape[:2] == (38, 238)
+    assert decode(in_png).shape[:2] == (38, 238)
+
+
+def test_newer_request_supersedes_queued_tiles_of_the_same_view() -> None:
+    v = Captured(noise((64, 64)), noise((2048, 2048), 4), preview_size=64)
+
+    async def interact() -> None:
+        v._on_tile_request(v, request("a", 1, tiles=[(0, 0), (1, 0), (2, 0), (3, 0)]), [])
+        v._on_tile_request(v, request("b", 1, tiles=[(0, 1)]), [])
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        # The user panned: view "a" now wants one other tile only.
+        v._on_tile_request(v, request("a", 2, tiles=[(3, 3)]), [])
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    asyncio.run(interact())
+    served = [(m["view"], m["gen"], m["ix"], m["iy"]) for m, _ in v.sent]
+    stale = [s for s in served if s[0] == "a" and s[1] == 1]
+    assert len(stale) <= 1  # at most the one cut before the newer request came in
+    assert ("a", 2, 3, 3) in served and ("b", 1, 0, 1) in served
+    assert len(served) == len(stale) + 2
+
+
+def test_an_empty_request_cancels_the_queue() -> None:
+    v = Captured(noise((64, 64)), noise((2048, 2048), 4), preview_size=64)
+
+    async def interact() -> None:
+        v._on_tile_request(v, request("a", 1, tiles=[(0, 0), (1, 0), (2, 0)]), [])
+        v._on_tile_request(v, request("a", 2, tiles=[]), [])
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+    asyncio.run(interact())
+    assert v.sent == []
+
+
+@pytest.mark.parametrize("content", [
+    "tiles",
+    {"type": "other"},
+    request(level=0.3),
+    request(level="x"),
+    request(tiles=[(9, 9)]),
+    request(tiles=[(-1, 0)]),
+    request(tiles=["ab"]),
+    {"type": "tiles", "view": "v"},
+])
+def test_malformed_requests_are_ignored(content: Any) -> None:
+    v = Captured(noise((64, 64)), noise((600, 400), 5), preview_size=64)
+    v._on_tile_request(v, content, [])
+    assert v.sent == []
+
+
+def test_a_failing_tile_is_reported_once_in_one_line() -> None:
+    v = Captured(noise((64, 64)), noise((600, 400), 5), preview_size=64)
+
+    class Broken:
+        def region(self, *args: Any, **kwargs: Any) -> Image.Image:
+            raise ImageError("Image 'output' is truncated: download it again.")
+
+    v._tile_source = Broken()  # type: ignore[assignment]
+    v._on_tile_request(v, request(tiles=[(0, 0), (1, 0)]), [])
+    assert len(v.sent) == 1
+    msg, buffers = v.sent[0]
+    assert msg["type"] == "tile-error" and buffers == []
+    assert "truncated" in msg["message"] and "\n" not in msg["message"]
+
+
+# ---- static forms ----------------------------------------------------------------
+
+def test_to_image_follows_mode_and_position() -> None:
+    v = CompareView.from_images(solid((100, 50), RED), solid((400, 200), BLUE))
+    img = np.asarray(v.to_image(width=400))
+    assert img.shape == (200, 400, 3)
+    assert np.abs(img[150, 100].astype(int) - RED).max() <= 3
+    assert np.abs(img[150, 300].astype(int) - BLUE).max() <= 3
+
+    v.position = 0.8
+    img = np.asarray(v.to_image(width=400))
+    assert np.abs(img[150, 300].astype(int) - RED).max() <= 3  # left of 320 now
+
+    v.orientation = "horizontal"
+    v.position = 0.5
+    img = np.asarray(v.to_image(width=400))
+    assert np.abs(img[60, 200].astype(int) - RED).max() <= 3
+    assert np.abs(img[150, 200].astype(int) - BLUE).max() <= 3
+
+    v.mode = "blend"
+    img = np.asarray(v.to_image(width=400))
+    mix = [(a + b) / 2 for a, b in zip(RED, BLUE)]
+    assert np.abs(img[150, 200].astype(int) - mix).max() <= 3
+
+    v.mode = "difference"
+    img = np.asarray(v.to_image(width=400))
+    diff = [min(255, abs(a - b) * 4) for a, b in zip(RED, BLUE)]
+    assert np.abs(img[150, 200].astype(int) - diff).max() <= 3
+
+    v.mode = "toggle"
+    v.showing = "input"
+    assert np.abs(np.asarray(v.to_image(width=400))[150, 300].astype(int) - RED).max() <= 3
+    v.showing = "output"
+    assert np.abs(np.asarray(v.to_image(width=400))[150, 100].astype(int) - BLUE).max() <= 3
+
+    v.mode = "side-by-side"
+    img = np.asarray(v.to_image(width=404))
+    assert img.shape[1] == 404
+    assert np.abs(img[80, 100].astype(int) - RED).max() <= 3
+    assert np.abs(img[80, 300].astype(int) - BLUE).max() <= 3
+
+
+def test_to_image_draws_the_letterboxed_input_where_it_lies() -> None:
+    v = CompareView.from_images(solid((100, 100), RED), solid((200, 100), BLUE), position=1.0)
+    img = np.asarray(v.to_image(width=200))
+    assert np.abs(img[80, 100].astype(int) - RED).max() <= 3
+    assert img[80, 20].tolist() == [31, 31, 31]  # outside the input: the stage colour
+
+
+def test_fallback_bundle_is_small_and_shows_both_sides() -> None:
+    v = CompareView(noise((600, 400), 6), noise((2400, 1600), 7))
+    v.mode = "swipe"
+    data, metadata = v._repr_mimebundle_()
+    assert isinstance(metadata, dict)
+    assert set(data) == {"text/plain", "application/vnd.jupyter.widget-view+json", "image/jpeg"}
+    assert data["text/plain"] == (
+        "CompareView(Input 600×400 → Output 2400×1600 (4.0×), mode=swipe)")
+    jpeg = base64.b64decode(data["image/jpeg"])
+    assert len(jpeg) <= 300_000
+    picture = Image.open(io.BytesIO(jpeg))
+    assert picture.format == "JPEG" and picture.width <= 800
+
+    solid_view = CompareView(solid((300, 200), RED), solid((1200, 800), BLUE))
+    data, _ = solid_view._repr_mimebundle_()
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(data["image/jpeg"]))))
+    h, w = img.shape[:2]
+    assert np.abs(img[h * 3 // 4, w // 4].astype(int) - RED).max() <= 12
+    assert np.abs(img[h * 3 // 4, w * 3 // 4].astype(int) - BLUE).max() <= 12
+
+
+def test_save_html_is_self_contained(tmp_path: Path) -> None:
+    v = CompareView.from_images(solid((64, 48), RED), solid((128, 96), BLUE), mode="blend")
+    path = v.save_html(tmp_path / "compare.html")
+    assert path == tmp_path / "compare.html"
+    page = path.read_text(encoding="utf-8")
+    assert "http://" not in page and "https://" not in page
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=", page)
+    assert v._esm in page and v._css in page
+    state = json.loads(re.search(r'id="topaz-compare-state">(.*?)</script>', page, re.DOTALL)
+                       .group(1).replace("<\\/", "</"))
+    assert base64.b64decode(state["output_preview"]) == bytes(v.output_preview)
+    assert state["mode"] == "blend" and state["labels"] == list(v.labels)
+
+
+def test_no_secret_or_presigned_url_in_the_state(tmp_path: Path) -> None:
+    key = "tpz_live_SECRETKEY123"
+    url = f"https://storage.example/out.png?X-Amz-Signature=abc&X-Amz-Credential={key}"
+    out_file = tmp_path / "out.png"
+    Image.fromarray(solid((120, 80), BLUE)).save(out_file)
+    inp = load_image(solid((30, 20), RED), label=url)
+    out = load_image(out_file, label=f"output {key}")
+    v = CompareView(inp, out)
+    state = v.get_state()
+    text = json.dumps({k: val for k, val in state.items()
+                       if not isinstance(val, (bytes, memoryview))})
+    assert key not in text and "X-Amz" not in text
+    assert not re.search(r"https?://[^\"\s]*\?", text)
+    for value in state.values():
+        if isinstance(value, (bytes, memoryview)):
+            assert key.encode() not in bytes(value)
+    data, _ = v._repr_mimebundle_()
+    assert key not in data["text/plain"] and "http" not in data["text/plain"]

@@ -1,0 +1,219 @@
+"""Static pictures of a comparison: the composite image and the standalone page.
+
+A notebook is often read where no widget can run (GitHub, nbviewer, nbconvert,
+a colleague's e-mail).  What those readers get is built here from the same
+previews the widget shows, so the static picture matches the live view's mode
+and divider position.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image, ImageChops, ImageDraw, ImageFont
+
+BACKGROUND = (31, 31, 31)
+"""The stage colour, also behind any part of the grid the input does not cover."""
+
+DIFF_GAIN = 4
+"""Difference amplification; the front end uses the same factor."""
+
+_GAP = 4
+_ASCII = str.maketrans({"×": "x", "−": "-", "→": "->"})
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Everything a static picture depends on."""
+
+    input: Image.Image
+    output: Image.Image
+    output_size: tuple[int, int]
+    placement: tuple[float, float, float, float]
+    labels: tuple[str, str]
+    mode: str = "swipe"
+    orientation: str = "vertical"
+    position: float = 0.5
+    showing: str = "output"
+
+
+def _layers(scene: Scene, width: int) -> tuple[Image.Image, Image.Image]:
+    """Both images drawn on the output grid scaled to ``width``, over the stage colour."""
+    ow, oh = scene.output_size
+    s = width / ow
+    height = max(1, round(oh * s))
+    out = Image.new("RGB", (width, height), BACKGROUND)
+    src = scene.output.convert("RGBA").resize((width, height), Image.Resampling.LANCZOS)
+    out.paste(src, (0, 0), src)
+
+    inp = Image.new("RGB", (width, height), BACKGROUND)
+    px, py, pw, ph = scene.placement
+    box = (round(px * s), round(py * s), round((px + pw) * s), round((py + ph) * s))
+    size = (max(1, box[2] - box[0]), max(1, box[3] - box[1]))
+    src = scene.input.convert("RGBA").resize(size, Image.Resampling.LANCZOS)
+    inp.paste(src, box[:2], src)
+    return inp, out
+
+
+def _font(width: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=max(11, min(22, width // 55)))
+
+
+def _label(img: Image.Image, text: str, anchor: str, x0: int = 0, x1: int | None = None) -> None:
+    """Draw a label in a dark rounded box at a corner (``tl``, ``tr`` or ``bl``)."""
+    draw = ImageDraw.Draw(img)
+    font = _font(img.width)
+    # Pillow's built-in font has no multiplication or minus sign.
+    text = text.translate(_ASCII)
+    x1 = img.width if x1 is None else x1
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    tw, th = right - left, bottom - top
+    pad, margin = 5, 8
+    x = x0 + margin if anchor in ("tl", "bl") else x1 - margin - tw - 2 * pad
+    y = margin if anchor in ("tl", "tr") else img.height - margin - th - 2 * pad
+    overlay = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    ImageDraw.Draw(overlay).rounded_rectangle(
+        (x, y, x + tw + 2 * pad, y + th + 2 * pad), radius=3, fill=(0, 0, 0, 150))
+    img.paste(Image.alpha_composite(img.convert("RGBA"), overlay).convert("RGB"))
+    ImageDraw.Draw(img).text((x + pad - left, y + pad - top), text, font=font,
+                             fill=(255, 255, 255))
+
+
+def compose(scene: Scene, width: int) -> Image.Image:
+    """An RGB picture of ``scene`` as the widget shows it when fitted, ``width`` px wide."""
+    width = max(16, int(width))
+    a, b = scene.labels
+    if scene.mode == "side-by-side":
+        pane = max(8, (width - _GAP) // 2)
+        left, _ = _layers(scene, pane)
+        _, right = _layers(scene, pane)
+        img = Image.new("RGB", (pane * 2 + _GAP, left.height), (255, 255, 255))
+        img.paste(left, (0, 0))
+        img.paste(right, (pane + _GAP, 0))
+        _label(img, a, "tl", 0, pane)
+        _label(img, b, "tl", pane + _GAP, img.width)
+        return img
+
+    inp, out = _layers(scene, width)
+    if scene.mode == "blend":
+        img = Image.blend(inp, out, scene.position)
+        _label(img, f"{a}  {round((1 - scene.position) * 100)}%", "tl")
+        _label(img, f"{b}  {round(scene.position * 100)}%", "tr")
+    elif scene.mode == "difference":
+        img = ImageChops.difference(inp, out).point(lambda v: min(255, v * DIFF_GAIN))
+        _label(img, f"|{b} − {a}| × {DIFF_GAIN}", "tl")
+    elif scene.mode == "toggle":
+        img = inp if scene.showing == "input" else out
+        _label(img, a if scene.showing == "input" else b, "tl")
+    else:
+        img = out.copy()
+        draw = ImageDraw.Draw(img)
+        if scene.orientation == "horizontal":
+            split = round(scene.position * img.height)
+            img.paste(inp.crop((0, 0, img.width, split)), (0, 0))
+            draw.rectangle((0, split - 2, img.width, split + 1), fill=(0, 0, 0))
+            draw.rectangle((0, split - 1, img.width, split), fill=(255, 255, 255))
+            _label(img, a, "tl")
+            _label(img, b, "bl")
+        else:
+            split = round(scene.position * img.width)
+            img.paste(inp.crop((0, 0, split, img.height)), (0, 0))
+            draw.rectangle((split - 2, 0, split + 1, img.height), fill=(0, 0, 0))
+            draw.rectangle((split - 1, 0, split, img.height), fill=(255, 255, 255))
+            _label(img, a, "tl")
+            _label(img, b, "tr")
+    return img
+
+
+def compact_jpeg(img: Image.Image, *, max_width: int = 800, limit: int = 300_000) -> bytes:
+    """A JPEG of ``img`` no wider than ``max_width`` and no larger than ``limit`` bytes.
+
+    Notebook files carry this picture for readers without widgets, so it must
+    stay small whatever the photo: quality, then size, step down until it fits.
+    """
+    if img.width > max_width:
+        img = img.resize((max_width, max(1, round(img.height * max_width / img.width))),
+                         Image.Resampling.LANCZOS)
+    img = img.convert("RGB")
+    while True:
+        for quality in (80, 65, 50):
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=quality, optimize=True)
+            if buf.tell() <= limit:
+                return buf.getvalue()
+        img = img.resize((max(1, img.width * 3 // 4), max(1, img.height * 3 // 4)),
+                         Image.Resampling.LANCZOS)
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body {{ margin: 16px; font-family: system-ui, sans-serif; background: #fff; }}
+{css}
+</style>
+</head>
+<body>
+<div id="topaz-compare"></div>
+<script type="application/json" id="topaz-compare-state">{state}</script>
+<script type="text/plain" id="topaz-compare-esm">{esm}</script>
+<script type="module">
+// A small stand-in for the widget model: the page has no kernel, so changes
+// stay local and tile requests go unanswered (the previews stay on screen).
+const state = JSON.parse(document.getElementById("topaz-compare-state").textContent);
+for (const key of state.__binary__) {{
+  const raw = atob(state[key]);
+  const bytes = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+  state[key] = new DataView(bytes.buffer);
+}}
+const handlers = new Map();
+const model = {{
+  get: (key) => state[key],
+  set(key, value) {{
+    const same = JSON.stringify(state[key]) === JSON.stringify(value);
+    state[key] = value;
+    if (!same) for (const fn of handlers.get("change:" + key) || []) fn();
+  }},
+  on(name, fn) {{
+    if (!handlers.has(name)) handlers.set(name, new Set());
+    handlers.get(name).add(fn);
+  }},
+  off(name, fn) {{ handlers.get(name)?.delete(fn); }},
+  save_changes() {{}},
+  send() {{}},
+}};
+const esm = document.getElementById("topaz-compare-esm").textContent;
+const url = URL.createObjectURL(new Blob([esm], {{ type: "text/javascript" }}));
+const widget = (await import(url)).default;
+URL.revokeObjectURL(url);
+widget.render({{ model, el: document.getElementById("topaz-compare") }});
+</script>
+</body>
+</html>
+"""
+
+
+def standalone_page(*, title: str, state: dict[str, Any], esm: str, css: str) -> str:
+    """A self-contained HTML page running ``esm`` on ``state``; bytes values become base64."""
+    data: dict[str, Any] = {}
+    binary = []
+    for key, value in state.items():
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            data[key] = base64.b64encode(bytes(value)).decode("ascii")
+            binary.append(key)
+        else:
+            data[key] = value
+    data["__binary__"] = binary
+    if "</script" in esm.lower() or "</style" in css.lower():
+        raise ValueError("front-end code cannot be embedded: it closes its own tag")
+    state_json = json.dumps(data).replace("</", "<\\/")
+    return _PAGE.format(title=html.escape(title), css=css, state=state_json, esm=esm)
