@@ -1,0 +1,315 @@
+"""The topaz-nb command, in-process against real sandboxes, plus real subprocess runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from PIL import Image
+
+from topaz_nb.cli import main
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOPAZ_API_KEY", raising=False)
+    monkeypatch.delenv("TOPAZ_API_URL", raising=False)
+    monkeypatch.setenv("TOPAZ_NB_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def keyed(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The sandbox fixture, with the environment pointing the command at it."""
+    monkeypatch.setenv("TOPAZ_API_URL", sandbox.base_url)
+    monkeypatch.setenv("TOPAZ_API_KEY", sandbox.api_key)
+    return sandbox
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("topaz-nb: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOPAZ_")}
+    env["TOPAZ_NB_CACHE"] = str(tmp_path / "sub-cache")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def test_demo_fetch_first_downloads_both_sides_and_prints_the_table(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["--demo", "--cache-dir", str(tmp_path / "c"), "fetch", "first", "-o",
+                 str(out)]) == 0
+    captured = capsys.readouterr()
+    files = sorted(out.iterdir())
+    assert [f.name.split("-")[-1].split(".")[0] for f in files] == ["input", "output"]
+    for f in files:
+        with Image.open(f) as image:
+            image.verify()
+    assert re.search(r"Dimensions\s+\d+×\d+\s+\d+×\d+", captured.out)
+    assert "Link expires" in captured.out
+    assert str(files[0]) in captured.out
+    assert "X-Amz-Signature" not in captured.out + captured.err
+    assert captured.err == ""  # not a terminal: no progress text
+    assert any((tmp_path / "c").rglob("*")), "the --cache-dir was not used"
+
+
+def test_fetch_with_a_key_from_the_environment(
+        keyed: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pid = keyed.demo_ids[1]
+    assert main(["fetch", pid, "-o", str(tmp_path / "o"), "--no-cache"]) == 0
+    captured = capsys.readouterr()
+    assert pid in captured.out
+    assert keyed.api_key not in captured.out + captured.err
+    assert len(list((tmp_path / "o").iterdir())) == 2
+    storage_gets = [r for r in keyed.requests if r.server == "storage" and r.method == "GET"]
+    assert len(storage_gets) >= 2
+
+
+def test_not_ready_says_to_wait_and_wait_works(
+        keyed: Any, make_image: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pid = keyed.add_job(make_image((40, 30)), make_image((80, 60)), ready_in=1.5)
+    assert main(["fetch", pid, "-o", str(tmp_path / "o")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "not ready" in line and "--wait" in line and "%topaz" not in line
+    assert main(["fetch", pid, "-o", str(tmp_path / "o"), "--wait"]) == 0
+    assert len(list((tmp_path / "o").iterdir())) == 2
+
+
+def test_failed_process_says_it_has_no_output(
+        keyed: Any, make_image: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pid = keyed.add_job(make_image(), status="Failed")
+    assert main(["fetch", pid, "-o", str(tmp_path)]) == 2
+    assert "Failed and has no output" in _one_error_line(capsys.readouterr().err)
+
+
+def test_links_are_redacted_unless_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--demo", "links", "first"]) == 0
+    out = capsys.readouterr().out
+    assert "X-Amz" not in out
+    urls = re.findall(r"http://\S+", out)
+    assert len(urls) == 2 and all(u.endswith("?…") for u in urls)
+    assert re.search(r"input\s+expires \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in 5\d min\)", out)
+    assert "--show-urls" in out
+
+    assert main(["--demo", "links", "first", "--show-urls"]) == 0
+    full = re.findall(r"http://\S+", capsys.readouterr().out)
+    assert len(full) == 2 and all("X-Amz-Signature=" in u for u in full)
+    assert [u.split("?")[0].rsplit("/", 1)[1] for u in full] == \
+        [u.split("?")[0].rsplit("/", 1)[1] for u in urls]
+
+
+def test_links_never_print_the_key(keyed: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["links", keyed.demo_ids[0]]) == 0
+    captured = capsys.readouterr()
+    assert keyed.api_key not in captured.out + captured.err
+    assert keyed.demo_ids[0] in captured.out
+
+
+def test_compare_writes_a_self_contained_page(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    page = tmp_path / "pages" / "page.html"
+    assert main(["--demo", "compare", "first", "-o", str(page), "--mode", "swipe"]) == 0
+    assert "Wrote" in capsys.readouterr().out
+    text = page.read_text(encoding="utf-8")
+    assert text.lstrip().lower().startswith("<!doctype html")
+    # Self-contained: no script, stylesheet or image fetched from anywhere.
+    remote = r"""<(script|link|img)[^>]+(src|href)=["']?(https?:)?//"""
+    assert not re.search(remote, text, re.IGNORECASE)
+    for side in ("input", "output"):  # the previews travel inside the page
+        assert re.search(rf'"{side}_preview":\s*"[A-Za-z0-9+/=]{{1000,}}"', text)
+    assert "X-Amz" not in text and "127.0.0.1" not in text
+
+
+def test_compare_onto_a_directory_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--demo", "compare", "first", "-o", str(tmp_path)]) == 2
+    assert "is a directory" in _one_error_line(capsys.readouterr().err)
+
+
+def test_bad_and_unknown_ids_exit_2_with_one_line(
+        keyed: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["links", "not-a-uuid"]) == 2
+    assert "is not a process ID" in _one_error_line(capsys.readouterr().err)
+    missing = str(uuid.uuid4())
+    assert main(["fetch", missing, "-o", str(tmp_path / "unused")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert missing in line and "not found" in line
+    assert keyed.api_key not in line
+    assert not (tmp_path / "unused").exists()
+
+
+def test_missing_key_says_how_to_set_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["links", str(uuid.uuid4())]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "export TOPAZ_API_KEY=" in line and "--demo" in line
+
+
+def test_first_needs_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fetch", "first", "-o", "x"]) == 2
+    assert "needs --demo" in _one_error_line(capsys.readouterr().err)
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "commands" in capsys.readouterr().err
+    assert main(["fetch", str(uuid.uuid4())]) == 2  # -o is required
+    assert "-o" in capsys.readouterr().err
+    assert main(["sandbox", "--port", "70000"]) == 2
+    assert main(["--help"]) == 0
+    assert "fetch" in capsys.readouterr().out
+
+
+def test_api_url_option_wins_over_the_environment(
+        keyed: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TOPAZ_API_URL", "http://127.0.0.1:9/image/v1")
+    assert main(["--api-url", keyed.base_url, "links", keyed.demo_ids[0]]) == 0
+    assert keyed.demo_ids[0] in capsys.readouterr().out
+
+
+def test_demo_check_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "check passed" in out
+    assert re.search(r"input\s+link http://127\.0\.0\.1:\d+/\S+\?… .*image \d+×\d+", out)
+    assert re.search(r"output\s+link .*image \d+×\d+", out)
+
+
+def test_demo_without_a_notebook_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--notebook", str(tmp_path / "nope.ipynb")]) == 2
+    assert "no notebook at" in _one_error_line(capsys.readouterr().err)
+
+
+def test_entry_point_in_a_real_subprocess(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "topaz_nb.cli", "--demo", "fetch", "first", "-o", str(out)],
+        capture_output=True, text=True, env=_env(tmp_path), timeout=120, cwd=tmp_path,
+        check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "Dimensions" in proc.stdout
+    assert len(list(out.iterdir())) == 2
+
+    bad = subprocess.run([sys.executable, "-m", "topaz_nb.cli", "links", "nope"],
+                         capture_output=True, text=True, env=_env(tmp_path), timeout=60,
+                         check=False)
+    assert bad.returncode == 2
+    _one_error_line(bad.stderr)
+
+
+def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> re.Match[str]:
+    deadline = time.monotonic() + timeout
+    seen = []
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        match = re.search(pattern, line)
+        if match:
+            return match
+    raise AssertionError(f"{pattern!r} not printed; got {''.join(seen)!r}")
+
+
+def test_sandbox_subcommand_serves_until_interrupted(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "topaz_nb.cli", "sandbox", "--port", "0", "--api-key", "k-test"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
+    try:
+        base = _read_until(proc, r"API:\s+(http://\S+)", 60).group(1)
+        pid = _read_until(proc, r"([0-9a-f-]{36})", 10).group(1)
+        answer = requests.get(f"{base}/status/{pid}", headers={"X-API-Key": "k-test"}, timeout=10)
+        assert answer.status_code == 200 and answer.json()["process_id"] == pid
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_demo_runs_jupyterlab_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
+    notebook = tmp_path / "nb" / "demo.ipynb"
+    notebook.parent.mkdir()
+    notebook.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
+                                    "nbformat_minor": 5}))
+    env = _env(tmp_path)
+    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
+        env[name] = str(tmp_path / name.lower())
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "topaz_nb.cli", "demo", "--port", str(port), "--no-browser",
+         "--notebook", str(notebook), "--", "--allow-root", "--ServerApp.token=t0k",
+         "--ServerApp.password="],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        base = _read_until(proc, r"sandbox API:\s+(http://\S+)", 60).group(1)
+        deadline = time.monotonic() + 60
+        answer = None
+        while time.monotonic() < deadline:
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/api/contents/demo.ipynb",
+                                      params={"token": "t0k"}, timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.3)
+        assert answer is not None and answer.status_code == 200, "JupyterLab did not start"
+        assert answer.json()["type"] == "notebook"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/api", timeout=2)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(base, timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_compare_rejects_an_unknown_mode(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    page = tmp_path / "p.html"
+    assert main(["--demo", "compare", "first", "-o", str(page), "--mode", "wipe"]) == 2
+    assert "is not a mode" in _one_error_line(capsys.readouterr().err)
+    assert not page.exists()
+
+
+def test_demo_finds_the_quickstart_notebook_of_the_checkout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from topaz_nb.cli import _find_notebook
+
+    monkeypatch.chdir(tmp_path)  # not from the CWD: from next to the package
+    assert _find_notebook(None) == _ROOT / "notebooks" / "01-quickstart.ipynb"

@@ -1,0 +1,149 @@
+"""Comparison: both sides of a process, fetched concurrently over real sockets."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from topaz_nb.client import TopazClient
+from topaz_nb.comparison import Comparison
+from topaz_nb.errors import InvalidProcessId, NotFound, NotReady, TopazError
+from topaz_nb.transfer import Transfer
+
+
+@pytest.fixture
+def client(sandbox):
+    with TopazClient(api_key=sandbox.api_key, base_url=sandbox.base_url) as c:
+        yield c
+
+
+@pytest.fixture
+def transfer(tmp_path):
+    with Transfer(tmp_path / "cache") as t:
+        yield t
+
+
+def _storage(sandbox, method):
+    return [r for r in sandbox.requests if r.server == "storage" and r.method == method]
+
+
+def test_fetches_and_opens_both_sides(sandbox, client, transfer, make_image):
+    pid = sandbox.add_job(make_image((40, 30), "red"), make_image((160, 120), "blue"),
+                          model="Standard V2", category="Enhance")
+    result = Comparison.fetch(pid, client=client, transfer=transfer)
+
+    assert result.ready and result.downloaded
+    assert result.input.size == (40, 30) and result.output.size == (160, 120)
+    assert result.output.getpixel((100, 100))[:3] == (0, 0, 255)
+    assert result.input.getpixel((30, 20))[:3] == pytest.approx((254, 0, 0), abs=3)
+    files = result.files()
+    assert set(files) == {"input", "output"} and all(p.is_file() for p in files.values())
+    info = result.info
+    assert info["scale"] == pytest.approx(4.0)
+    assert info["output"]["content_type"] == "image/png"
+    assert info["status"]["model"] == "Standard V2"
+    rows = {r[0]: r for r in result.rows()}
+    assert rows["Dimensions"][1:] == ("40×30", "160×120")
+    assert rows["Scale"][2] == "4.00×"
+    assert rows["Model"][2] == "Standard V2"
+    assert "Link expires" in rows and "ETag" in rows
+
+
+def test_both_sides_download_at_the_same_time(sandbox, client, transfer, make_image):
+    pid = sandbox.add_job(make_image((400, 300)), make_image((1600, 1200)))
+    # Each side's first progress report waits for the other side's: a sequential
+    # fetch would never get both threads to the barrier and would break it.
+    barrier = threading.Barrier(2, timeout=10)
+    seen: set[str] = set()
+
+    def on_progress(side, done, total):
+        if side not in seen:
+            seen.add(side)
+            barrier.wait()
+
+    result = Comparison.fetch(pid, client=client, transfer=transfer, on_progress=on_progress)
+    assert result.ready and seen == {"input", "output"}
+
+
+def test_second_fetch_costs_one_head_per_side_and_no_get(sandbox, client, transfer):
+    pid = sandbox.demo_ids[0]
+    Comparison.fetch(pid, client=client, transfer=transfer)
+    sandbox.clear_requests()
+    again = Comparison.fetch(pid, client=client, transfer=transfer)
+
+    assert again.ready
+    assert len(_storage(sandbox, "GET")) == 0
+    assert len(_storage(sandbox, "HEAD")) == 2
+    link_calls = [r for r in sandbox.requests if r.server == "api" and "/download" in r.path]
+    assert len(link_calls) <= 2
+
+
+def test_unfinished_output_is_an_error_unless_allowed(sandbox, client, transfer, make_image):
+    pid = sandbox.add_job(make_image(), make_image((128, 96)), status="Processing", progress=40)
+    with pytest.raises(NotReady):
+        Comparison.fetch(pid, client=client, transfer=transfer)
+
+    partial = Comparison.fetch(pid, client=client, transfer=transfer, require_output=False)
+    assert not partial.ready and partial.output is None
+    assert partial.input.size == make_image().size
+    line = partial.status_line()
+    assert "Processing" in line and "40%" in line and f"%topaz {pid} --wait" in line
+    with pytest.raises(TopazError, match="--wait"):
+        partial.view  # noqa: B018
+
+
+def test_metadata_only_downloads_nothing(sandbox, client, transfer):
+    sandbox.clear_requests()
+    meta = Comparison.fetch(sandbox.demo_ids[0], client=client, transfer=transfer, download=False)
+    assert not meta.downloaded and meta.files() == {}
+    assert _storage(sandbox, "GET") == [] and len(_storage(sandbox, "HEAD")) == 2
+    rows = {r[0] for r in meta.rows()}
+    assert {"File size", "Content type", "ETag", "Link expires"} <= rows
+
+
+def test_bad_id_sends_nothing_and_unknown_id_is_not_found(sandbox, client, transfer):
+    sandbox.clear_requests()
+    with pytest.raises(InvalidProcessId):
+        Comparison.fetch("not-a-uuid", client=client, transfer=transfer)
+    assert sandbox.requests == []
+    with pytest.raises(NotFound):
+        Comparison.fetch("00000000-0000-4000-8000-000000000000", client=client, transfer=transfer)
+
+
+def test_server_text_is_escaped_and_no_secret_is_shown(sandbox, client, transfer, make_image):
+    pid = sandbox.add_job(make_image(), make_image((128, 96)), model="<img src=x onerror=alert(1)>")
+    result = Comparison.fetch(pid, client=client, transfer=transfer)
+    page = result.metadata_html()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+    shown = " ".join([repr(result), result._text_summary(), page, str(result.info),
+                      str(result.links())])
+    assert sandbox.api_key not in shown
+    for link in result.links().values():
+        query = link.download_url.split("?", 1)[1]
+        assert query not in shown
+
+
+def test_save_copies_both_originals(sandbox, client, transfer, tmp_path):
+    result = Comparison.fetch(sandbox.demo_ids[0], client=client, transfer=transfer)
+    saved = result.save(tmp_path / "out")
+    assert sorted(saved) == ["input", "output"]
+    for side, path in saved.items():
+        assert path.name.startswith(result.process_id) and side in path.name
+        assert path.read_bytes() == result.files()[side].read_bytes()
+        with Image.open(path) as im:
+            im.verify()
+    assert not list(Path(tmp_path / "out").glob("*.part"))
+
+
+def test_view_and_display_bundle(sandbox, client, transfer):
+    result = Comparison.fetch(sandbox.demo_ids[0], client=client, transfer=transfer, mode="toggle",
+                              preview_size=256)
+    view = result.view
+    assert view is result.view and view.mode == "toggle"
+    bundle = result._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert result.process_id in bundle["text/plain"]

@@ -1,0 +1,221 @@
+"""%topaz on a real IPython shell, against the sandbox over real sockets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from topaz_nb.comparison import Comparison
+from topaz_nb.gallery import Gallery
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture
+def shell(tmp_path, monkeypatch, sandbox):
+    """A fresh shell with the extension loaded, pointed at the sandbox by environment."""
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    monkeypatch.setenv("TOPAZ_API_URL", sandbox.base_url)
+    monkeypatch.setenv("TOPAZ_API_KEY", sandbox.api_key)
+    monkeypatch.setenv("TOPAZ_NB_CACHE", str(tmp_path / "cache"))
+    InteractiveShell.clear_instance()
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "topaz_nb")
+    yield sh
+    magics = sh.magics_manager.registry.get("TopazMagics")
+    if magics is not None:
+        magics.session.close()
+    InteractiveShell.clear_instance()
+
+
+def _magics(shell):
+    return shell.magics_manager.registry["TopazMagics"]
+
+
+def _cell(shell, source):
+    """Run a cell; return (result object, captured outputs)."""
+    with capture_output() as cap:
+        res = shell.run_cell(source)
+    return res, cap
+
+
+def _storage_gets(sandbox):
+    return [r for r in sandbox.requests if r.server == "storage" and r.method == "GET"]
+
+
+def test_help_lists_the_options(shell):
+    doc = shell.find_line_magic("topaz").__doc__
+    for option in ("--wait", "--mode", "--meta", "--links", "--show-urls", "--save",
+                   "--no-cache", "--preview-size"):
+        assert option in doc
+    res, cap = _cell(shell, "%topaz?")
+    assert res.success
+
+
+def test_one_id_returns_a_comparison_shown_once(shell, sandbox):
+    pid = sandbox.demo_ids[0]
+    with capture_output() as cap:
+        result = shell.run_line_magic("topaz", pid)
+    assert isinstance(result, Comparison) and result.ready
+    # Only the progress bars were displayed while fetching; the comparison itself is
+    # the return value, which IPython shows once as the cell's result.
+    for output in cap.outputs:
+        assert result.process_id not in output.data.get("text/plain", "")
+    res, cap = _cell(shell, f"%topaz {pid}")
+    assert isinstance(res.result, Comparison)
+
+
+def test_variables_expand(shell, sandbox):
+    shell.user_ns["pid"] = sandbox.demo_ids[1]
+    for source in ("r1 = %topaz $pid", "r2 = %topaz {pid}"):
+        res, _ = _cell(shell, source)
+        assert res.success, res.error_in_exec
+    assert shell.user_ns["r1"].process_id == shell.user_ns["r2"].process_id == sandbox.demo_ids[1]
+
+
+def test_list_of_ids_gives_a_gallery(shell, sandbox):
+    shell.user_ns["ids"] = sandbox.demo_ids
+    res, _ = _cell(shell, "g = %topaz $ids")
+    assert res.success, res.error_in_exec
+    gallery = shell.user_ns["g"]
+    assert isinstance(gallery, Gallery) and len(gallery) == len(sandbox.demo_ids)
+    statuses = {row["process_id"]: row["status"] for row in gallery.summary()}
+    assert statuses[sandbox.demo_ids[0]] == "Completed"
+    assert "Failed" in statuses.values()
+    assert WIDGET_VIEW in gallery._repr_mimebundle_()
+
+
+def test_not_ready_without_wait_shows_input_and_one_status_line(shell, sandbox, make_image):
+    pid = sandbox.add_job(make_image(), make_image((128, 96)), status="Processing", progress=30)
+    result = shell.run_line_magic("topaz", pid)
+    assert not result.ready and result.input is not None
+    line = result.status_line()
+    assert "Processing" in line and "30%" in line and "--wait" in line
+    assert line.count("\n") == 0
+
+
+def test_wait_polls_until_ready(shell, sandbox, make_image):
+    pid = sandbox.add_job(make_image(), make_image((128, 96)), ready_in=1.5)
+    result = shell.run_line_magic("topaz", f"{pid} --wait 30")
+    assert result.ready and result.output.size == (128, 96)
+
+
+def test_wait_on_failed_process_is_a_usage_error(shell, sandbox):
+    failed = sandbox.demo_ids[-1]
+    with pytest.raises(UsageError, match="(?i)failed"):
+        shell.run_line_magic("topaz", f"{failed} --wait 5")
+
+
+def test_mode_preview_size_and_config(shell, sandbox):
+    result = shell.run_line_magic("topaz", f"{sandbox.demo_ids[0]} --mode difference --preview-size 128")
+    assert result.view.mode == "difference" and result.preview_size == 128
+
+    shell.run_cell("%config Topaz.preview_size = 1024")
+    assert _magics(shell).settings.preview_size == 1024
+    again = shell.run_line_magic("topaz", sandbox.demo_ids[0])
+    assert again.preview_size == 1024
+    with pytest.raises(UsageError, match="between 64 and 8192"):
+        shell.run_line_magic("topaz", f"{sandbox.demo_ids[0]} --preview-size 10")
+
+
+def test_meta_downloads_no_image(shell, sandbox):
+    sandbox.clear_requests()
+    result = shell.run_line_magic("topaz", f"{sandbox.demo_ids[0]} --meta")
+    assert not result.downloaded and _storage_gets(sandbox) == []
+    assert any(r[0] == "File size" for r in result.rows())
+
+
+def test_links_are_redacted_unless_asked(shell, sandbox, capsys):
+    pid = sandbox.demo_ids[0]
+    assert shell.run_line_magic("topaz", f"{pid} --links") is None
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert len(lines) == 2 and all(ln.startswith(pid) and "expires" in ln for ln in lines)
+    assert "Signature" not in out and "?…" in out
+    shell.run_line_magic("topaz", f"{pid} --links --show-urls")
+    full = capsys.readouterr().out
+    assert "Signature" in full or "signature" in full
+
+
+def test_save_and_no_cache(shell, sandbox, tmp_path, capsys):
+    pid = sandbox.demo_ids[0]
+    result = shell.run_line_magic("topaz", f"{pid} --save {tmp_path / 'saved'}")
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == sorted(
+        f"{pid}-{side}{path.suffix}" for side, path in result.files().items())
+    assert "saved output" in capsys.readouterr().out
+
+    sandbox.clear_requests()
+    shell.run_line_magic("topaz", pid)
+    assert _storage_gets(sandbox) == []
+    shell.run_line_magic("topaz", f"{pid} --no-cache")
+    assert len(_storage_gets(sandbox)) == 2
+
+
+def test_no_id_shows_the_panel(shell):
+    from topaz_nb.panel import TopazPanel
+
+    panel = shell.run_line_magic("topaz", "")
+    assert isinstance(panel, TopazPanel)
+
+
+def test_demo_switches_to_a_sandbox_and_lists_jobs(shell, monkeypatch):
+    monkeypatch.delenv("TOPAZ_API_KEY")
+    with pytest.raises(UsageError, match="TOPAZ_API_KEY"):
+        shell.run_line_magic("topaz", "00000000-0000-4000-8000-000000000000")
+    jobs = shell.run_line_magic("topaz", "demo")
+    assert len(jobs) >= 3 and all(len(j) == 36 for j in jobs)
+    assert "Completed" in jobs._repr_html_() and "sandbox" in repr(jobs._repr_html_())
+    result = shell.run_line_magic("topaz", jobs[0])
+    assert result.ready
+
+
+def test_login_keeps_the_key_in_memory_only(shell, sandbox, monkeypatch):
+    import getpass
+
+    monkeypatch.delenv("TOPAZ_API_KEY")
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": sandbox.api_key)
+    shell.run_line_magic("topaz", "login")
+    assert "TOPAZ_API_KEY" not in os.environ
+    assert shell.run_line_magic("topaz", sandbox.demo_ids[0]).ready
+
+
+def test_errors_are_one_line_usage_errors(shell, sandbox, monkeypatch):
+    sandbox.clear_requests()
+    with pytest.raises(UsageError) as bad:
+        shell.run_line_magic("topaz", "12345")
+    assert "not a process ID" in str(bad.value) and sandbox.requests == []
+
+    with pytest.raises(UsageError, match="not found|7-day") as missing:
+        shell.run_line_magic("topaz", "00000000-0000-4000-8000-000000000000")
+    assert "\n" not in str(missing.value)
+
+    monkeypatch.setenv("TOPAZ_API_KEY", "sbx_WRONG_key_value_123")
+    with pytest.raises(UsageError) as wrong:
+        shell.run_line_magic("topaz", sandbox.demo_ids[0])
+    assert "sbx_WRONG_key_value_123" not in str(wrong.value)
+    assert "TOPAZ_API_KEY" in str(wrong.value) or "key" in str(wrong.value).lower()
+
+
+def test_error_cell_shows_no_traceback(shell, capsys):
+    shell.run_cell("%topaz nonsense-id")
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "UsageError" in text and "not a process ID" in text
+    assert "Traceback" not in text
+
+
+def test_loads_through_shell_app_extensions(tmp_path):
+    env = dict(os.environ, IPYTHONDIR=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "IPython", "--no-banner", "--colors=NoColor",
+         "--InteractiveShellApp.extensions=['topaz_nb']",
+         "-c", "print('topaz' in get_ipython().magics_manager.magics['line'])"],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("True")

@@ -1,0 +1,324 @@
+"""TopazPanel against a real in-process sandbox, over real sockets."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as w
+import pytest
+from PIL import Image
+
+from topaz_nb._session import Session
+from topaz_nb.panel import TopazPanel
+from topaz_nb.settings import Topaz
+
+_QUERY_URL = re.compile(r"https?://[^\s\"'<>]*\?(?!…)[^\s\"'<>]+")
+
+
+@pytest.fixture
+def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session]:
+    monkeypatch.delenv("TOPAZ_API_KEY", raising=False)
+    monkeypatch.delenv("TOPAZ_API_URL", raising=False)
+    s = Session(Topaz(cache_dir=str(tmp_path / "cache")))
+    s.use_demo()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def panel(session: Session) -> Iterator[TopazPanel]:
+    p = TopazPanel(session)
+    yield p
+    p.join(30)
+
+
+def _all_widgets(root: w.Widget) -> list[w.Widget]:
+    """Every widget reachable from ``root`` through its traits (children, layout, style…)."""
+    seen: dict[int, w.Widget] = {}
+    stack: list[Any] = [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+            continue
+        if not isinstance(item, w.Widget) or id(item) in seen:
+            continue
+        seen[id(item)] = item
+        for name in item.keys:
+            stack.append(getattr(item, name, None))
+    return list(seen.values())
+
+
+def _state_text(root: w.Widget) -> str:
+    parts = []
+    for widget in _all_widgets(root):
+        state = widget.get_state()
+        for value in state.values():
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                parts.append(bytes(value).decode("latin-1"))
+            else:
+                parts.append(repr(value))
+    return "\n".join(parts)
+
+
+def _bar(panel: TopazPanel, side: str) -> w.IntProgress:
+    return panel._bars[side]  # type: ignore[index]
+
+
+def test_typing_validates_and_gates_the_fetch_button(panel: TopazPanel) -> None:
+    field, button, hint = panel._id_field, panel._fetch_button, panel._id_hint
+    field.value = "6f1c2a4e-93b5"
+    assert button.disabled
+    assert "not a UUID yet" in hint.value
+    field.value = "not an id at all!"
+    assert button.disabled
+    assert "not a UUID" in hint.value
+    assert panel.process_id is None
+    good = str(uuid.uuid4()).upper()
+    field.value = f"  {good}\t"
+    assert not button.disabled
+    assert "not a UUID" not in hint.value
+    assert panel.process_id == good.lower()
+    field.value = ""
+    assert button.disabled and hint.value == ""
+
+
+def test_fetch_shows_comparison_progress_recent_and_saves(
+        panel: TopazPanel, session: Session, tmp_path: Path) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    pid = sb.demo_ids[0]
+    comparison = panel.fetch(pid)
+    assert comparison is not None and comparison.ready
+    assert panel.comparison is comparison
+    assert panel.process_id == pid
+    assert panel._result.children and isinstance(panel._result.children[0], w.Box)
+    assert comparison.view in _all_widgets(panel._result)
+    for side in ("input", "output"):
+        assert _bar(panel, side).value == 100
+        assert _bar(panel, side).bar_style == "success"
+    assert "output ready" in panel._status.value
+    assert panel._recent.options[0][1] == pid and panel._recent.value == pid
+    assert not panel._save_button.disabled and not panel.busy
+
+    saved = panel.save(str(tmp_path / "out"))
+    assert set(saved) == {"input", "output"}
+    for side, path in saved.items():
+        assert path.parent == tmp_path / "out" and path.name.startswith(f"{pid}-{side}")
+        with Image.open(path) as image:
+            assert image.size == (comparison.source(side).info.width,  # type: ignore[union-attr]
+                                  comparison.source(side).info.height)  # type: ignore[union-attr]
+    assert str(saved["output"]) in panel._status.value.replace("&#x27;", "'")
+
+    # A second fetch of the same process comes from the cache and says so.
+    panel.fetch(pid)
+    assert _bar(panel, "output").value == 100
+    assert "from cache" in panel._bar_notes["output"].value
+
+
+def test_button_click_fetches_in_background(
+        panel: TopazPanel, session: Session, make_image: Any) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    pid = sb.add_job(make_image((300, 200)), make_image((600, 400)))
+    sb.inject("latency", server="storage", seconds=0.5, path="output")
+    updates: list[int] = []
+    _bar(panel, "output").observe(lambda ch: updates.append(ch["new"]), names="value")
+
+    panel.process_id = pid
+    panel._fetch_button.click()
+    assert panel.busy and panel._fetch_button.disabled
+    deadline = time.monotonic() + 10
+    while "Fetching" not in panel._status.value and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "Fetching" in panel._status.value and panel.busy
+    panel._fetch_button.click()  # ignored while busy
+    result = panel.join(60)
+    assert result is not None and result.ready and result.process_id == pid
+    assert updates and updates[-1] == 100
+    assert not panel._fetch_button.disabled and not panel.busy
+
+
+def test_progress_updates_are_throttled(panel: TopazPanel) -> None:
+    updates: list[int] = []
+    _bar(panel, "input").observe(lambda ch: updates.append(ch["new"]), names="value")
+    total = 10_000_000
+    for done in range(0, total + 1, 10_000):  # 1001 calls within a few milliseconds
+        panel._on_progress("input", done, total)
+    assert 1 <= len(updates) <= 5
+    assert _bar(panel, "input").value == 100
+    assert panel._bar_notes["input"].value == "10.0 MB of 10.0 MB"
+    panel._on_progress("output", 2_000_000, None)
+    assert _bar(panel, "output").bar_style == "info"
+    assert panel._bar_notes["output"].value == "2.0 MB"
+
+
+def test_enter_in_the_field_fetches(panel: TopazPanel, session: Session) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    panel.process_id = sb.demo_ids[1]
+    # What the front end sends when Enter is pressed in a Text.
+    panel._id_field._handle_custom_msg({"event": "submit"}, [])
+    result = panel.join(60)
+    assert result is not None and result.process_id == sb.demo_ids[1]
+
+
+def test_choosing_a_recent_id_fills_the_field(panel: TopazPanel, session: Session) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    first, second = sb.demo_ids[0], sb.demo_ids[1]
+    panel.fetch(first)
+    panel.fetch(second)
+    assert [v for _, v in panel._recent.options][:2] == [second, first]
+    panel._recent.value = first
+    assert panel._id_field.value == first
+    panel.fetch(first)
+    values = [v for _, v in panel._recent.options]
+    assert values[:2] == [first, second] and len(values) == len(set(values))
+
+
+def test_recent_list_is_unique_and_capped_at_ten(panel: TopazPanel) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(12)]
+    for pid in ids:
+        panel._remember(pid)
+    panel._remember(ids[5])
+    values = [v for _, v in panel._recent.options]
+    assert len(values) == 10 and values[0] == ids[5]
+    assert len(set(values)) == 10
+    assert ids[0] not in values and ids[11] in values
+
+
+def test_unknown_id_shows_one_line_error(panel: TopazPanel, session: Session) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    panel.fetch(sb.demo_ids[0])
+    missing = str(uuid.uuid4())
+    assert panel.fetch(missing) is None
+    status = panel._status.value
+    assert "not found" in status and missing in status
+    assert "Traceback" not in status and "\n" not in status
+    assert panel.comparison is None and panel._result.children == ()
+    assert panel._save_button.disabled
+
+
+def test_bad_id_passed_to_fetch_is_reported_not_raised(panel: TopazPanel) -> None:
+    assert panel.fetch("12345") is None
+    assert "is not a process ID" in panel._status.value
+
+
+def test_not_ready_job_shows_status_line_and_input(
+        panel: TopazPanel, session: Session, make_image: Any) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    pid = sb.add_job(make_image((80, 60)), status="Processing", progress=40)
+    comparison = panel.fetch(pid)
+    assert comparison is not None and not comparison.ready
+    assert comparison.status_line() in panel._status.value.replace("&#x27;", "'")
+    assert "not ready" in panel._status.value
+    assert _bar(panel, "input").value == 100
+    assert _bar(panel, "output").bar_style == "warning"
+    images = [x for x in _all_widgets(panel._result) if isinstance(x, w.Image)]
+    assert len(images) == 1 and images[0].value[:4] == b"RIFF"
+
+
+def test_wait_checkbox_waits_for_the_output(
+        panel: TopazPanel, session: Session, make_image: Any) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    pid = sb.add_job(make_image((40, 30)), make_image((80, 60)), ready_in=1.0)
+    panel._wait_box.value = True
+    started = time.monotonic()
+    comparison = panel.fetch(pid)
+    assert comparison is not None and comparison.ready
+    assert time.monotonic() - started >= 0.5
+
+
+def test_no_secret_in_any_widget_state(panel: TopazPanel, session: Session,
+                                       make_image: Any, tmp_path: Path) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    panel.fetch(sb.demo_ids[0])
+    panel.save(str(tmp_path / "saved"))
+    panel.fetch(sb.add_job(make_image((50, 40)), status="Processing"))
+    panel.fetch(str(uuid.uuid4()))
+    panel.fetch(sb.demo_ids[0])
+    text = _state_text(panel)
+    assert sb.api_key not in text
+    assert "X-Amz-Signature" not in text and "X-Amz-Credential" not in text
+    assert not _QUERY_URL.search(text), _QUERY_URL.search(text)
+    assert sb.demo_ids[0] in text  # the walk did reach the field and the result
+
+
+def test_demo_button_appears_without_a_key_and_fills_recent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOPAZ_API_KEY", raising=False)
+    session = Session(Topaz(cache_dir=str(tmp_path)))
+    try:
+        panel = TopazPanel(session)
+        assert panel._demo_button.layout.display != "none"
+        panel._demo_button.click()
+        assert session.sandbox is not None
+        ids = session.sandbox.demo_ids
+        assert [v for _, v in panel._recent.options] == ids[:10]
+        assert panel.process_id == ids[0]
+        assert panel._demo_button.layout.display == "none"
+        assert "sandbox" in panel._status.value
+    finally:
+        session.close()
+
+
+def test_missing_key_is_one_line_with_the_next_step(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOPAZ_API_KEY", raising=False)
+    session = Session(Topaz(cache_dir=str(tmp_path)))
+    try:
+        panel = TopazPanel(session)
+        assert panel.fetch(str(uuid.uuid4())) is None
+        assert "TOPAZ_API_KEY" in panel._status.value
+        assert "demo sandbox" in panel._status.value
+    finally:
+        session.close()
+
+
+def test_key_from_login_never_reaches_a_widget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               sandbox: Any) -> None:
+    monkeypatch.delenv("TOPAZ_API_KEY", raising=False)
+    session = Session(Topaz(cache_dir=str(tmp_path), base_url=sandbox.base_url))
+    session.login(sandbox.api_key)
+    try:
+        panel = TopazPanel(session)
+        assert panel._demo_button.layout.display == "none"
+        assert panel.fetch(sandbox.demo_ids[2]) is not None
+        assert sandbox.api_key not in _state_text(panel)
+    finally:
+        session.close()
+
+
+def test_save_before_fetch_and_unwritable_dir_are_one_line(
+        panel: TopazPanel, session: Session, tmp_path: Path) -> None:
+    panel._save_button.disabled = False
+    panel._save_button.click()
+    assert "fetch a process first" in panel._status.value
+    sb = session.sandbox
+    assert sb is not None
+    panel.fetch(sb.demo_ids[0])
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    panel._save_dir.value = str(blocker / "sub")
+    panel._save_button.click()
+    assert "Could not save" in panel._status.value
+
+
+def test_no_deprecation_warning_when_built(session: Session) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        panel = TopazPanel(session)
+        panel._id_field.value = str(uuid.uuid4())
+    assert not panel._fetch_button.disabled

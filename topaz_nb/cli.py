@@ -1,0 +1,442 @@
+"""The ``topaz-nb`` command: a sandbox, a demo, and a process's links, files and page.
+
+``topaz-nb sandbox`` runs the local Topaz-compatible server; ``topaz-nb demo``
+runs it next to JupyterLab with the quickstart notebook open (``--check``
+proves the whole chain works without starting Jupyter); ``links``, ``fetch``
+and ``compare`` work on one process of the real API, or of an in-process
+sandbox with ``--demo``.
+
+Every failure a user can cause ends as one line, ``topaz-nb: error: …``, and
+exit code 2: never a traceback, never the API key.  Presigned URLs are printed
+redacted unless ``links --show-urls`` asks for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from . import __version__
+from ._ids import check_process_id
+from .errors import MissingApiKey, NotReady, TopazError
+from .links import SIDES, Side, redact_url
+
+if TYPE_CHECKING:
+    from ._session import Session
+    from .comparison import Comparison
+
+__all__ = ["main"]
+
+_PROG = "topaz-nb"
+_FIRST = "first"
+_QUICKSTART = "01-quickstart.ipynb"
+
+
+class _Failure(TopazError):
+    """A command-line mistake that is not about the API (bad path, missing notebook)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``topaz-nb`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed by argparse
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except MissingApiKey:
+        _error("no Topaz API key: set one with `export TOPAZ_API_KEY=<your key>` "
+               "(from your Topaz account), or try the local sandbox with `topaz-nb --demo …`")
+        return 2
+    except TopazError as exc:
+        _error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+# -- parser ------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="Review Topaz Labs Image API results: download a process's input and "
+                    "output, compare them, or run a local sandbox.",
+        epilog="The API key comes from TOPAZ_API_KEY. Try it without one: "
+               "topaz-nb --demo fetch first -o out")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--api-url", metavar="URL",
+                        help="API base URL (default: $TOPAZ_API_URL or the production API)")
+    parser.add_argument("--demo", action="store_true",
+                        help="use an in-process sandbox with demo processes: no key, no "
+                             f"network; the ID {_FIRST!r} means its first demo process")
+    parser.add_argument("--cache-dir", metavar="DIR",
+                        help="download cache (default: $TOPAZ_NB_CACHE or the user cache dir)")
+    parser.set_defaults(command=None)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("sandbox", help="run a local Topaz-compatible API server until Ctrl-C")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--port", type=_port, default=8765, help="API port (default: %(default)s)")
+    p.add_argument("--storage-port", type=_port, default=0,
+                   help="storage port (default: any free port)")
+    p.add_argument("--api-key", metavar="K", help="key the sandbox accepts (default: random)")
+    p.add_argument("--no-demo", action="store_true", help="start without demo processes")
+    p.set_defaults(command="sandbox", run=_cmd_sandbox)
+
+    p = sub.add_parser("demo", help="run a sandbox and JupyterLab with the quickstart notebook")
+    p.add_argument("--port", type=_port, default=8888,
+                   help="JupyterLab port (default: %(default)s)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--notebook", metavar="PATH", type=Path,
+                   help=f"notebook to open (default: notebooks/{_QUICKSTART})")
+    p.add_argument("--check", action="store_true",
+                   help="only check that a demo process downloads and opens, then exit")
+    p.add_argument("jupyter_args", nargs=argparse.REMAINDER,
+                   help="after --: more options for jupyter lab (e.g. -- --ServerApp.ip=0.0.0.0)")
+    p.set_defaults(command="demo", run=_cmd_demo)
+
+    p = sub.add_parser("links", help="show the presigned links of a process and when they expire")
+    p.add_argument("process_id", metavar="ID")
+    p.add_argument("--show-urls", action="store_true",
+                   help="print the full URLs, signature included (they grant access for an hour)")
+    p.set_defaults(command="links", run=_cmd_links)
+
+    p = sub.add_parser("fetch", help="download a process's input and output into a directory")
+    p.add_argument("process_id", metavar="ID")
+    p.add_argument("-o", "--output", metavar="DIR", type=Path, required=True,
+                   help="directory for <ID>-input.<ext> and <ID>-output.<ext>")
+    p.add_argument("--no-cache", action="store_true", help="download again even when cached")
+    p.add_argument("--wait", action="store_true", help="wait for the process to finish first")
+    p.set_defaults(command="fetch", run=_cmd_fetch)
+
+    p = sub.add_parser("compare", help="write a self-contained HTML page comparing both sides")
+    p.add_argument("process_id", metavar="ID")
+    p.add_argument("-o", "--output", metavar="PAGE", type=Path, required=True,
+                   help="HTML file to write")
+    p.add_argument("--mode", default=None,
+                   help="initial mode: swipe, side-by-side, blend, difference or toggle "
+                        "(default: swipe)")
+    p.add_argument("--wait", action="store_true", help="wait for the process to finish first")
+    p.set_defaults(command="compare", run=_cmd_compare)
+    return parser
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
+    return value
+
+
+# -- commands ------------------------------------------------------------------
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from .sandbox import serve
+
+    serve(host=args.host, port=args.port, storage_port=args.storage_port,
+          api_key=args.api_key, demo=not args.no_demo)
+    return 0
+
+
+def _cmd_links(args: argparse.Namespace) -> int:
+    with _session(args) as session:
+        pid = _resolve_id(args.process_id, session)
+        client = session.client()
+        try:
+            links = {side: client.link(pid, side) for side in SIDES}
+        except NotReady as exc:
+            raise TopazError(_not_ready_message(pid, exc)) from None
+        print(f"Links of {pid}:")
+        for side, link in links.items():
+            url = link.download_url if args.show_urls else redact_url(link.download_url)
+            print(f"  {side:<7} expires {_expiry(link.seconds_left, link.expiry)}  {url}")
+        if not args.show_urls:
+            print("URLs are shown without their signature; --show-urls prints them whole.")
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    with _session(args) as session:
+        comparison = _fetch(args, session, use_cache=not args.no_cache)
+        saved = comparison.save(args.output)
+        _print_table(comparison.rows(), comparison.process_id)
+        for side, path in saved.items():
+            print(f"{side:<7} {path}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    page = args.output
+    if args.mode is not None:
+        from .widget import MODES
+
+        mode = args.mode.strip().lower()
+        if mode not in MODES:
+            raise _Failure(f"--mode {args.mode!r} is not a mode: use one of {', '.join(MODES)}")
+        args.mode = mode
+    if page.is_dir():
+        raise _Failure(f"{str(page)!r} is a directory: give the HTML file to write, "
+                       "e.g. -o page.html")
+    with _session(args) as session:
+        comparison = _fetch(args, session, mode=args.mode)
+        try:
+            page.parent.mkdir(parents=True, exist_ok=True)
+            comparison.view.save_html(page)
+        except OSError as exc:
+            raise _Failure(f"could not write {str(page)!r}: "
+                           f"{exc.strerror or type(exc).__name__}") from None
+        print(f"Wrote {page} ({page.stat().st_size / 1e6:.1f} MB): "
+              f"{comparison.process_id}, open it in any browser")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.check:
+        return _demo_check(args)
+    notebook = _find_notebook(args.notebook)
+    extra = [a for a in args.jupyter_args if a != "--"]
+    from .sandbox import Sandbox
+
+    with Sandbox() as sb:
+        env = dict(os.environ, TOPAZ_API_URL=sb.base_url, TOPAZ_API_KEY=sb.api_key,
+                   TOPAZ_PROCESS_IDS=" ".join(sb.demo_ids), TOPAZ_NB_DEMO="1")
+        command = [sys.executable, "-m", "jupyter", "lab", str(notebook),
+                   f"--ServerApp.root_dir={notebook.parent}", f"--ServerApp.port={args.port}"]
+        if args.no_browser:
+            command.append("--no-browser")
+        if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
+            command.append("--allow-root")  # containers and CI machines often run as root
+        command += extra
+        print("\n".join([
+            "topaz-nb demo",
+            f"  sandbox API:  {sb.base_url}  (local, demo data only)",
+            "  demo processes:",
+            *(f"    {pid}" for pid in sb.demo_ids),
+            f"  JupyterLab:   http://127.0.0.1:{args.port}/lab (link with token below)",
+            f"  notebook:     {notebook}",
+            "Press Ctrl-C to stop both.",
+        ]), flush=True)
+        try:
+            # Its own session: Ctrl-C reaches this process only, so Jupyter does
+            # not stop to ask "Shutdown this Jupyter server?" and is ended below.
+            proc = subprocess.Popen(command, env=env, start_new_session=True)
+        except OSError as exc:
+            raise _Failure(f"could not start JupyterLab: {exc.strerror or exc}") from None
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            print("Stopping JupyterLab and the sandbox…", file=sys.stderr, flush=True)
+            return 0
+        finally:
+            _stop_child(proc)
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _demo_check(args: argparse.Namespace) -> int:
+    """Everything the demo notebook needs, end to end, without Jupyter."""
+    from ._session import Session
+    from .settings import Topaz
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="topaz-nb-check-") as tmp:
+        session = Session(Topaz(cache_dir=args.cache_dir or tmp))
+        try:
+            sandbox = session.use_demo()
+            pid = sandbox.demo_ids[0]
+            client = session.client()
+            links = {side: client.link(pid, side) for side in SIDES}
+            from .comparison import Comparison
+
+            comparison = Comparison.fetch(pid, client=client, transfer=session.transfer(),
+                                          on_progress=_progress_printer(sys.stderr))
+            _end_progress(sys.stderr)
+            images = {side: getattr(comparison, side) for side in SIDES}
+            _print_table(comparison.rows(), pid)
+            for side in SIDES:
+                image = images[side]
+                if image is None:
+                    raise _Failure(f"the {side} of demo process {pid} did not open")
+                print(f"{side:<7} link {redact_url(links[side].download_url)} "
+                      f"(expires {_expiry(links[side].seconds_left, links[side].expiry)}), "
+                      f"image {image.width}×{image.height} {image.mode}")
+        finally:
+            session.close()
+    print(f"check passed: demo process {pid} fetched and opened in "
+          f"{time.monotonic() - started:.1f} s")
+    return 0
+
+
+# -- shared parts --------------------------------------------------------------
+
+class _session:
+    """The command's :class:`Session`, closed (and its sandbox stopped) afterwards."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from ._session import Session
+        from .settings import Topaz
+
+        settings = Topaz()
+        if args.api_url:
+            settings.base_url = args.api_url
+        if args.cache_dir:
+            settings.cache_dir = args.cache_dir
+        self.session = Session(settings)
+        if args.demo:
+            self.session.use_demo()
+
+    def __enter__(self) -> Session:
+        return self.session
+
+    def __exit__(self, *exc: object) -> None:
+        self.session.close()
+
+
+def _resolve_id(text: str, session: Session) -> str:
+    if text.strip().lower() == _FIRST:
+        if session.sandbox is None or not session.sandbox.demo_ids:
+            raise _Failure(f"{_FIRST!r} stands for the first demo process and needs --demo, "
+                           "e.g. topaz-nb --demo fetch first -o out")
+        return session.sandbox.demo_ids[0]
+    return check_process_id(text)
+
+
+def _fetch(args: argparse.Namespace, session: Session, *, use_cache: bool = True,
+           mode: str | None = None) -> Comparison:
+    from .comparison import Comparison
+
+    pid = _resolve_id(args.process_id, session)
+    client = session.client()
+    if args.wait:
+        show = sys.stderr.isatty()
+        client.wait(pid, timeout=session.settings.wait_timeout,
+                    on_progress=(lambda st: print(f"\r{pid}: {st.describe():<40}", end="",
+                                                  file=sys.stderr, flush=True)) if show else None)
+        if show:
+            print(file=sys.stderr)
+    try:
+        return Comparison.fetch(pid, client=client, transfer=session.transfer(use_cache=use_cache),
+                                on_progress=_progress_printer(sys.stderr),
+                                preview_size=session.settings.preview_size,
+                                mode=mode or session.settings.mode)
+    except NotReady as exc:
+        raise TopazError(_not_ready_message(pid, exc)) from None
+    finally:
+        _end_progress(sys.stderr)
+
+
+def _not_ready_message(pid: str, exc: NotReady) -> str:
+    """The client's message speaks to notebooks; on the command line the next step is --wait."""
+    if exc.status in ("Failed", "Cancelled"):
+        return f"process {pid} is {exc.status} and has no output; start it again"
+    state = exc.status or "not finished"
+    if exc.progress is not None:
+        state += f", {exc.progress}%"
+    return f"the output of {pid} is not ready ({state}); add --wait to wait for it"
+
+
+def _progress_printer(stream: IO[str]) -> Callable[[Side, int, int | None], None] | None:
+    """Byte counts on one rewritten line, for people watching a terminal only."""
+    if not stream.isatty():
+        return None
+    lock = threading.Lock()
+    state: dict[Side, str] = {}
+    last = [0.0]
+
+    def show(side: Side, done: int, total: int | None) -> None:
+        with lock:
+            state[side] = (f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total
+                           else f"{done / 1e6:.1f} MB")
+            now = time.monotonic()
+            if now - last[0] < 0.1 and not (total and done >= total):
+                return
+            last[0] = now
+            text = "  ".join(f"{s} {state[s]}" for s in SIDES if s in state)
+            print(f"\r{text:<60}", end="", file=stream, flush=True)
+
+    return show
+
+
+def _end_progress(stream: IO[str]) -> None:
+    if stream.isatty():
+        print(file=stream, flush=True)
+
+
+def _print_table(rows: list[tuple[str, str, str]], title: str) -> None:
+    print(f"Process {title}")
+    header = ("", "Input", "Output")
+    table = [header, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(3)]
+    for row in table:
+        print("  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+
+
+def _expiry(seconds_left: float, when: object) -> str:
+    import datetime as _dt
+
+    stamp = when.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") \
+        if isinstance(when, _dt.datetime) else str(when)
+    if seconds_left <= 0:
+        return f"{stamp} (expired)"
+    return f"{stamp} (in {int(seconds_left // 60)} min)"
+
+
+def _find_notebook(given: Path | None) -> Path:
+    if given is not None:
+        path = given.expanduser().resolve()
+        if not path.is_file():
+            raise _Failure(f"no notebook at {str(given)!r}: give the path of an .ipynb file")
+        return path
+    import topaz_nb
+
+    candidates = [Path.cwd() / "notebooks" / _QUICKSTART,
+                  Path(topaz_nb.__file__).resolve().parents[1] / "notebooks" / _QUICKSTART]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise _Failure(f"the demo notebook {_QUICKSTART} was not found in ./notebooks or next to "
+                   "the topaz_nb package; run from a topaz-nb checkout, or pass --notebook PATH")
+
+
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """Jupyter shuts its kernels down cleanly on SIGTERM; kill it only if it hangs."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _error(message: str) -> None:
+    line = " ".join(message.split())
+    print(f"{_PROG}: error: {line}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

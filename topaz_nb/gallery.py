@@ -1,0 +1,178 @@
+"""Many processes at once: thumbnails, key numbers, and a click to compare.
+
+``%topaz ID1 ID2 …`` returns a :class:`Gallery`.  Processes are fetched through
+a bounded thread pool, so a batch of fifty neither runs one at a time nor opens
+fifty connections.  A process that fails to fetch becomes a line in the gallery
+instead of aborting the batch.
+"""
+
+from __future__ import annotations
+
+import html
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable
+
+from ._ids import check_process_id
+from .comparison import Comparison
+from .errors import TopazError
+
+if TYPE_CHECKING:
+    from .client import TopazClient
+    from .transfer import Transfer
+
+_THUMB = 160
+
+
+class Gallery:
+    """The comparisons of several processes, in the order they were asked for."""
+
+    def __init__(self, entries: list[tuple[str, Comparison | TopazError]]) -> None:
+        self.entries = entries
+        self._widget: Any = None
+
+    @classmethod
+    def fetch(cls, process_ids: list[str], *, client: TopazClient, transfer: Transfer,
+              max_workers: int = 4, preview_size: int = 2048, mode: str = "swipe",
+              on_done: Callable[[str], None] | None = None) -> Gallery:
+        """Fetch every process, ``max_workers`` at a time; all IDs are checked first."""
+        ids = list(dict.fromkeys(check_process_id(p) for p in process_ids))
+
+        def one(pid: str) -> Comparison | TopazError:
+            try:
+                return Comparison.fetch(pid, client=client, transfer=transfer, require_output=False,
+                                        preview_size=preview_size, mode=mode)
+            except TopazError as exc:
+                return exc
+            finally:
+                if on_done is not None:
+                    on_done(pid)
+
+        with ThreadPoolExecutor(max_workers=max(1, max_workers),
+                                thread_name_prefix="topaz-gallery") as pool:
+            results = list(pool.map(one, ids))
+        return cls(list(zip(ids, results)))
+
+    @property
+    def comparisons(self) -> list[Comparison]:
+        """The processes that could be fetched."""
+        return [r for _, r in self.entries if isinstance(r, Comparison)]
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Process ID → one-line reason, for those that could not be fetched."""
+        return {pid: str(r) for pid, r in self.entries if isinstance(r, TopazError)}
+
+    def __getitem__(self, index: int) -> Comparison | TopazError:
+        return self.entries[index][1]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row of key numbers per process (feed it to ``pandas.DataFrame``)."""
+        rows = []
+        for pid, result in self.entries:
+            row: dict[str, Any] = {"process_id": pid}
+            if isinstance(result, TopazError):
+                row.update(status="error", error=str(result))
+            else:
+                info = result.info
+                inp, out = info.get("input", {}), info.get("output", {})
+                status = info.get("status") or {}
+                row.update(
+                    status=status.get("status") or ("Completed" if result.ready else "not ready"),
+                    model=status.get("model"),
+                    input_size=_size(inp), output_size=_size(out),
+                    scale=round(info["scale"], 3) if "scale" in info else None,
+                    output_format=out.get("format"),
+                    output_bytes=out.get("file_size"),
+                    output_megapixels=round(out["megapixels"], 2) if "megapixels" in out else None,
+                )
+            rows.append(row)
+        return rows
+
+    # -- display ------------------------------------------------------------
+    def widget(self) -> Any:
+        """A grid of cards; a card's Compare button opens its comparison below."""
+        if self._widget is not None:
+            return self._widget
+        import ipywidgets as w
+
+        detail = w.Output(layout=w.Layout(width="100%"))
+        cards = [self._card(pid, result, detail) for pid, result in self.entries]
+        grid = w.GridBox(cards, layout=w.Layout(
+            grid_template_columns=f"repeat(auto-fill, minmax({2 * _THUMB + 24}px, 1fr))",
+            grid_gap="8px", width="100%"))
+        self._widget = w.VBox([grid, detail])
+        return self._widget
+
+    def _card(self, pid: str, result: Comparison | TopazError, detail: Any) -> Any:
+        import ipywidgets as w
+
+        title = w.HTML(f"<code>{html.escape(pid[:8])}…</code>")
+        if isinstance(result, TopazError):
+            return w.VBox([title, w.HTML(f"<span style='color:#b00'>{html.escape(str(result))}</span>")],
+                          layout=_card_layout())
+        thumbs = [_thumb(result.source(side)) for side in ("input", "output")]
+        row = next((r for r in self.summary() if r["process_id"] == pid), {})
+        numbers = " · ".join(str(x) for x in (
+            row.get("output_size") or row.get("status"),
+            f"{row['scale']}×" if row.get("scale") else None,
+            row.get("model")) if x)
+        button = w.Button(description="Compare", disabled=not result.ready,
+                          tooltip=result.status_line(), layout=w.Layout(width="auto"))
+
+        def show(_: Any) -> None:
+            detail.clear_output()
+            with detail:
+                from IPython.display import display
+
+                display(result.widget())
+
+        button.on_click(show)
+        return w.VBox([title, w.HBox(thumbs), w.HTML(html.escape(numbers)), button],
+                      layout=_card_layout())
+
+    def _html_table(self) -> str:
+        rows = self.summary()
+        cols = ["process_id", "status", "input_size", "output_size", "scale", "output_format",
+                "output_bytes", "model", "error"]
+        cols = [c for c in cols if any(r.get(c) is not None for r in rows)]
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+        body = "".join("<tr>" + "".join(
+            f"<td>{html.escape('' if r.get(c) is None else str(r.get(c)))}</td>" for c in cols)
+            + "</tr>" for r in rows)
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    def __repr__(self) -> str:
+        return f"<Gallery of {len(self.entries)} processes, {len(self.errors)} failed>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle = dict(self.widget()._repr_mimebundle_(include=include, exclude=exclude) or {})
+        bundle["text/html"] = self._html_table()
+        bundle["text/plain"] = "\n".join(
+            [repr(self)] + [f"  {r['process_id']}  {r.get('status')}  {r.get('output_size') or r.get('error', '')}"
+                            for r in self.summary()])
+        return bundle
+
+
+def _size(entry: dict[str, Any]) -> str | None:
+    return f"{entry['width']}×{entry['height']}" if "width" in entry else None
+
+
+def _card_layout() -> Any:
+    import ipywidgets as w
+
+    return w.Layout(border="1px solid #ddd", padding="6px", align_items="flex-start")
+
+
+def _thumb(image: Any) -> Any:
+    import ipywidgets as w
+
+    if image is None:
+        return w.HTML(f"<div style='width:{_THUMB}px;height:{_THUMB * 3 // 4}px;background:#eee;"
+                      "display:flex;align-items:center;justify-content:center'>not ready</div>")
+    from .imaging import encode
+
+    return w.Image(value=encode(image.preview(_THUMB), format="webp"), format="webp",
+                   layout=w.Layout(width=f"{_THUMB}px"))

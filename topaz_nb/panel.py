@@ -1,0 +1,354 @@
+"""TopazPanel: a small ipywidgets app to look up, compare and save processes.
+
+The panel is a ``VBox``, so it displays on its own in a notebook and works as
+a Voila dashboard.  A fetch runs in a background thread, which keeps the field,
+the buttons and the progress bars live while images download; every widget
+change it makes is an ordinary trait assignment, which ipykernel sends to the
+front end from any thread.
+
+Secrets stay out of the widgets: the API key lives in the session's client and
+presigned URLs in the comparison, so neither is ever a synced trait (saved
+widget state would otherwise carry them into the notebook file).  Text that
+comes from an error or a server is HTML-escaped before it is shown.
+
+The ID field validates as the user types (``continuous_update=True``).  Enter
+is taken from the front end's ``{"event": "submit"}`` message through
+``on_msg``, which is what ipywidgets' own deprecated ``Text.on_submit``
+listened to, so typing feedback and Enter-to-fetch work together.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+
+from ._ids import check_process_id
+from ._session import Session, default_session
+from .errors import MissingApiKey, TopazError
+from .links import SIDES, Side, redact_url
+
+if TYPE_CHECKING:
+    from .comparison import Comparison
+
+__all__ = ["TopazPanel"]
+
+_log = logging.getLogger(__name__)
+
+_MAX_RECENT = 10
+_PROGRESS_INTERVAL = 0.1  # seconds between two updates of one progress bar
+_URL = re.compile(r"https?://\S+")
+_HEX = re.compile(r"[0-9a-fA-F-]*")
+
+
+class TopazPanel(w.VBox):
+    """Fetch a process by ID, compare its input and output, save the files.
+
+    ``session`` decides where requests go (the real API or a local sandbox);
+    the default is the one shared with ``%topaz``.  For scripts and tests:
+    :meth:`fetch` (synchronous by default), :attr:`comparison` (the last
+    result), :attr:`process_id` (the field, checked), :meth:`save`,
+    :meth:`use_demo` and :meth:`join`.
+    """
+
+    def __init__(self, session: Session | None = None) -> None:
+        self._session = session if session is not None else default_session()
+        self._comparison: Comparison | None = None
+        self._thread: threading.Thread | None = None
+        self._busy = False
+        self._quiet = False  # set while the recent list is refilled from code
+        self._recent_ids: list[str] = []
+        self._labels: dict[str, str] = {}
+        self._last_update: dict[Side, float] = {}
+
+        self._id_field = w.Text(
+            placeholder="process ID, e.g. d7b3b3b3-7b3b-4b3b-8b3b-3b3b3b3b3b3b",
+            description="Process ID", continuous_update=True,
+            layout=w.Layout(width="32em"), style={"description_width": "initial"})
+        self._id_hint = w.HTML(layout=w.Layout(margin="0 0 0 8px"))
+        self._fetch_button = w.Button(description="Fetch", icon="download",
+                                      button_style="primary", disabled=True,
+                                      tooltip="Download the input and output (Enter in the field)")
+        self._wait_box = w.Checkbox(value=False, description="wait until ready", indent=False,
+                                    layout=w.Layout(width="auto"))
+        self._recent = w.Dropdown(options=[], value=None, description="Recent",
+                                  layout=w.Layout(width="32em"))
+        self._demo_button = w.Button(description="Use demo sandbox", icon="flask",
+                                     tooltip="Run a local Topaz-compatible server with demo "
+                                             "processes; no API key needed",
+                                     layout=w.Layout(display="none"))
+        self._status = w.HTML()
+        self._bars: dict[Side, w.IntProgress] = {}
+        self._bar_notes: dict[Side, w.Label] = {}
+        for side in SIDES:
+            self._bars[side] = w.IntProgress(value=0, min=0, max=100,
+                                             description=side.capitalize())
+            self._bar_notes[side] = w.Label()
+        self._result = w.Box(layout=w.Layout(width="100%"))
+        self._save_dir = w.Text(value="topaz-images", description="Save to",
+                                layout=w.Layout(width="24em"))
+        self._save_button = w.Button(description="Save images", icon="save", disabled=True,
+                                     tooltip="Copy both original files into this directory")
+
+        self._id_field.observe(self._on_id_change, names="value")
+        self._id_field.on_msg(self._on_id_message)
+        self._fetch_button.on_click(lambda _b: self.fetch(wait=False))
+        self._recent.observe(self._on_recent_change, names="value")
+        self._demo_button.on_click(lambda _b: self._run_guarded(self.use_demo))
+        self._save_button.on_click(lambda _b: self._run_guarded(self.save))
+
+        super().__init__(children=[
+            w.HBox([self._id_field, self._fetch_button, self._wait_box, self._id_hint],
+                   layout=w.Layout(align_items="center", flex_flow="row wrap")),
+            w.HBox([self._recent, self._demo_button], layout=w.Layout(align_items="center")),
+            self._status,
+            w.HBox([self._bars["input"], self._bar_notes["input"]]),
+            w.HBox([self._bars["output"], self._bar_notes["output"]]),
+            self._result,
+            w.HBox([self._save_dir, self._save_button], layout=w.Layout(align_items="center")),
+        ])
+        self._offer_demo_if_no_key()
+        self._set_status(f"Requests go to {self._session.describe()}.")
+
+    # -- public -----------------------------------------------------------
+    @property
+    def comparison(self) -> Comparison | None:
+        """The result of the last fetch (``None`` when it failed or is running)."""
+        return self._comparison
+
+    @property
+    def process_id(self) -> str | None:
+        """The ID in the field in canonical form, or ``None`` while it is not a UUID."""
+        try:
+            return check_process_id(self._id_field.value)
+        except TopazError:
+            return None
+
+    @process_id.setter
+    def process_id(self, value: str) -> None:
+        self._id_field.value = value.strip()
+
+    @property
+    def busy(self) -> bool:
+        """True while a fetch is running."""
+        return self._busy
+
+    def fetch(self, process_id: str | None = None, wait: bool = True) -> Comparison | None:
+        """Fetch the ID in the field (or ``process_id``, which is put in the field).
+
+        With ``wait=True`` this returns when done, with the comparison or
+        ``None`` after an error (shown in the status line, never raised).  With
+        ``wait=False`` it starts a background fetch and returns ``None`` at
+        once; :meth:`join` waits for it.
+        """
+        if process_id is not None:
+            self.process_id = process_id
+        if wait:
+            self.join()
+        elif self._busy:
+            return None
+        try:
+            pid = check_process_id(self._id_field.value)
+        except TopazError as exc:
+            self._set_status(str(exc), error=True)
+            return None
+        self._start(pid)
+        if wait:
+            return self.join()
+        return None
+
+    def join(self, timeout: float | None = None) -> Comparison | None:
+        """Wait for a running fetch; the current comparison afterwards."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self._comparison
+
+    def save(self, directory: str | None = None) -> dict[Side, Any]:
+        """Copy the last fetch's files into ``directory`` (default: the Save-to field)."""
+        if self._comparison is None:
+            raise TopazError("Nothing to save yet: fetch a process first.")
+        target = (directory if directory is not None else self._save_dir.value).strip()
+        if not target:
+            raise TopazError("No directory to save into: type one in the Save to field.")
+        try:
+            saved = self._comparison.save(target)
+        except OSError as exc:
+            raise TopazError(
+                f"Could not save into {target!r}: {exc.strerror or type(exc).__name__}; "
+                "choose a directory you can write to.") from None
+        if directory is not None:
+            self._save_dir.value = target
+        listing = ", ".join(f"{side} → {path}" for side, path in saved.items())
+        self._set_status(f"Saved {listing}." if saved else "There were no files to save.")
+        return saved
+
+    def use_demo(self) -> list[str]:
+        """Point the session at a local sandbox and list its demo processes."""
+        self._set_status("Starting the local demo sandbox…")
+        sandbox = self._session.use_demo()
+        ids = list(sandbox.demo_ids)
+        for pid in reversed(ids):
+            self._remember(pid)
+        if ids:
+            self._id_field.value = ids[0]
+        self._demo_button.layout.display = "none"
+        self._set_status(f"Using the local demo sandbox at {sandbox.base_url}: "
+                         f"{len(ids)} demo processes are in the Recent list.")
+        return ids
+
+    # -- fetching -----------------------------------------------------------
+    def _start(self, pid: str) -> None:
+        self._busy = True
+        self._fetch_button.disabled = True
+        self._save_button.disabled = True
+        self._thread = threading.Thread(target=self._work, args=(pid,),
+                                        name=f"topaz-panel-{pid[:8]}", daemon=True)
+        self._thread.start()
+
+    def _work(self, pid: str) -> None:
+        self._comparison = None
+        self._result.children = ()
+        try:
+            self._reset_bars()
+            session = self._session
+            client = session.client()
+            if self._wait_box.value:
+                self._set_status(f"Waiting for {pid} to finish…")
+                client.wait(pid, timeout=session.settings.wait_timeout,
+                            on_progress=lambda st: self._set_status(
+                                f"Waiting for {pid}: {st.describe()}"))
+            self._set_status(f"Fetching {pid} from {session.describe()}…")
+            from .comparison import Comparison
+
+            comparison = Comparison.fetch(
+                pid, client=client, transfer=session.transfer(), require_output=False,
+                on_progress=self._on_progress, preview_size=session.settings.preview_size,
+                mode=session.settings.mode)
+            view = comparison.widget()
+        except MissingApiKey as exc:
+            self._set_status(f"{exc} Or use the demo sandbox.", error=True)
+            self._demo_button.layout.display = None
+        except TopazError as exc:
+            self._set_status(str(exc), error=True)
+        except Exception as exc:  # noqa: BLE001 -- a bug must not leave the panel stuck
+            _log.exception("fetching %s failed", pid)
+            self._set_status(f"Unexpected error while fetching {pid}: "
+                             f"{type(exc).__name__}: {exc}", error=True)
+        else:
+            self._comparison = comparison
+            self._finish_bars(comparison)
+            self._result.children = (view,)
+            self._labels[pid] = _label(pid, comparison)
+            self._remember(pid)
+            self._save_button.disabled = False
+            self._set_status(comparison.status_line(), error=False)
+        finally:
+            self._busy = False
+            self._fetch_button.disabled = self.process_id is None
+
+    def _on_progress(self, side: Side, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        finished = total is not None and done >= total
+        if not finished and now - self._last_update.get(side, 0.0) < _PROGRESS_INTERVAL:
+            return
+        self._last_update[side] = now
+        bar = self._bars[side]
+        if total:
+            bar.value = min(100, done * 100 // total)
+            self._bar_notes[side].value = f"{_mb(done)} of {_mb(total)}"
+        else:
+            bar.bar_style = "info"
+            self._bar_notes[side].value = f"{_mb(done)}"
+
+    def _reset_bars(self) -> None:
+        self._last_update.clear()
+        for side in SIDES:
+            self._bars[side].value = 0
+            self._bars[side].bar_style = ""
+            self._bar_notes[side].value = ""
+
+    def _finish_bars(self, comparison: Comparison) -> None:
+        files = comparison.files()
+        for side in SIDES:
+            bar, note = self._bars[side], self._bar_notes[side]
+            path = files.get(side)
+            if path is None:
+                bar.value, bar.bar_style = 0, "warning"
+                note.value = "not ready"
+                continue
+            bar.value, bar.bar_style = 100, "success"
+            size = _mb(path.stat().st_size)
+            cached = comparison.info.get(side, {}).get("from_cache")
+            note.value = f"{size} (from cache)" if cached else size
+
+    # -- reactions ------------------------------------------------------------
+    def _on_id_change(self, change: dict[str, Any]) -> None:
+        text = str(change["new"]).strip()
+        valid = self.process_id is not None
+        if not text:
+            hint = ""
+        elif valid:
+            hint = "✓"
+        elif _HEX.fullmatch(text) and len(text.replace("-", "")) < 32:
+            hint = "not a UUID yet"
+        else:
+            hint = "not a UUID: 32 hex digits, as in the process_id the API returned"
+        self._id_hint.value = f"<small>{html.escape(hint)}</small>" if hint else ""
+        self._fetch_button.disabled = self._busy or not valid
+
+    def _on_id_message(self, _widget: Any, content: dict[str, Any], _buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("event") == "submit" \
+                and self.process_id is not None:
+            self.fetch(wait=False)
+
+    def _on_recent_change(self, change: dict[str, Any]) -> None:
+        if not self._quiet and change["new"]:
+            self._id_field.value = change["new"]
+
+    def _run_guarded(self, action: Any) -> None:
+        try:
+            action()
+        except TopazError as exc:
+            self._set_status(str(exc), error=True)
+
+    # -- small parts --------------------------------------------------------------
+    def _remember(self, pid: str) -> None:
+        self._recent_ids = [pid] + [p for p in self._recent_ids if p != pid]
+        del self._recent_ids[_MAX_RECENT:]
+        self._quiet = True
+        try:
+            self._recent.options = [(self._labels.get(p, p), p) for p in self._recent_ids]
+            self._recent.value = pid
+        finally:
+            self._quiet = False
+
+    def _offer_demo_if_no_key(self) -> None:
+        if self._session.sandbox is not None:
+            return
+        try:
+            self._session.client()
+        except MissingApiKey:
+            self._demo_button.layout.display = None
+        except TopazError:
+            pass
+
+    def _set_status(self, text: str, *, error: bool = False) -> None:
+        line = " ".join(_URL.sub(lambda m: redact_url(m.group(0)), text).split())
+        shown = html.escape(line)
+        self._status.value = (f'<span style="color: var(--jp-error-color1, #c62828)">{shown}</span>'
+                              if error else shown)
+
+
+def _label(pid: str, comparison: Comparison) -> str:
+    name = comparison.status.filename if comparison.status is not None else None
+    return f"{pid}  {name}" if name else pid
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} kB"

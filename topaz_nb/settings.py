@@ -1,0 +1,52 @@
+"""User settings, as traitlets so ``%config Topaz.preview_size = 1024`` works.
+
+One instance per IPython shell is registered in ``shell.configurables``; the
+magic, the panel and the command line all read the same object, so a setting
+changed once applies everywhere in the session.
+"""
+
+from __future__ import annotations
+
+import os
+
+from traitlets import Float, Integer, Unicode, default, validate
+from traitlets.config import Configurable
+
+
+class Topaz(Configurable):
+    """Settings of topaz-nb (``%config Topaz`` lists them)."""
+
+    base_url = Unicode(
+        help="Topaz Image API base URL; defaults to $TOPAZ_API_URL or the production URL."
+    ).tag(config=True)
+    cache_dir = Unicode(
+        help="Where downloaded images are cached; defaults to $TOPAZ_NB_CACHE or the user cache dir."
+    ).tag(config=True)
+    preview_size = Integer(2048, help="Long side, in px, of the previews sent to the browser.").tag(
+        config=True
+    )
+    timeout = Float(30.0, help="Seconds to wait for one API or storage response.").tag(config=True)
+    wait_timeout = Float(600.0, help="Default seconds for --wait when none is given.").tag(config=True)
+    max_workers = Integer(4, help="Processes fetched at once for a gallery.").tag(config=True)
+    mode = Unicode("swipe", help="Initial comparison mode.").tag(config=True)
+
+    @default("base_url")
+    def _default_base_url(self) -> str:
+        from .client import DEFAULT_BASE_URL
+
+        return os.environ.get("TOPAZ_API_URL", "").strip() or DEFAULT_BASE_URL
+
+    @default("cache_dir")
+    def _default_cache_dir(self) -> str:
+        from .transfer import default_cache_dir
+
+        return str(default_cache_dir())
+
+    @validate("preview_size")
+    def _check_preview_size(self, proposal: dict) -> int:
+        value = int(proposal["value"])
+        if not 64 <= value <= 8192:
+            from traitlets import TraitError
+
+            raise TraitError(f"preview_size must be between 64 and 8192 px, not {value}")
+        return value
