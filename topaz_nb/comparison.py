@@ -266,23 +266,30 @@ class Comparison:
 
     def metadata_html(self) -> str:
         """The metadata table as escaped HTML (values come from a server)."""
-        head = "<tr><th></th><th>Input</th><th>Output</th></tr>"
+        cell = 'style="text-align:left;padding:1px 8px"'
+        head = f"<tr><th></th><th {cell}>Input</th><th {cell}>Output</th></tr>"
         body = "".join(
-            f"<tr><th>{html.escape(k)}</th><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>"
+            f"<tr><th {cell}>{html.escape(k)}</th><td {cell}>{html.escape(a)}</td>"
+            f"<td {cell}>{html.escape(b)}</td></tr>"
             for k, a, b in self.rows()
         )
-        return (f'<table class="topaz-meta"><caption>{html.escape(self.process_id)}</caption>'
-                f"{head}{body}</table>")
+        return (f'<table class="topaz-meta" style="font-size:12px;border-collapse:collapse">'
+                f'<caption style="text-align:left;font-family:monospace">'
+                f"{html.escape(self.process_id)}</caption>{head}{body}</table>")
 
     def widget(self) -> Any:
         """The view beside its metadata table, as one ipywidgets box."""
         import ipywidgets as w
 
-        table = w.HTML(self.metadata_html(), layout=w.Layout(flex="0 0 auto", margin="0 0 0 12px"))
+        table = w.HTML(self.metadata_html(), layout=w.Layout(flex="0 1 auto", margin="0 0 0 12px"))
         if not self.downloaded:
             return w.VBox([table])
         if self.ready:
             main: Any = self.view
+            # The view grows to fill the row; the table keeps its natural width beside
+            # it and wraps below only when the notebook is too narrow for both.
+            main.layout.flex = "1 1 520px"
+            main.layout.min_width = "320px"
         else:
             main = w.VBox([w.HTML(f"<b>{html.escape(self.status_line())}</b>"),
                            _image_widget(self._sides["input"].image, self.preview_size)])

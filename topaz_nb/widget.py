@@ -9,8 +9,10 @@ Protocol
 --------
 **Previews.**  Each side's preview (at most ``preview_size`` px on its long
 side) travels once, as a binary ``Bytes`` trait (never base64).  A preview that
-is the whole image is lossless PNG, so what is seen at 100 % is exact; a
-downscaled one is WebP, since tiles replace it as soon as detail matters.
+is the whole image is lossless PNG when that fits the first-view budget
+(2 MB an image), so what is seen at 100 % is exact; otherwise, and for every
+downscaled preview, it is WebP, and ``preview_formats`` tells the front end
+which sides are lossy, so that it asks for exact tiles from 100 % on.
 
 **Tiles.**  When the view needs more detail than a preview holds, the front end
 sends a custom message::
@@ -48,6 +50,7 @@ import asyncio
 import base64
 import math
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +91,33 @@ def _default_labels(bases: tuple[str, str], inp: SourceImage, out: SourceImage,
     if abs(scale - 1) > 1e-3:
         label_out += f" ({_scale_text(scale)}×)"
     return label_in, label_out
+
+
+_PREVIEW_BUDGET = 2_000_000
+"""Bytes one image may cost in the first view; lossless when it fits."""
+_TILE_POOL: ThreadPoolExecutor | None = None
+
+
+def _make_preview(src: SourceImage, max_side: int) -> tuple[Image.Image, bytes, str]:
+    """The preview, its encoding and that encoding's format.
+
+    A whole-image preview is tried as PNG only when its raw pixels are small
+    enough that the PNG can fit the budget; photos compress to about half.
+    """
+    img = src.preview(max_side=max_side)
+    if img.size == tuple(src.size) and img.width * img.height * len(img.getbands()) <= 2 * _PREVIEW_BUDGET:
+        png = encode(img, format="png")
+        if len(png) <= _PREVIEW_BUDGET:
+            return img, png, "png"
+    return img, encode(img, format="webp", quality=90), "webp"
+
+
+def _tile_pool() -> ThreadPoolExecutor:
+    """Two threads shared by every view: a tile pair's two sides compress in parallel."""
+    global _TILE_POOL
+    if _TILE_POOL is None:
+        _TILE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="topaz-tile")
+    return _TILE_POOL
 
 
 def _source(image: Any, label: str) -> SourceImage:
@@ -138,6 +168,8 @@ class CompareView(anywidget.AnyWidget):
       output grid.
     * ``input_preview``, ``output_preview`` (bytes, read-only): the encoded
       previews.
+    * ``preview_formats`` (dict, read-only): each preview's encoding, ``"png"``
+      (exact) or ``"webp"``.
     """
 
     _esm = (_STATIC / "compare.js").read_text(encoding="utf-8")
@@ -156,6 +188,7 @@ class CompareView(anywidget.AnyWidget):
                         default_value=(0.0, 0.0, 1.0, 1.0), read_only=True).tag(sync=True)
     input_preview = t.Bytes(b"", read_only=True).tag(sync=True)
     output_preview = t.Bytes(b"", read_only=True).tag(sync=True)
+    preview_formats = t.Dict(read_only=True).tag(sync=True)
 
     def __init__(self, input: Any, output: Any, *, mode: str = "swipe",
                  labels: tuple[str, str] | list[str] | None = None, preview_size: int = 2048,
@@ -169,15 +202,13 @@ class CompareView(anywidget.AnyWidget):
         self._tile_source: TileSource | None = None
         self._queues: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._drain_scheduled = False
-        self._previews: dict[str, Image.Image] = {}
-        encoded = {}
-        for side, src in self._sources.items():
-            img = src.preview(max_side=int(preview_size))
-            self._previews[side] = img
-            if img.size == tuple(src.size):
-                encoded[side] = encode(img, format="png")
-            else:
-                encoded[side] = encode(img, format="webp", quality=90)
+        # Both previews at once: Pillow releases the GIL while it decodes,
+        # resamples and encodes, so two sides take about as long as one.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="topaz-preview") as pool:
+            made = dict(zip(SIDES, pool.map(
+                lambda side: _make_preview(self._sources[side], int(preview_size)), SIDES)))
+        self._previews: dict[str, Image.Image] = {side: made[side][0] for side in SIDES}
+        encoded = {side: made[side][1] for side in SIDES}
         if labels is None:
             labels = _default_labels(("Input", "Output"), inp, out, self._placement_obj)
         elif len(labels) != 2:
@@ -188,6 +219,7 @@ class CompareView(anywidget.AnyWidget):
         p = self._placement_obj
         self.set_trait("sizes", {"input": list(inp.size), "output": list(out.size)})
         self.set_trait("placement", (float(p.x), float(p.y), float(p.width), float(p.height)))
+        self.set_trait("preview_formats", {side: made[side][2] for side in SIDES})
         self.set_trait("input_preview", encoded["input"])
         self.set_trait("output_preview", encoded["output"])
         self.on_msg(self._on_tile_request)
@@ -332,8 +364,15 @@ class CompareView(anywidget.AnyWidget):
         ow, oh = self._sources["output"].size
         x, y = ix * span, iy * span
         w, h = min(span, ow - x), min(span, oh - y)
-        buffers = [encode(self._tile_source.region(side, x, y, w, h, zoom=level), format="png")
-                   for side in SIDES]
+        source = self._tile_source
+
+        def cut(side: str) -> bytes:
+            tile = source.region(side, x, y, w, h, zoom=level)
+            if tile.mode == "RGBA" and tile.getextrema()[3] == (255, 255):
+                tile = tile.convert("RGB")  # opaque: a third less to compress and send
+            return encode(tile, format="png")
+
+        buffers = list(_tile_pool().map(cut, SIDES))
         self.send({"type": "tile", "view": request["view"], "gen": request["gen"],
                    "level": level, "ix": ix, "iy": iy, "x": x, "y": y, "w": w, "h": h},
                   buffers)
@@ -369,7 +408,8 @@ class CompareView(anywidget.AnyWidget):
         target = Path(path).expanduser()
         state = {name: getattr(self, name) for name in
                  ("mode", "orientation", "position", "zoom", "center", "showing", "labels",
-                  "height", "sizes", "placement", "input_preview", "output_preview")}
+                  "height", "sizes", "placement", "input_preview", "output_preview",
+                  "preview_formats")}
         state["center"] = list(state["center"])
         state["labels"] = list(state["labels"])
         state["placement"] = list(state["placement"])

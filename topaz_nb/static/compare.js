@@ -301,9 +301,21 @@ function render({ model, el: host }) {
     return !!bmp && !!native && bmp.width < native[0];
   }
 
+  // A whole-image preview that was sent lossy (to keep the first view small)
+  // still needs native tiles from 100 % on, where exact pixels are promised.
+  function isLossy(side) {
+    const formats = model.get("preview_formats") || {};
+    return !!formats[side] && formats[side] !== "png";
+  }
+
+  function needsTiles(side, z) {
+    return (isDownscaled(side) && z > previewScale(side) * 1.01)
+      || (isLossy(side) && z >= 0.999 * previewScale(side));
+  }
+
   function wantedLevel(z) {
-    const needOut = isDownscaled("output") && z > previewScale("output") * 1.01;
-    const needIn = isDownscaled("input") && z > previewScale("input") * 1.01;
+    const needOut = needsTiles("output", z);
+    const needIn = needsTiles("input", z);
     if (!needOut && !needIn) return 0;
     // Power-of-two levels up to native: above 100 % native pixels are enlarged.
     return Math.min(1, Math.pow(2, Math.ceil(Math.log2(z) - 1e-9)));
