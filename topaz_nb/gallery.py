@@ -98,7 +98,7 @@ class Gallery:
             return self._widget
         import ipywidgets as w
 
-        detail = w.Output(layout=w.Layout(width="100%"))
+        detail = w.VBox(layout=w.Layout(width="100%"))
         cards = [self._card(pid, result, detail) for pid, result in self.entries]
         grid = w.GridBox(cards, layout=w.Layout(
             grid_template_columns=f"repeat(auto-fill, minmax({2 * _THUMB + 24}px, 1fr))",
@@ -123,11 +123,7 @@ class Gallery:
                           tooltip=result.status_line(), layout=w.Layout(width="auto"))
 
         def show(_: Any) -> None:
-            detail.clear_output()
-            with detail:
-                from IPython.display import display
-
-                display(result.widget())
+            detail.children = [result.widget()]
 
         button.on_click(show)
         return w.VBox([title, w.HBox(thumbs), w.HTML(html.escape(numbers)), button],

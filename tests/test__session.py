@@ -1,0 +1,50 @@
+"""The session decides where requests go; a key given to login stays in memory."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from topaz_nb._session import Session
+from topaz_nb.errors import MissingApiKey
+from topaz_nb.settings import Topaz
+
+
+def test_login_key_is_used_but_never_shown(sandbox, monkeypatch):
+    monkeypatch.delenv("TOPAZ_API_KEY", raising=False)
+    session = Session(Topaz(base_url=sandbox.base_url))
+    with pytest.raises(MissingApiKey):
+        session.client()
+    session.login(f"  {sandbox.api_key}  ")
+    assert session.client().status(sandbox.demo_ids[0]).status == "Completed"
+    assert "TOPAZ_API_KEY" not in os.environ
+    shown = repr(session) + session.describe() + repr(session.client())
+    assert sandbox.api_key not in shown and "%topaz login" in session.describe()
+    with pytest.raises(MissingApiKey, match="empty"):
+        session.login("   ")
+    session.close()
+
+
+def test_environment_key_changes_are_picked_up(sandbox, monkeypatch):
+    monkeypatch.setenv("TOPAZ_API_KEY", "sbx_wrong")
+    session = Session(Topaz(base_url=sandbox.base_url))
+    first = session.client()
+    monkeypatch.setenv("TOPAZ_API_KEY", sandbox.api_key)
+    second = session.client()
+    assert second is not first
+    assert second.status(sandbox.demo_ids[0]).done
+    assert session.client() is second  # unchanged settings reuse the client
+    session.close()
+
+
+def test_demo_switches_to_an_in_process_sandbox_and_login_leaves_it(monkeypatch, tmp_path):
+    monkeypatch.delenv("TOPAZ_API_KEY", raising=False)
+    session = Session(Topaz(cache_dir=str(tmp_path)))
+    sandbox = session.use_demo()
+    assert session.use_demo() is sandbox and "sandbox" in session.describe()
+    assert session.client().base_url == sandbox.base_url
+    assert session.transfer().cache_dir == tmp_path
+    session.login("some-real-key")
+    assert session.sandbox is None and "sandbox" not in session.describe()
+    session.close()

@@ -1,0 +1,87 @@
+"""Gallery: several processes through a bounded pool, over real sockets."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from topaz_nb.client import TopazClient
+from topaz_nb.errors import InvalidProcessId
+from topaz_nb.gallery import Gallery
+from topaz_nb.transfer import Transfer
+from topaz_nb.widget import CompareView
+
+MISSING = "00000000-0000-4000-8000-000000000000"
+
+
+@pytest.fixture
+def parts(sandbox, tmp_path):
+    with TopazClient(api_key=sandbox.api_key, base_url=sandbox.base_url) as client, \
+            Transfer(tmp_path / "cache") as transfer:
+        yield client, transfer
+
+
+def test_fetches_all_keeps_order_and_reports_failures_per_process(sandbox, parts):
+    client, transfer = parts
+    ids = sandbox.demo_ids + [MISSING]
+    gallery = Gallery.fetch(ids, client=client, transfer=transfer, max_workers=2)
+
+    assert [pid for pid, _ in gallery.entries] == ids
+    assert len(gallery.comparisons) == len(sandbox.demo_ids)
+    assert list(gallery.errors) == [MISSING] and "not found" in gallery.errors[MISSING].lower()
+    rows = {r["process_id"]: r for r in gallery.summary()}
+    first = rows[sandbox.demo_ids[0]]
+    assert first["status"] == "Completed" and first["scale"] == pytest.approx(4.0)
+    assert first["output_size"] == "512×512" and first["output_format"] == "PNG"
+    assert rows[MISSING]["status"] == "error"
+    assert {r["status"] for r in rows.values()} >= {"Completed", "Processing", "Failed"}
+
+
+def test_pool_is_bounded(sandbox, parts, make_image):
+    client, transfer = parts
+    ids = [sandbox.add_job(make_image(), make_image((128, 96))) for _ in range(6)]
+    sandbox.inject("latency", server="storage", seconds=0.2, times=None)
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def on_done(_pid: str) -> None:
+        with lock:
+            running[0] -= 1
+
+    original = client.link_source
+
+    def counting_source(pid, side):
+        if side == "input":
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+        return original(pid, side)
+
+    client.link_source = counting_source  # observe how many processes are in flight
+    Gallery.fetch(ids, client=client, transfer=transfer, max_workers=2, on_done=on_done)
+    assert peak[0] == 2
+
+
+def test_bad_id_anywhere_sends_nothing(sandbox, parts):
+    client, transfer = parts
+    sandbox.clear_requests()
+    with pytest.raises(InvalidProcessId):
+        Gallery.fetch([sandbox.demo_ids[0], "nope"], client=client, transfer=transfer)
+    assert sandbox.requests == []
+
+
+def test_compare_button_opens_the_comparison(sandbox, parts):
+    client, transfer = parts
+    gallery = Gallery.fetch(sandbox.demo_ids[:2] + [sandbox.demo_ids[3]], client=client,
+                            transfer=transfer)
+    box = gallery.widget()
+    grid, detail = box.children
+    assert len(grid.children) == 3 and detail.children == ()
+    buttons = [c.children[-1] for c in grid.children]
+    assert [b.disabled for b in buttons] == [False, False, True]  # the third is still processing
+    buttons[1].click()
+    (shown,) = detail.children
+    views = [w for w in shown.children if isinstance(w, CompareView)]
+    assert len(views) == 1 and views[0] is gallery.comparisons[1].view
+    bundle = gallery._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "<table>" in bundle["text/html"]
