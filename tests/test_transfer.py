@@ -514,6 +514,7 @@ def test_no_secrets_reach_storage_or_output(sb: Sandbox, job: str, tmp_path: Pat
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))  # requests would add Basic auth from it
     caplog.set_level(logging.DEBUG, logger="topaz_nb.transfer")
+    caplog.set_level(logging.DEBUG, logger="urllib3.connectionpool")  # logs request lines
     sources = [Source(sb, job, side) for side in ("input", "output")]
     with Transfer(tmp_path / "c") as t:
         sb.inject("expire", server="storage")
@@ -529,6 +530,8 @@ def test_no_secrets_reach_storage_or_output(sb: Sandbox, job: str, tmp_path: Pat
     queries += [s.link.head_url.partition("?")[2] for s in sources]
     logged = "\n".join(rec.getMessage() for rec in caplog.records)
     assert "fresh one" in logged  # the refresh was logged...
+    assert any("GET /" in rec.getMessage() for rec in caplog.records
+               if rec.name == "urllib3.connectionpool")
     for q in queries:
         assert q and q not in shown and q not in logged  # ...without the signature
     assert sb.api_key not in shown + logged

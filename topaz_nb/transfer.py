@@ -87,6 +87,27 @@ _QUERY = re.compile(r"\?[^\s'\"<>)]*")
 ProgressCallback = Callable[[int, "int | None"], None]
 
 
+class _RedactQueries(logging.Filter):
+    """Strips query strings from urllib3's request log lines.
+
+    urllib3 logs every request line at DEBUG, presigned query included, so a
+    user who turns on debug logging would otherwise write bearer links into
+    their logs.  Only the record's arguments are rewritten; nothing is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+                isinstance(a, str) and "?" in a for a in record.args):
+            record.args = tuple(_QUERY.sub("?…", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
+_URLLIB3_LOG = logging.getLogger("urllib3.connectionpool")
+if not any(isinstance(f, _RedactQueries) for f in _URLLIB3_LOG.filters):
+    _URLLIB3_LOG.addFilter(_RedactQueries())
+
+
 def default_cache_dir() -> Path:
     """The per-user cache directory; ``TOPAZ_NB_CACHE`` overrides it."""
     override = os.environ.get(_CACHE_ENV, "").strip()
@@ -311,7 +332,8 @@ class Transfer:
         return path if _complete(path, info.size) else None
 
     def clear_cache(self, process_id: str | None = None) -> int:
-        """Delete cached files of one process, or of all; returns how many.
+        """Delete cached files of one process, or of all; returns how many
+        downloads were deleted (their derived previews go with them).
 
         Only directories named like process IDs are touched, so pointing
         ``TOPAZ_NB_CACHE`` at a shared directory cannot wipe unrelated files.
@@ -330,9 +352,10 @@ class Transfer:
                 if item.is_file() or item.is_symlink():
                     try:
                         item.unlink()
-                        removed += 1
                     except FileNotFoundError:
-                        pass
+                        continue
+                    # Hidden files are previews derived from a download, not downloads.
+                    removed += not item.name.startswith(".")
             try:
                 directory.rmdir()
             except OSError:
