@@ -102,3 +102,66 @@ def test_get_discard_clear() -> None:
 
 def test_default_budget_is_bounded() -> None:
     assert 256 << 20 <= default_budget() <= 2 << 30
+
+
+# ---- PreviewStore ------------------------------------------------------------
+
+PID = "0b5e5b0e-6a3c-4d53-9d2e-5a3f1c2b7d10"
+
+
+def _cached_file(tmp_path, image: Image.Image, name: str = "output-abc123.png"):
+    folder = tmp_path / PID
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    image.save(path)
+    return path
+
+
+def test_preview_store_applies_only_to_download_cache_files(tmp_path):
+    from topaz_nb._cache import PreviewStore
+
+    assert PreviewStore.applies_to(tmp_path / PID / "output-abc123.png")
+    assert PreviewStore.applies_to(tmp_path / PID / "input-k.jpg")
+    assert not PreviewStore.applies_to(tmp_path / "photos" / "output-abc123.png")
+    assert not PreviewStore.applies_to(tmp_path / PID / "holiday.png")
+    assert not PreviewStore.applies_to(tmp_path / PID / ".output-abc123.png.p64.raw")
+
+
+def test_preview_store_round_trip_and_staleness(tmp_path):
+    from topaz_nb._cache import PreviewStore
+
+    path = _cached_file(tmp_path, Image.new("RGB", (40, 30), (1, 2, 3)))
+    store = PreviewStore(path, 64)
+    assert store.load_image() is None and store.load_encoded("png-q85") is None
+    preview = Image.new("RGB", (20, 15), (9, 8, 7))
+    store.save_image(preview)
+    store.save_encoded("png-q85", b"encoded-bytes")
+    again = PreviewStore(path, 64)
+    assert again.load_image().tobytes() == preview.tobytes()
+    assert again.load_encoded("png-q85") == b"encoded-bytes"
+    assert PreviewStore(path, 128).load_image() is None  # another size is another entry
+    assert not list(path.parent.glob("*.part"))
+
+    Image.new("RGB", (41, 30), (1, 2, 3)).save(path)  # the source changed: entries are stale
+    assert again.load_image() is None and again.load_encoded("png-q85") is None
+
+
+def test_second_view_of_a_cached_file_decodes_nothing(tmp_path):
+    import os
+
+    from topaz_nb.imaging import load_image
+
+    # BMP: the same size on disk whatever the pixels, so the swap below keeps size and mtime.
+    path = _cached_file(tmp_path, Image.new("RGB", (400, 300), (200, 40, 40)), "output-abc.bmp")
+    first = load_image(path, label="output")
+    assert first.preview(100).getpixel((50, 37)) == (200, 40, 40)
+    png = first.preview_bytes(100, format="png")
+
+    stat = path.stat()
+    Image.new("RGB", (400, 300), (10, 200, 10)).save(path)
+    assert path.stat().st_size == stat.st_size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    # Only a decode could see the new pixels: a second view reads the stored preview.
+    second = load_image(path, label="output")
+    assert second.preview(100).getpixel((50, 37)) == (200, 40, 40)
+    assert second.preview_bytes(100, format="png") == png

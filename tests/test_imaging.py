@@ -386,3 +386,15 @@ def test_tiles_of_loaded_files_align() -> None:
     assert left_in.tobytes() == left_out.tobytes()
     assert tiles.region("input", 39, 0, 2, 1).getpixel((0, 0))[:3] == (0, 0, 0)
     assert tiles.region("input", 39, 0, 2, 1).getpixel((1, 0))[:3] == (255, 255, 255)
+
+
+def test_jpeg_preview_may_land_slightly_under_its_size_to_decode_less(tmp_path) -> None:
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (2048, 1536), (90, 120, 200)).save(path, quality=90)
+    image = load_image(path, label="output")
+    # 1100 asked: half-scale decoding gives 1024 (7 % under) instead of a full decode.
+    small = image.preview(1100)
+    assert small.size == (1024, 768)
+    assert small.getpixel((500, 400)) == pytest.approx((90, 120, 200), abs=3)
+    # Far from a power-of-two step, the preview has exactly the size asked.
+    assert load_image(path, label="output").preview(1500).size == (1500, 1125)

@@ -8,11 +8,15 @@ once, only one decodes and the other waits for its result.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
+from pathlib import Path
 
 from PIL import Image
 
@@ -131,3 +135,95 @@ class DecodedCache:
     def __repr__(self) -> str:
         return (f"DecodedCache({len(self)} images, {self._nbytes / 2**20:.0f} MiB"
                 f" of {self.max_bytes / 2**20:.0f} MiB)")
+
+
+class PreviewStore:
+    """Previews of downloaded files kept beside them on disk, with their encodings.
+
+    Making the first view of a large output means decoding all of it (a PNG
+    cannot be decoded at reduced size); opening the same process again, even
+    from a new kernel, should cost a file read instead.  A preview is stored
+    as raw pixels next to its source file, as a hidden
+    ``.<file name>.p<max side>.raw``, and each encoding of it sent to a
+    browser as ``.<file name>.p<max side>.<format tag>``.  Each entry records
+    the source's size and modification time and is ignored once they change,
+    so a file replaced in place never shows a stale preview.
+
+    Only files in the download cache's layout (``<process id>/<side>-<key>.<ext>``)
+    get entries: writing beside a user's own files would be a surprise.
+    Entries are written atomically; a directory that cannot be written to
+    just means no entry.
+    """
+
+    _VERSION = 1
+
+    def __init__(self, source: Path, max_side: int) -> None:
+        self.source = source
+        self.prefix = source.parent / f".{source.name}.p{max_side}"
+
+    @staticmethod
+    def applies_to(path: Path) -> bool:
+        """Whether ``path`` is a file of the download cache (see the class doc)."""
+        return bool(_CACHE_NAME.fullmatch(path.name) and _PID_DIR.fullmatch(path.parent.name))
+
+    def _stamp(self) -> dict[str, int] | None:
+        try:
+            st = self.source.stat()
+        except OSError:
+            return None
+        return {"v": self._VERSION, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def _read(self, suffix: str) -> tuple[dict[str, object], bytes] | None:
+        stamp = self._stamp()
+        try:
+            data = Path(f"{self.prefix}.{suffix}").read_bytes()
+            head, _, body = data.partition(b"\n")
+            meta = json.loads(head)
+        except (OSError, ValueError):
+            return None
+        if stamp is None or any(meta.get(k) != v for k, v in stamp.items()):
+            return None
+        return meta, body
+
+    def _write(self, suffix: str, meta: dict[str, object], body: bytes) -> None:
+        stamp = self._stamp()
+        if stamp is None:
+            return
+        target = Path(f"{self.prefix}.{suffix}")
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.part")
+        try:
+            with open(tmp, "wb") as out:
+                out.write(json.dumps({**meta, **stamp}).encode() + b"\n")
+                out.write(body)
+            os.replace(tmp, target)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def load_image(self) -> Image.Image | None:
+        """The stored preview pixels, or ``None``."""
+        found = self._read("raw")
+        if found is None:
+            return None
+        meta, body = found
+        try:
+            return Image.frombytes(str(meta["mode"]), (int(meta["w"]), int(meta["h"])),  # type: ignore[call-overload]
+                                   body)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def save_image(self, image: Image.Image) -> None:
+        self._write("raw", {"mode": image.mode, "w": image.width, "h": image.height},
+                    image.tobytes())
+
+    def load_encoded(self, tag: str) -> bytes | None:
+        """A stored encoding of the preview (``tag`` names format and options)."""
+        found = self._read(tag)
+        return None if found is None else found[1]
+
+    def save_encoded(self, tag: str, data: bytes) -> None:
+        self._write(tag, {}, data)
+
+
+_PID_DIR = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_CACHE_NAME = re.compile(r"(?:input|output)-[^./][^/]*\.[a-z0-9]{1,8}")

@@ -106,10 +106,10 @@ def _make_preview(src: SourceImage, max_side: int) -> tuple[Image.Image, bytes, 
     """
     img = src.preview(max_side=max_side)
     if img.size == tuple(src.size) and img.width * img.height * len(img.getbands()) <= 2 * _PREVIEW_BUDGET:
-        png = encode(img, format="png")
+        png = src.preview_bytes(max_side, format="png")
         if len(png) <= _PREVIEW_BUDGET:
             return img, png, "png"
-    return img, encode(img, format="webp", quality=90), "webp"
+    return img, src.preview_bytes(max_side, format="webp", quality=90), "webp"
 
 
 def _tile_pool() -> ThreadPoolExecutor:
