@@ -4,7 +4,8 @@ Every browser test file uses these instead of its own copy:
 
 * :func:`require_chromium` skips when there is no Chromium (fails under ``CI``);
 * :func:`jupyter_server` starts JupyterLab or Notebook 7 on 127.0.0.1 in a
-  temporary root, with its own config, data and IPython directories;
+  temporary root, with its own config, data and IPython directories, and
+  :func:`voila_server` serves one notebook as a Voila dashboard the same way;
 * :func:`launch_browser`, :func:`open_notebook`, :func:`run_all`,
   :func:`wait_for_output` drive the page;
 * :func:`canvas_pixel` reads a canvas back, :func:`screenshot` saves pictures
@@ -107,25 +108,12 @@ def jupyter_server(root_dir: Path, app: Literal["lab", "notebook"] = "lab",
     token = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="topaz-nb-jupyter-") as tmp:
         home = Path(tmp)
-        env = dict(os.environ)
-        for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
-                         ("IPYTHONDIR", "ipython"), ("JUPYTER_RUNTIME_DIR", "runtime")):
-            (home / sub).mkdir()
-            env[var] = str(home / sub)
-        env["JUPYTER_PLATFORM_DIRS"] = "1"
-        env["JUPYTERLAB_SETTINGS_DIR"] = str(home / "lab-settings")
-        env["JUPYTERLAB_WORKSPACES_DIR"] = str(home / "lab-workspaces")
+        env = _isolated_env(home)
         for plugin_id, values in (lab_settings or {}).items():
             package, _, plugin = plugin_id.rpartition(":")
             target = home / "lab-settings" / package / f"{plugin}.jupyterlab-settings"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(values))
-        # The venv's kernel spec, so notebooks run with the interpreter running the tests.
-        spec = home / "data" / "kernels" / "python3"
-        spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python 3", "language": "python"}))
         log = home / "server.log"
         cmd = [sys.executable, "-m", "jupyter", app, "--no-browser", f"--port={port}",
                "--ip=127.0.0.1", f"--ServerApp.token={token}", "--ServerApp.password=",
@@ -141,6 +129,54 @@ def jupyter_server(root_dir: Path, app: Literal["lab", "notebook"] = "lab",
         try:
             _wait_for_port(port, proc, log, timeout)
             yield JupyterServer(f"http://127.0.0.1:{port}", token, Path(root_dir), app)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _isolated_env(home: Path) -> dict[str, str]:
+    """Environment for a server that reads nothing from the user's home.
+
+    Config, data, IPython, runtime and lab-settings directories are fresh ones
+    under ``home``; the data directory holds a kernel spec for the interpreter
+    running the tests, so notebooks run in this environment.
+    """
+    env = dict(os.environ)
+    for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
+                     ("IPYTHONDIR", "ipython"), ("JUPYTER_RUNTIME_DIR", "runtime")):
+        (home / sub).mkdir()
+        env[var] = str(home / sub)
+    env["JUPYTER_PLATFORM_DIRS"] = "1"
+    env["JUPYTERLAB_SETTINGS_DIR"] = str(home / "lab-settings")
+    env["JUPYTERLAB_WORKSPACES_DIR"] = str(home / "lab-workspaces")
+    spec = home / "data" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3", "language": "python"}))
+    return env
+
+
+@contextlib.contextmanager
+def voila_server(notebook: Path, timeout: float = 60) -> Iterator[str]:
+    """Serve ``notebook`` as a Voila dashboard until the block ends; yields its URL."""
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="topaz-nb-voila-") as tmp:
+        home = Path(tmp)
+        env = _isolated_env(home)
+        log = home / "voila.log"
+        cmd = [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
+               "--Voila.ip=127.0.0.1", "--VoilaConfiguration.show_tracebacks=True"]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=notebook.parent)
+        try:
+            _wait_for_port(port, proc, log, timeout)
+            yield f"http://127.0.0.1:{port}/"
         finally:
             proc.terminate()
             try:
