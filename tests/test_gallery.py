@@ -85,3 +85,11 @@ def test_compare_button_opens_the_comparison(sandbox, parts):
     assert len(views) == 1 and views[0] is gallery.comparisons[1].view
     bundle = gallery._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle and "<table>" in bundle["text/html"]
+
+
+def test_a_damaged_file_fails_its_card_only(sandbox, parts, make_image):
+    client, transfer = parts
+    page = sandbox.add_job(b"<html><body>503 Slow Down</body></html>", make_image((128, 96)))
+    gallery = Gallery.fetch([sandbox.demo_ids[0], page], client=client, transfer=transfer)
+    assert len(gallery.comparisons) == 1 and "HTML" in gallery.errors[page]
+    assert gallery.summary()[1]["status"] == "error"

@@ -219,3 +219,21 @@ def test_loads_through_shell_app_extensions(tmp_path):
         capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("True")
+
+
+def test_corrupt_or_non_image_objects_are_one_line_errors(shell, sandbox, make_image):
+    import io
+
+    page = sandbox.add_job(b"<!DOCTYPE html><html><body>Access denied</body></html>",
+                           make_image((128, 96)))
+    with pytest.raises(UsageError, match="HTML") as html_error:
+        shell.run_line_magic("topaz", page)
+    assert "\n" not in str(html_error.value) and "input" in str(html_error.value)
+
+    buf = io.BytesIO()
+    make_image((256, 192)).save(buf, "PNG")
+    truncated = sandbox.add_job(make_image(), buf.getvalue()[: len(buf.getvalue()) // 2])
+    # The header is intact, so it opens; the pixels are not: a one-line error, no crash.
+    with pytest.raises(UsageError, match="truncated|corrupt") as cut:
+        shell.run_line_magic("topaz", truncated)
+    assert "output" in str(cut.value) and "\n" not in str(cut.value)

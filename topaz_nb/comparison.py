@@ -164,6 +164,19 @@ class Comparison:
                                      crop_to_fill=crop)
         return self._view
 
+    def prepare(self) -> Comparison:
+        """Decode what the first view shows now, so a damaged file fails here.
+
+        Displaying happens later, inside IPython's formatters, where an error
+        becomes a traceback; doing the work up front turns it into the one-line
+        error of the call that fetched.  Returns ``self``.
+        """
+        if self.ready:
+            self.view  # noqa: B018 -- builds both previews
+        elif self._sides["input"].image is not None:
+            self._sides["input"].image.preview(min(self.preview_size, 1024))
+        return self
+
     def save(self, directory: str | Path) -> dict[Side, Path]:
         """Copy both original files into ``directory`` as ``<pid>-<side>.<ext>``."""
         import shutil

@@ -39,8 +39,14 @@ class Gallery:
 
         def one(pid: str) -> Comparison | TopazError:
             try:
-                return Comparison.fetch(pid, client=client, transfer=transfer, require_output=False,
-                                        preview_size=preview_size, mode=mode)
+                result = Comparison.fetch(pid, client=client, transfer=transfer,
+                                          require_output=False, preview_size=preview_size,
+                                          mode=mode)
+                for side in ("input", "output"):  # thumbnails now: a damaged file fails here
+                    image = result.source(side)
+                    if image is not None:
+                        image.preview(_THUMB)
+                return result
             except TopazError as exc:
                 return exc
             finally:

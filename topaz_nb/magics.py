@@ -166,6 +166,7 @@ class TopazMagics(Magics):
                 timeout = self.settings.wait_timeout if args.wait < 0 else args.wait
                 self._wait(pid, timeout)
                 result = fetch()
+            result.prepare()
         finally:
             if bars is not None:
                 bars.close()
