@@ -123,19 +123,26 @@ def jupyter_server(root_dir: Path, app: Literal["lab", "notebook"] = "lab",
                "--JupyterNotebookApp.expose_app_in_browser=True",
                "--LabApp.news_url=",
                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=root_dir)
-        try:
-            _wait_for_port(port, proc, log, timeout)
+        with _serving(cmd, env, Path(root_dir), log, port, timeout):
             yield JupyterServer(f"http://127.0.0.1:{port}", token, Path(root_dir), app)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+
+
+@contextlib.contextmanager
+def _serving(cmd: list[str], env: dict[str, str], cwd: Path, log: Path, port: int,
+             timeout: float) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server command, logging to ``log``, until the block ends; wait for its port."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+    try:
+        _wait_for_port(port, proc, log, timeout)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def _isolated_env(home: Path) -> dict[str, str]:
@@ -171,19 +178,8 @@ def voila_server(notebook: Path, timeout: float = 60) -> Iterator[str]:
         log = home / "voila.log"
         cmd = [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
                "--Voila.ip=127.0.0.1", "--VoilaConfiguration.show_tracebacks=True"]
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=notebook.parent)
-        try:
-            _wait_for_port(port, proc, log, timeout)
+        with _serving(cmd, env, notebook.parent, log, port, timeout):
             yield f"http://127.0.0.1:{port}/"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
 
 @contextlib.contextmanager
