@@ -89,6 +89,7 @@ class Session:
         from .client import TopazClient
 
         with self._lock:
+            key: str | None
             if self._sandbox is not None:
                 key, url = self._sandbox.api_key, self._sandbox.base_url
             else:

@@ -37,7 +37,8 @@ _EPS = 1e-9
 
 
 class _Decodable(Protocol):
-    size: tuple[int, int]
+    @property
+    def size(self) -> tuple[int, int]: ...
 
     def full(self, *, cache: DecodedCache | None = None) -> Image.Image: ...
 

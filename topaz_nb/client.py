@@ -26,8 +26,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -383,6 +384,7 @@ class TopazClient:
             if cursor:
                 params["cursor"] = cursor
             data = self._get_json("/status", params=params)
+            page: dict[str, Any]
             if isinstance(data, list):  # a server that ignores pagination
                 items, page = data, {}
             elif isinstance(data, dict) and isinstance(data.get("data"), list):

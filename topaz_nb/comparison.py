@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ._ids import check_process_id
 from .errors import NotReady, TopazError

@@ -9,8 +9,9 @@ instead of aborting the batch.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ._ids import check_process_id
 from .comparison import Comparison

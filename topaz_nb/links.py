@@ -8,8 +8,9 @@ string can read the image.  So a :class:`Link` never prints its full URLs, and
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 Side = Literal["input", "output"]

@@ -126,7 +126,6 @@ class TopazMagics(Magics):
                 left = max(0, int(link.seconds_left))
                 print(f"{pid} {side:<6} expires {link.expiry:%Y-%m-%d %H:%M:%S} UTC "
                       f"(in {left // 60} min {left % 60} s)  {url}")
-        return None
 
     def _gallery(self, pids: list[str], args: Any) -> Any:
         from .gallery import Gallery

@@ -368,7 +368,7 @@ class CompareView(anywidget.AnyWidget):
 
         def cut(side: str) -> bytes:
             tile = source.region(side, x, y, w, h, zoom=level)
-            if tile.mode == "RGBA" and tile.getextrema()[3] == (255, 255):
+            if tile.mode == "RGBA" and tile.getchannel("A").getextrema() == (255, 255):
                 tile = tile.convert("RGB")  # opaque: a third less to compress and send
             return encode(tile, format="png")
 

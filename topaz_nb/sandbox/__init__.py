@@ -121,12 +121,13 @@ class Sandbox:
 
     def _authority(self, server: SandboxServer) -> str:
         host, port = server.server_address[:2]
-        shown = host if ":" not in str(host) else f"[{host}]"
+        host = host.decode() if isinstance(host, bytes) else str(host)
+        shown = host if ":" not in host else f"[{host}]"
         return f"{shown}:{port}"
 
     # -- jobs --------------------------------------------------------------
 
-    def add_job(self, input: ImageSource, output: ImageSource | None = None, *,  # noqa: A002
+    def add_job(self, input: ImageSource, output: ImageSource | None = None, *,
                 process_id: str | None = None, status: str = "Completed",
                 ready_in: float | None = None, progress: int | None = None, age: float = 0.0,
                 model: str = "Standard V2", category: str = "Enhance", model_type: str = "GAN",

@@ -14,7 +14,8 @@ import hmac
 import json
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 from ._http import RecordedRequest, Reply, header
@@ -22,7 +23,7 @@ from ._jobs import Job
 from ._storage import Signer
 
 PREFIX = "/image/v1"
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 _MESSAGES = {
     400: "Invalid process ID. Please ensure it is a valid UUID.",
     401: "Unauthorized",

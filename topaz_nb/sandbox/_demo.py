@@ -56,7 +56,7 @@ DEMO_JOBS: tuple[DemoJob, ...] = (
 
 
 def _photo(name: str) -> Image.Image:
-    with resources.files(__package__).joinpath("data", name).open("rb") as fh:
+    with (resources.files(__package__) / "data" / name).open("rb") as fh:
         image = Image.open(fh)
         image.load()
     return image.convert("RGB")
@@ -80,7 +80,7 @@ def _letterbox(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return canvas
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def demo_bytes(job: DemoJob) -> tuple[bytes, bytes | None]:
     """``(input, output)`` encoded files of a demo job; no output for a failed job."""
     photo = _photo(job.photo)

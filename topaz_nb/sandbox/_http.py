@@ -13,9 +13,9 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 from ._faults import Fault, FaultBook
 
@@ -81,7 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 30
     server: SandboxServer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Stay quiet: the request log is the record, not stderr."""
 
     def _dispatch(self) -> None:
@@ -111,7 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
             reply = self.server.route(request)
         try:
             self._write(reply, fault)
-        except (ConnectionError, socket.timeout):
+        except (TimeoutError, ConnectionError):
             self.close_connection = True
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch

@@ -16,8 +16,8 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Callable
 from urllib.parse import parse_qs, quote, urlencode
 
 from ._http import RecordedRequest, Reply, header
@@ -153,14 +153,14 @@ def make_storage_route(signer: Signer, lookup: Callable[[str], Job | None]) -> C
         if_range = header(request, "If-Range")
         if if_range is not None and if_range not in (obj.etag, obj.last_modified):
             rng = None  # the object changed since the client's partial copy: send it all
-        if rng == "unsatisfiable":
+        if isinstance(rng, str):  # "unsatisfiable"
             reply = storage_error(416)
             reply.headers.append(("Content-Range", f"bytes */{obj.size}"))
             return reply
         view = memoryview(obj.data)
         if rng is None:
             return Reply(200, headers, view)
-        start, end = rng  # type: ignore[misc]
+        start, end = rng
         headers.append(("Content-Range", f"bytes {start}-{end}/{obj.size}"))
         return Reply(206, headers, view[start:end + 1])
 
