@@ -28,7 +28,7 @@ from typing import IO, TYPE_CHECKING
 from . import __version__
 from ._ids import check_process_id
 from .errors import MissingApiKey, NotReady, TopazError
-from .links import SIDES, Side, redact_url
+from .links import SIDES, Side, expiry_text, redact_url
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -167,7 +167,7 @@ def _cmd_links(args: argparse.Namespace) -> int:
         print(f"Links of {pid}:")
         for side, link in links.items():
             url = link.download_url if args.show_urls else redact_url(link.download_url)
-            print(f"  {side:<7} expires {_expiry(link.seconds_left, link.expiry)}  {url}")
+            print(f"  {side:<7} expires {expiry_text(link.expiry)}  {url}")
         if not args.show_urls:
             print("URLs are shown without their signature; --show-urls prints them whole.")
     return 0
@@ -278,7 +278,7 @@ def _demo_check(args: argparse.Namespace) -> int:
                 if image is None:
                     raise _Failure(f"the {side} of demo process {pid} did not open")
                 print(f"{side:<7} link {redact_url(links[side].download_url)} "
-                      f"(expires {_expiry(links[side].seconds_left, links[side].expiry)}), "
+                      f"(expires {expiry_text(links[side].expiry)}), "
                       f"image {image.width}×{image.height} {image.mode}")
         finally:
             session.close()
@@ -389,16 +389,6 @@ def _print_table(rows: list[tuple[str, str, str]], title: str) -> None:
     widths = [max(len(r[i]) for r in table) for i in range(3)]
     for row in table:
         print("  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
-
-
-def _expiry(seconds_left: float, when: object) -> str:
-    import datetime as _dt
-
-    stamp = when.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") \
-        if isinstance(when, _dt.datetime) else str(when)
-    if seconds_left <= 0:
-        return f"{stamp} (expired)"
-    return f"{stamp} (in {int(seconds_left // 60)} min)"
 
 
 def _find_notebook(given: Path | None) -> Path:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._ids import check_process_id
 from .errors import NotReady, TopazError
-from .links import SIDES, Link, Side, redact_url
+from .links import SIDES, Link, Side, expiry_text, redact_url, utc_text
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -175,8 +175,13 @@ class Comparison:
         if self.ready:
             self.view  # noqa: B018 -- builds both previews
         elif self._sides["input"].image is not None:
-            self._sides["input"].image.preview(min(self.preview_size, 1024))
+            self._sides["input"].image.preview(self._alone_size)
         return self
+
+    @property
+    def _alone_size(self) -> int:
+        """Preview size of an input shown without its output (no zoom, no tiles)."""
+        return min(self.preview_size, 1024)
 
     def save(self, directory: str | Path) -> dict[Side, Path]:
         """Copy both original files into ``directory`` as ``<pid>-<side>.<ext>``."""
@@ -306,7 +311,7 @@ class Comparison:
             main.layout.min_width = "320px"
         else:
             main = w.VBox([w.HTML(f"<b>{html.escape(self.status_line())}</b>"),
-                           _image_widget(self._sides["input"].image, self.preview_size)])
+                           _image_widget(self._sides["input"].image, self._alone_size)])
         return w.Box([main, table], layout=w.Layout(display="flex", flex_flow="row wrap",
                                                      align_items="flex-start", width="100%"))
 
@@ -323,20 +328,19 @@ class Comparison:
         lines = [repr(self)]
         if not self.ready:
             lines.append(self.status_line())
-        width = max((len(r[0]) for r in self.rows()), default=0)
-        lines += [f"  {k:<{width}}  {a:<22} {b}" for k, a, b in self.rows()]
+        rows = self.rows()
+        width = max((len(r[0]) for r in rows), default=0)
+        lines += [f"  {k:<{width}}  {a:<22} {b}" for k, a, b in rows]
         return "\n".join(lines)
 
 
-def _image_widget(image: SourceImage | None, preview_size: int) -> Any:
+def _image_widget(image: SourceImage | None, size: int) -> Any:
     import ipywidgets as w
 
     if image is None:
         return w.HTML("<i>no input image</i>")
-    from .imaging import encode
-
-    return w.Image(value=encode(image.preview(min(preview_size, 1024)), format="webp"),
-                   format="webp", layout=w.Layout(max_width="100%"))
+    return w.Image(value=image.preview_bytes(size, format="webp"), format="webp",
+                   layout=w.Layout(max_width="100%"))
 
 
 def _dims(entry: dict[str, Any]) -> str:
@@ -353,13 +357,8 @@ def _bytes(n: int) -> str:
 
 
 def _when(value: Any) -> str:
-    if isinstance(value, _dt.datetime):
-        return value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return str(value)
+    return utc_text(value) if isinstance(value, _dt.datetime) else str(value)
 
 
 def _expiry(value: Any) -> str:
-    if isinstance(value, _dt.datetime):
-        left = (value - _dt.datetime.now(_dt.timezone.utc)).total_seconds()
-        return f"{_when(value)} ({'expired' if left <= 0 else f'in {int(left // 60)} min'})"
-    return str(value)
+    return expiry_text(value) if isinstance(value, _dt.datetime) else str(value)

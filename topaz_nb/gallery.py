@@ -106,14 +106,17 @@ class Gallery:
         import ipywidgets as w
 
         detail = w.VBox(layout=w.Layout(width="100%"))
-        cards = [self._card(pid, result, detail) for pid, result in self.entries]
+        rows = self.summary()
+        cards = [self._card(pid, result, row, detail)
+                 for (pid, result), row in zip(self.entries, rows)]
         grid = w.GridBox(cards, layout=w.Layout(
             grid_template_columns=f"repeat(auto-fill, minmax({2 * _THUMB + 24}px, 1fr))",
             grid_gap="8px", width="100%"))
         self._widget = w.VBox([grid, detail])
         return self._widget
 
-    def _card(self, pid: str, result: Comparison | TopazError, detail: Any) -> Any:
+    def _card(self, pid: str, result: Comparison | TopazError, row: dict[str, Any],
+              detail: Any) -> Any:
         import ipywidgets as w
 
         title = w.HTML(f"<code>{html.escape(pid[:8])}…</code>")
@@ -121,7 +124,6 @@ class Gallery:
             return w.VBox([title, w.HTML(f"<span style='color:#b00'>{html.escape(str(result))}</span>")],
                           layout=_card_layout())
         thumbs = [_thumb(result.source(side)) for side in ("input", "output")]
-        row = next((r for r in self.summary() if r["process_id"] == pid), {})
         numbers = " · ".join(str(x) for x in (
             row.get("output_size") or row.get("status"),
             f"{row['scale']}×" if row.get("scale") else None,
@@ -175,7 +177,5 @@ def _thumb(image: Any) -> Any:
     if image is None:
         return w.HTML(f"<div style='width:{_THUMB}px;height:{_THUMB * 3 // 4}px;background:#eee;"
                       "display:flex;align-items:center;justify-content:center'>not ready</div>")
-    from .imaging import encode
-
-    return w.Image(value=encode(image.preview(_THUMB), format="webp"), format="webp",
+    return w.Image(value=image.preview_bytes(_THUMB, format="webp"), format="webp",
                    layout=w.Layout(width=f"{_THUMB}px"))

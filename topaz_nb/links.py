@@ -56,6 +56,17 @@ class Link:
     __str__ = __repr__
 
 
+def utc_text(when: _dt.datetime) -> str:
+    """A timestamp as people read it in tables and messages, in UTC."""
+    return when.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def expiry_text(when: _dt.datetime) -> str:
+    """When a link stops working, and how long that is from now."""
+    left = (when - _dt.datetime.now(_dt.timezone.utc)).total_seconds()
+    return f"{utc_text(when)} ({'expired' if left <= 0 else f'in {int(left // 60)} min'})"
+
+
 LinkSource = Callable[[bool], Link]
 """Gives a link for one object; called with ``True`` it must fetch a fresh one.
 

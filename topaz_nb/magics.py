@@ -23,7 +23,7 @@ from ._ids import check_process_id
 from ._session import Session, set_default_session
 from .comparison import Comparison
 from .errors import TopazError
-from .links import SIDES, redact_url
+from .links import SIDES, expiry_text, redact_url
 from .settings import Topaz
 
 MODES = ("swipe", "side-by-side", "blend", "difference", "toggle")
@@ -123,9 +123,7 @@ class TopazMagics(Magics):
             for side in SIDES:
                 link = client.link(pid, side)
                 url = link.download_url if show_urls else redact_url(link.download_url)
-                left = max(0, int(link.seconds_left))
-                print(f"{pid} {side:<6} expires {link.expiry:%Y-%m-%d %H:%M:%S} UTC "
-                      f"(in {left // 60} min {left % 60} s)  {url}")
+                print(f"{pid} {side:<6} expires {expiry_text(link.expiry)}  {url}")
 
     def _gallery(self, pids: list[str], args: Any) -> Any:
         from .gallery import Gallery
