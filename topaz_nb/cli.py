@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from . import __version__
+from ._version import __version__
 from ._ids import check_process_id
 from .errors import MissingApiKey, NotReady, TopazError
 from .links import SIDES, Side, expiry_text, redact_url

@@ -35,7 +35,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from . import __version__
+from ._version import __version__
 from ._ids import check_process_id
 from .errors import (
     ApiError,

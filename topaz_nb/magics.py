@@ -26,7 +26,7 @@ from .errors import TopazError
 from .links import SIDES, expiry_text, redact_url
 from .settings import Topaz
 
-MODES = ("swipe", "side-by-side", "blend", "difference", "toggle")
+from ._modes import MODES
 _LIST_PUNCTUATION = re.compile(r"[\[\]\(\),'\"]")
 
 

@@ -55,7 +55,7 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.util import Retry
 
-from . import __version__
+from ._version import __version__
 from ._ids import check_process_id
 from .errors import LinkExpired, TransferError
 from .links import SIDES, Link, LinkSource, Side, redact_url

@@ -60,18 +60,16 @@ import traitlets as t
 from PIL import Image
 
 from . import _composite
+from ._modes import MAX_ZOOM as _MAX_ZOOM
+from ._modes import MODES, ORIENTATIONS, TILE_PX
 from .imaging import SourceImage, TileSource, align, encode, load_image
 from .links import SIDES
 
 if TYPE_CHECKING:
     from .imaging import Placement
 
-MODES = ("swipe", "side-by-side", "blend", "difference", "toggle")
-ORIENTATIONS = ("vertical", "horizontal")
-TILE_PX = 512
 _LEVELS = tuple(1 / 2**k for k in range(8))
 _MAX_TILES_PER_REQUEST = 512
-_MAX_ZOOM = 64.0
 _FALLBACK_WIDTH = 800
 _FALLBACK_LIMIT = 300_000
 _STATIC = files("topaz_nb") / "static"

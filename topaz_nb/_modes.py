@@ -1,0 +1,25 @@
+"""The comparison modes and the view's limits, defined once.
+
+The widget sends these to the front end through its model, the ``%topaz``
+magic and the ``topaz-nb`` command offer :data:`MODES` as their choices, and the
+``Topaz.mode`` setting is an enum of them: adding a mode or changing a limit is
+an edit here, not a hunt through Python and JavaScript.
+"""
+
+from __future__ import annotations
+
+MODES: tuple[str, ...] = ("swipe", "side-by-side", "blend", "difference", "toggle")
+"""Every comparison mode, in the order the ``m`` key cycles through them."""
+
+DEFAULT_MODE = "swipe"
+
+ORIENTATIONS: tuple[str, ...] = ("vertical", "horizontal")
+
+TILE_PX = 512
+"""A tile is this many image pixels square at its level (``512 / level`` output px)."""
+
+MAX_ZOOM = 64.0
+"""Largest zoom: 64 screen pixels per output pixel."""
+
+DIFF_GAIN = 4
+"""Difference mode shows ``|output - input| × DIFF_GAIN`` so small changes are visible."""
