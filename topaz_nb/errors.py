@@ -4,6 +4,11 @@ Every error a user can meet is a :class:`TopazError`, so a notebook can catch
 one class, and the magic can print ``str(exc)`` as a single line that says what
 went wrong and what to do next.  Messages never contain the API key or a
 presigned URL's query string: they are built from redacted parts only.
+
+Errors about a process carry data (``process_id``, ``status``, ``progress``,
+``eta``, ``reason``) besides their message, so that each entry point can
+phrase the next step in its own words through :func:`topaz_nb._text.say`: the
+command line never suggests a magic, the magic never suggests ``api_key=``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,17 @@ class InvalidProcessId(TopazError, ValueError):
 
 
 class MissingApiKey(TopazError):
-    """No API key was given and ``TOPAZ_API_KEY`` is not set."""
+    """No API key was given and ``TOPAZ_API_KEY`` is not set.
+
+    Without a message, the text is the library's own hint; ``detail`` is
+    true when the raiser said something more specific (an empty key, say).
+    """
+
+    def __init__(self, message: str | None = None) -> None:
+        from ._text import no_key
+
+        super().__init__(message or no_key("python"))
+        self.detail = message is not None
 
 
 class ApiError(TopazError):
@@ -31,10 +46,11 @@ class ApiError(TopazError):
     """
 
     def __init__(self, message: str, *, status_code: int | None = None,
-                 server_message: str | None = None) -> None:
+                 server_message: str | None = None, process_id: str | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.server_message = server_message
+        self.process_id = process_id
 
 
 class BadRequest(ApiError):
@@ -52,16 +68,24 @@ class NotFound(ApiError):
 class NotReady(ApiError):
     """409 on the output: the process has not finished yet.
 
-    ``status``, ``progress`` and ``eta`` come from the Status endpoint when they
-    could be had, and are ``None`` otherwise.
+    ``status``, ``progress``, ``eta`` and ``reason`` come from the Status
+    endpoint when they could be had, and are ``None`` otherwise.  A ``status``
+    of ``Failed`` or ``Cancelled`` means the output will never exist.
     """
 
     def __init__(self, message: str, *, status: str | None = None,
-                 progress: int | None = None, eta: Any = None, **kw: Any) -> None:
+                 progress: int | None = None, eta: Any = None, reason: str | None = None,
+                 **kw: Any) -> None:
         super().__init__(message, **kw)
         self.status = status
         self.progress = progress
         self.eta = eta
+        self.reason = reason
+
+    @property
+    def failed(self) -> bool:
+        """The process ended without an output: waiting would not help."""
+        return self.status in ("Failed", "Cancelled")
 
 
 class RateLimited(ApiError):
@@ -73,11 +97,17 @@ class ServerError(ApiError):
 
 
 class ProcessFailed(TopazError):
-    """A process ended in ``Failed`` or ``Cancelled`` while being waited for."""
+    """A process ended in ``Failed`` or ``Cancelled``: it has no output.
 
-    def __init__(self, message: str, *, status: str) -> None:
+    ``reason`` is the server's explanation when the status carried one.
+    """
+
+    def __init__(self, message: str, *, status: str, process_id: str | None = None,
+                 reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.process_id = process_id
+        self.reason = reason
 
 
 class WaitTimeout(TopazError):

@@ -2,7 +2,9 @@
 
 A presigned URL is a bearer credential for an hour: anybody holding the query
 string can read the image.  So a :class:`Link` never prints its full URLs, and
-:func:`redact_url` is what every message, repr and log line uses instead.
+:func:`redact_url` is what every message, repr and log line uses instead;
+:func:`scrub_urls` does the same to free text that may quote one (an exception
+from a network library, a server's message, a log record).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
+import re
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,6 +30,21 @@ def redact_url(url: str | None) -> str:
         return "<unparseable url>"
     redacted = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
     return redacted + ("?…" if parts.query else "")
+
+
+_URL_IN_TEXT = re.compile(r"https?://[^\s'\"<>]+")
+_QUERY_IN_TEXT = re.compile(r"\?[^\s'\"<>)]+")
+
+
+def scrub_urls(text: str) -> str:
+    """``text`` with every URL redacted and every other query string cut.
+
+    URLs go through :func:`redact_url` (credentials and query removed); a bare
+    ``?query`` left over, as in urllib3's ``"GET /path?X-Amz-Signature=…"``
+    log lines, becomes ``?…``.
+    """
+    text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), str(text))
+    return _QUERY_IN_TEXT.sub(lambda m: m.group(0) if m.group(0) == "?…" else "?…", text)
 
 
 @dataclass(frozen=True)

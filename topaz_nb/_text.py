@@ -1,0 +1,185 @@
+"""Wording and formatting: the one place that decides how things read.
+
+Numbers (byte sizes, durations, ETAs), the sentences a user meets most (not
+ready, failed, no key, not found) and the small HTML tables of the notebook
+front ends are written here once.  Errors raised below the entry points carry
+*data* (a process ID, a status, an ETA, the server's reason); what the user
+should do next depends on where the message appears, so the entry points ask
+:func:`say` for the sentence in their own words:
+
+* ``"python"``: a library call (``TopazClient``, ``Comparison.fetch``);
+* ``"magic"``: ``%topaz`` in a notebook;
+* ``"cli"``: the ``topaz-nb`` command, which never suggests a magic;
+* ``"panel"``: the ``TopazPanel`` status line, which has buttons instead.
+
+Byte sizes use decimal units (kB = 1000 B, MB = 10^6 B), as file browsers and
+the Topaz web app do, everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .errors import TopazError
+
+Place = Literal["python", "magic", "cli", "panel"]
+
+
+# -- numbers -------------------------------------------------------------------
+
+def byte_size(n: int | float | None) -> str:
+    """``950 B``, ``3.0 kB``, ``2.8 MB``, ``1.20 GB``: decimal units, three digits."""
+    if n is None:
+        return ""
+    size = float(n)
+    if size < 1000:
+        return f"{size:.0f} B"
+    for unit in ("kB", "MB", "GB", "TB"):
+        size /= 1000
+        if size < 1000 or unit == "TB":
+            return f"{size:.2f} {unit}" if unit in ("GB", "TB") else f"{size:.1f} {unit}"
+    return f"{n} B"  # pragma: no cover -- the loop always returns
+
+
+def duration(seconds: float) -> str:
+    """``12 s``, ``3 min``, ``1.5 h``: how long, as people say it."""
+    if seconds < 90:
+        return f"{max(0, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def eta(when: _dt.datetime | None, *, now: _dt.datetime | None = None) -> str:
+    """``ETA 12 s``, ``ETA passed``, or ``""`` when the server gave none."""
+    if when is None:
+        return ""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    left = (when - now).total_seconds()
+    return f"ETA {duration(left)}" if left > 0 else "ETA passed"
+
+
+def progress_state(status: str | None, progress: int | None = None,
+                   when: _dt.datetime | None = None) -> str:
+    """``Processing, 42%, ETA 12 s``: where an unfinished process stands."""
+    parts = [status or "not finished"]
+    if progress is not None:
+        parts.append(f"{progress}%")
+    if status not in ("Completed", "Failed", "Cancelled"):
+        text = eta(when)
+        if text:
+            parts.append(text)
+    return ", ".join(parts)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Whitespace folded to single spaces, cut at ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- the sentences users meet most --------------------------------------------
+
+def no_key(place: Place) -> str:
+    """No API key anywhere: how to give one, in the words of ``place``."""
+    if place == "magic":
+        return ("No Topaz API key: run %topaz login, or %env TOPAZ_API_KEY=<your key>; "
+                "without a key, %topaz demo uses the local sandbox.")
+    if place == "cli":
+        return ("no Topaz API key: set one with `export TOPAZ_API_KEY=<your key>` "
+                "(from your Topaz account), or try the local sandbox with `topaz-nb --demo …`")
+    if place == "panel":
+        return "No Topaz API key: set TOPAZ_API_KEY, or use the demo sandbox."
+    return "No Topaz API key: pass api_key=..., or set TOPAZ_API_KEY."
+
+
+def not_ready(process_id: str, status: str | None, progress: int | None,
+              when: _dt.datetime | None, place: Place) -> str:
+    """The output exists but is not finished yet, and how to wait for it here."""
+    state = progress_state(status, progress, when)
+    head = f"Output of {process_id} is not ready ({state})"
+    if place == "magic":
+        return f"{head}. Run %topaz {process_id} --wait to wait for it."
+    if place == "cli":
+        return f"the output of {process_id} is not ready ({state}); add --wait to wait for it"
+    if place == "panel":
+        return f"{head}. Tick “wait until ready” and fetch again."
+    return f"{head}. TopazClient.wait({process_id!r}) waits for it."
+
+
+def failed(process_id: str, status: str | None, reason: str | None, place: Place) -> str:
+    """The process ended without an output: say so, with the server's reason."""
+    verb = "was cancelled" if status == "Cancelled" else "failed"
+    because = f": {one_line(reason, 200)}" if reason else ""
+    if place == "cli":
+        return (f"process {process_id} {verb}{because}; it has no output, "
+                "start it again with other settings or another input")
+    return (f"Process {process_id} {verb}{because}. It has no output: start it again "
+            "with other settings or another input.")
+
+
+def not_found(process_id: str, place: Place) -> str:
+    """Unknown process, or past the 7-day retention."""
+    head = (f"Process {process_id} was not found: the ID is unknown to this API key, "
+            "or the process is older than the 7-day retention")
+    if place == "cli":
+        return head[0].lower() + head[1:] + "; check the ID"
+    if place == "python":
+        return f"{head}; TopazClient.statuses() lists the current ones."
+    return f"{head}; check the ID."
+
+
+def say(exc: TopazError, place: Place) -> str:
+    """The one line to show for ``exc`` at ``place``.
+
+    Errors that carry data are phrased here for the place; every other error
+    already reads the same everywhere, so its own text is used.
+    """
+    from .errors import MissingApiKey, NotFound, NotReady, ProcessFailed
+
+    if isinstance(exc, MissingApiKey) and not exc.detail:
+        return no_key(place)
+    if isinstance(exc, ProcessFailed) and exc.process_id:
+        return failed(exc.process_id, exc.status, exc.reason, place)
+    if isinstance(exc, NotReady) and exc.process_id:
+        if exc.status in ("Failed", "Cancelled"):
+            return failed(exc.process_id, exc.status, exc.reason, place)
+        return not_ready(exc.process_id, exc.status, exc.progress, exc.eta, place)
+    if isinstance(exc, NotFound) and exc.process_id:
+        return not_found(exc.process_id, place)
+    return one_line(str(exc))
+
+
+# -- small HTML tables ---------------------------------------------------------
+
+_CELL = 'style="text-align:left;padding:1px 8px;vertical-align:top"'
+
+
+def html_table(rows: Iterable[Sequence[object]], *, header: Sequence[str] | None = None,
+               caption: str | None = None, row_headers: bool = False,
+               css_class: str = "topaz-table") -> str:
+    """An HTML table with every cell escaped (values come from servers and files).
+
+    ``row_headers`` makes each row's first cell a ``<th>``, as in a
+    field/value table.  ``None`` cells are shown empty.
+    """
+    def cell(value: object, tag: str) -> str:
+        text = "" if value is None else str(value)
+        return f"<{tag} {_CELL}>{html.escape(text)}</{tag}>"
+
+    parts = [f'<table class="{html.escape(css_class)}" '
+             'style="font-size:12px;border-collapse:collapse">']
+    if caption:
+        parts.append('<caption style="text-align:left;font-family:monospace">'
+                     f"{html.escape(caption)}</caption>")
+    if header is not None:
+        parts.append("<tr>" + "".join(cell(h, "th") for h in header) + "</tr>")
+    for row in rows:
+        cells = [cell(v, "th" if row_headers and i == 0 else "td") for i, v in enumerate(row)]
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    return "".join(parts)
