@@ -113,7 +113,10 @@ function attachInput(c, listen) {
     // A focused button or slider keeps its own keys (space presses a button,
     // arrows move the slider); every other shortcut works from anywhere inside.
     const control = ev.target !== root && ev.target.closest && ev.target.closest("button, input");
-    if (control && ON_CONTROLS.has(ev.key)) return;
+    if (control && ON_CONTROLS.has(ev.key)) {
+      ev.stopPropagation(); // and not the notebook's Enter (edit mode) either
+      return;
+    }
     const step = ev.shiftKey ? 0.1 : 0.02;
     const horizontal = c.st.orientation === "horizontal" && c.st.mode === "swipe";
     let handled = true;
