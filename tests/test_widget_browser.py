@@ -33,7 +33,8 @@ from browser_support import (
     current_panel,
     hide_left_area,
     jupyter_server,
-    launch_browser,
+    launch_chromium,
+    new_page,
     open_notebook,
     require_chromium,
     run_all,
@@ -99,17 +100,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def browser(server: Any) -> Iterator[Any]:
-    with launch_browser() as page:
-        errors: list[str] = []
-        console: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
-        page.errors = errors  # type: ignore[attr-defined]
-        yield page
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "widget-browser-console.log").write_text(
-            "\n".join(console + [f"pageerror: {e}" for e in errors]) + "\n")
+def chromium() -> Iterator[Any]:
+    """One Chromium for the module: the notebook page and the blank geometry page."""
+    require_chromium()
+    with launch_chromium() as chromium:
+        yield chromium
+
+
+@pytest.fixture(scope="module")
+def browser(server: Any, chromium: Any) -> Iterator[Any]:
+    page = new_page(chromium)
+    errors: list[str] = []
+    console: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+    page.errors = errors  # type: ignore[attr-defined]
+    yield page
+    page.context.close()
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "widget-browser-console.log").write_text(
+        "\n".join(console + [f"pageerror: {e}" for e in errors]) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -247,8 +257,9 @@ def test_keys_wheel_and_drag_navigate_and_sync(lab: Any) -> None:
     lab.keyboard.press("m")
     assert _kernel_value(lab, "view.mode", "'blend'") == "'blend'"
 
-    # The wheel zooms about the pointer: the output pixel under it stays put.
+    # With focus, the wheel zooms about the pointer: the output pixel under it stays put.
     g = _reset(lab)
+    lab.focus(ROOT)
     px, py = _at(g, 800, 650)
     lab.mouse.move(g["left"] + px, g["top"] + py)
     for _ in range(3):
@@ -444,8 +455,8 @@ def test_blend_opens_at_half_opacity_whatever_the_divider(lab: Any) -> None:
     assert BLEND_DEFAULT == 0.5 and mix == (125, 50, 115)
     wait_for_pixel(lab, canvas, *_at(g, 300, 650), mix, tol=2)
     wait_for_pixel(lab, canvas, *_at(g, 900, 650), mix, tol=2)
-    labels = lab.locator(f"{root} .tnb-label").all_inner_texts()
-    assert labels[:2] == ["Input 512×384  50%", "Output 1024×768 (2.0×)  50%"]
+    labels = [" ".join(t.split()) for t in lab.locator(f"{root} .tnb-label").all_inner_texts()]
+    assert labels[:2] == ["Input 512×384 50%", "Output 1024×768 (2.0×) 50%"]
     screenshot(lab.locator(root).first, "widget-blend-default.png")
     run_code(lab, "fresh.close()")
 
@@ -635,6 +646,8 @@ def test_saved_page_works_offline(tmp_path: Path, browser: Any) -> None:
         wait_for_pixel(browser, PAGE_CANVAS, x0 + 20 * z, y0 + 80 * z, RED)
         wait_for_pixel(browser, PAGE_CANVAS, x0 + 110 * z, y0 + 80 * z, BLUE)
         browser.focus(".tnb-compare")
+        browser.keyboard.press(" ")  # B alone, then A alone, without a kernel
+        wait_for_pixel(browser, PAGE_CANVAS, x0 + 20 * z, y0 + 80 * z, BLUE)
         browser.keyboard.press(" ")
         wait_for_pixel(browser, PAGE_CANVAS, x0 + 110 * z, y0 + 80 * z, RED)
     finally:
@@ -644,18 +657,18 @@ def test_saved_page_works_offline(tmp_path: Path, browser: Any) -> None:
 # ---- pure geometry, in a blank page ----------------------------------------------
 
 @pytest.fixture(scope="module")
-def blank() -> Iterator[Any]:
+def blank(chromium: Any) -> Iterator[Any]:
     """A blank Chromium page with every front-end part but ``compare.js`` loaded as a script."""
-    require_chromium()
-    with launch_browser() as page:
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.set_content("<!DOCTYPE html><title>geometry</title>")
-        static = REPO / "topaz_nb" / "static"
-        for name in ("geometry.js", "tiles.js", "draw.js", "dom.js", "input.js"):
-            page.add_script_tag(content=(static / name).read_text(encoding="utf-8"))
-        assert errors == []
-        yield page
+    page = new_page(chromium)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.set_content("<!DOCTYPE html><title>geometry</title>")  # no server, no kernel
+    static = REPO / "topaz_nb" / "static"
+    for name in ("geometry.js", "tiles.js", "draw.js", "dom.js", "input.js"):
+        page.add_script_tag(content=(static / name).read_text(encoding="utf-8"))
+    assert errors == []
+    yield page
+    page.context.close()
 
 
 def test_geometry_fit_centres_the_whole_output(blank: Any) -> None:
