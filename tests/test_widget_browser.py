@@ -397,8 +397,8 @@ def _blur(page: Any) -> None:
 def test_wheel_scrolls_the_page_unless_focused_or_ctrl_held(lab: Any) -> None:
     g = _reset(lab)
     _blur(lab)
-    assert not lab.evaluate("(root) => document.querySelector(root).contains(document.activeElement)",
-                            ROOT)
+    assert not lab.evaluate(
+        "(root) => document.querySelector(root).contains(document.activeElement)", ROOT)
     top = _widget_top(lab)
     lab.mouse.move(g["left"] + g["w"] * 0.8, g["top"] + g["h"] * 0.5)
     lab.mouse.wheel(0, 120)
@@ -530,9 +530,9 @@ def test_narrow_page_keeps_the_widget_inside(lab: Any) -> None:
         _reset(lab)
         lab.locator(ROOT).first.scroll_into_view_if_needed()
         lab.wait_for_function(
-            """(root) => { const r = document.querySelector(root);
-                const c = r.querySelector('canvas');
-                return Math.abs(c.getBoundingClientRect().width - r.getBoundingClientRect().width) < 2; }""",
+            """(root) => { const r = document.querySelector(root).getBoundingClientRect();
+                const c = document.querySelector(root + ' canvas').getBoundingClientRect();
+                return Math.abs(c.width - r.width) < 2; }""",
             arg=ROOT)
         report = lab.evaluate("""(rootSel) => {
             const root = document.querySelector(rootSel);
