@@ -6,7 +6,8 @@ Every browser test file uses these instead of its own copy:
 * :func:`jupyter_server` starts JupyterLab or Notebook 7 on 127.0.0.1 in a
   temporary root, with its own config, data and IPython directories, and
   :func:`voila_server` serves one notebook as a Voila dashboard the same way;
-* :func:`launch_browser`, :func:`open_notebook`, :func:`run_all`,
+* :func:`launch_browser` (or :func:`launch_chromium` and :func:`new_page`),
+  :func:`open_notebook`, :func:`run_all`,
   :func:`wait_for_output` drive the page;
 * :func:`canvas_pixel` reads a canvas back, :func:`screenshot` saves pictures
   to ``<repo>/test-artifacts/``.
@@ -183,18 +184,34 @@ def voila_server(notebook: Path, timeout: float = 60) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def launch_browser(viewport: tuple[int, int] = (1280, 900)) -> Iterator[Any]:
-    """A Playwright Chromium page (device pixel ratio 1) that is closed afterwards."""
+def launch_chromium() -> Iterator[Any]:
+    """A Playwright Chromium browser, closed afterwards; open pages with :func:`new_page`.
+
+    Playwright's sync API runs one instance per thread, so a test module that
+    needs several pages shares one of these.
+    """
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]},
-                                          device_scale_factor=1)
-            yield context.new_page()
+            yield browser
         finally:
             browser.close()
+
+
+def new_page(browser: Any, viewport: tuple[int, int] = (1280, 900)) -> Any:
+    """A page (device pixel ratio 1) in a fresh context of ``browser``."""
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]},
+                                  device_scale_factor=1)
+    return context.new_page()
+
+
+@contextlib.contextmanager
+def launch_browser(viewport: tuple[int, int] = (1280, 900)) -> Iterator[Any]:
+    """A Playwright Chromium page (device pixel ratio 1) that is closed afterwards."""
+    with launch_chromium() as browser:
+        yield new_page(browser, viewport)
 
 
 def write_notebook(path: Path, cells: list[str]) -> Path:

@@ -1,8 +1,9 @@
 """The quickstart notebook, run in a real JupyterLab by a real Chromium.
 
-Runs every cell with no API key (the notebook starts its own sandbox), checks
-that the first comparison drew both images, and saves the README screenshot
-to ``test-artifacts/readme-screenshot.png``.
+Opens and saves the notebook first (which must leave its file unchanged),
+then runs every cell with no API key (the notebook starts its own sandbox),
+checks that the first comparison drew both images, and saves the README
+screenshot to ``test-artifacts/readme-screenshot.png``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def test_quickstart_runs_in_jupyterlab_and_draws_the_comparison(tmp_path, monkey
     with jupyter_server(root, lab_settings=settings) as server, \
             launch_browser((1400, 1000)) as page:
         open_notebook(page, server, name)
+        # Saving with a live kernel writes its language_info: the committed file has it already.
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        page.wait_for_function(
+            "() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
+        assert (root / name).read_bytes() == (REPO / "notebooks" / name).read_bytes()
         hide_left_area(page)
         run_all(page)
         panel = current_panel(page)

@@ -17,7 +17,8 @@ from PIL import Image
 
 from topaz_nb.errors import ImageError
 from topaz_nb.imaging import load_image
-from topaz_nb.widget import MODES, TILE_PX, CompareView
+from topaz_nb import _modes
+from topaz_nb.widget import _JS_PARTS, _STATIC, MODES, TILE_PX, CompareView
 
 RED = (220, 40, 30)
 BLUE = (30, 60, 200)
@@ -79,14 +80,16 @@ def test_constructor_labels_name_input_and_output() -> None:
 def test_set_and_observe(view: CompareView) -> None:
     seen: list[tuple[str, Any]] = []
     view.observe(lambda change: seen.append((change["name"], change["new"])),
-                 names=["mode", "position", "zoom", "center", "showing", "orientation"])
+                 names=["mode", "position", "opacity", "zoom", "center", "showing",
+                        "orientation"])
     view.mode = "blend"
     view.position = 0.25
+    view.opacity = 0.75
     view.zoom = 1
     view.center = (10, 20)
     view.showing = "input"
     view.orientation = "horizontal"
-    assert seen == [("mode", "blend"), ("position", 0.25), ("zoom", 1.0),
+    assert seen == [("mode", "blend"), ("position", 0.25), ("opacity", 0.75), ("zoom", 1.0),
                     ("center", (10.0, 20.0)), ("showing", "input"),
                     ("orientation", "horizontal")]
 
@@ -125,6 +128,46 @@ def test_numbers_are_clamped_or_refused(view: CompareView) -> None:
         view.height = 10
     with pytest.raises(traitlets.TraitError, match="preview_size"):
         CompareView.from_images(solid((4, 4), RED), solid((4, 4), BLUE), preview_size=2)
+
+
+def test_blend_opacity_is_its_own_trait(view: CompareView) -> None:
+    assert view.opacity == _modes.BLEND_DEFAULT == 0.5
+    view.position = 0.1
+    assert view.opacity == 0.5
+    view.opacity = 2
+    assert view.opacity == 1.0
+    with pytest.raises(traitlets.TraitError, match="opacity must be a number"):
+        view.opacity = float("nan")
+    opened = CompareView.from_images(solid((4, 4), RED), solid((4, 4), BLUE), mode="blend",
+                                     position=0.9)
+    assert (opened.opacity, opened.position) == (0.5, 0.9)
+
+
+def test_limits_come_from_the_modes_module(view: CompareView) -> None:
+    assert view.limits == {"modes": list(_modes.MODES), "orientations": list(_modes.ORIENTATIONS),
+                           "tile_px": _modes.TILE_PX, "max_zoom": _modes.MAX_ZOOM,
+                           "diff_gain": _modes.DIFF_GAIN}
+    with pytest.raises(traitlets.TraitError):
+        view.limits = {}
+    # Synced, so the front end reads them; the JavaScript repeats none of them.
+    assert "limits" in view.keys
+    for name in _JS_PARTS:
+        js = (_STATIC / name).read_text(encoding="utf-8")
+        assert '"side-by-side", "blend"' not in js, name
+        assert not re.search(r"\b(TILE_PX|MAX_ZOOM|DIFF_GAIN)\s*=", js), name
+
+
+def test_front_end_is_its_parts_joined_in_order() -> None:
+    esm = CompareView._esm
+    starts = []
+    for name in _JS_PARTS:
+        body = (_STATIC / name).read_text(encoding="utf-8")
+        starts.append(esm.index(f"// ==== {name} ====\n" + body))
+    assert starts == sorted(starts)
+    # Only the last part exports; the others are plain scripts a blank page can load.
+    assert [n for n in _JS_PARTS if "export " in (_STATIC / n).read_text()] == ["compare.js"]
+    assert esm.rstrip().endswith("export default { render };")
+    assert "import " not in esm
 
 
 def test_read_only_traits_refuse_writes(view: CompareView) -> None:
@@ -304,14 +347,19 @@ def test_to_image_follows_mode_and_position() -> None:
     assert np.abs(img[60, 200].astype(int) - RED).max() <= 3
     assert np.abs(img[150, 200].astype(int) - BLUE).max() <= 3
 
-    v.mode = "blend"
+    v.mode = "blend"  # the opacity, not the divider (0.5 here), sets the mix
+    v.position = 0.1
     img = np.asarray(v.to_image(width=400))
     mix = [(a + b) / 2 for a, b in zip(RED, BLUE)]
+    assert np.abs(img[150, 200].astype(int) - mix).max() <= 3
+    v.opacity = 0.75
+    img = np.asarray(v.to_image(width=400))
+    mix = [a / 4 + b * 3 / 4 for a, b in zip(RED, BLUE)]
     assert np.abs(img[150, 200].astype(int) - mix).max() <= 3
 
     v.mode = "difference"
     img = np.asarray(v.to_image(width=400))
-    diff = [min(255, abs(a - b) * 4) for a, b in zip(RED, BLUE)]
+    diff = [min(255, abs(a - b) * _modes.DIFF_GAIN) for a, b in zip(RED, BLUE)]
     assert np.abs(img[150, 200].astype(int) - diff).max() <= 3
 
     v.mode = "toggle"

@@ -17,11 +17,11 @@ from typing import Any
 
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
+from ._modes import BLEND_DEFAULT, DIFF_GAIN
+
 BACKGROUND = (31, 31, 31)
 """The stage colour, also behind any part of the grid the input does not cover."""
 
-DIFF_GAIN = 4
-"""Difference amplification; the front end uses the same factor."""
 
 _GAP = 4
 _ASCII = str.maketrans({"×": "x", "−": "-", "→": "->"})
@@ -39,6 +39,7 @@ class Scene:
     mode: str = "swipe"
     orientation: str = "vertical"
     position: float = 0.5
+    opacity: float = BLEND_DEFAULT
     showing: str = "output"
 
 
@@ -101,9 +102,9 @@ def compose(scene: Scene, width: int) -> Image.Image:
 
     inp, out = _layers(scene, width)
     if scene.mode == "blend":
-        img = Image.blend(inp, out, scene.position)
-        _label(img, f"{a}  {round((1 - scene.position) * 100)}%", "tl")
-        _label(img, f"{b}  {round(scene.position * 100)}%", "tr")
+        img = Image.blend(inp, out, scene.opacity)
+        _label(img, f"{a}  {round((1 - scene.opacity) * 100)}%", "tl")
+        _label(img, f"{b}  {round(scene.opacity * 100)}%", "tr")
     elif scene.mode == "difference":
         img = ImageChops.difference(inp, out).point(lambda v: min(255, v * DIFF_GAIN))
         _label(img, f"|{b} − {a}| × {DIFF_GAIN}", "tl")

@@ -23,3 +23,12 @@ MAX_ZOOM = 64.0
 
 DIFF_GAIN = 4
 """Difference mode shows ``|output - input| × DIFF_GAIN`` so small changes are visible."""
+
+BLEND_DEFAULT = 0.5
+"""Blend mode's output opacity when a view opens: an even mix of both images."""
+
+
+def limits() -> dict[str, object]:
+    """The constants the front end needs, as the widget's read-only ``limits`` trait."""
+    return {"modes": list(MODES), "orientations": list(ORIENTATIONS), "tile_px": TILE_PX,
+            "max_zoom": MAX_ZOOM, "diff_gain": DIFF_GAIN}

@@ -1,9 +1,26 @@
 """CompareView: an input and its processed output, compared in one view.
 
-The front end (``static/compare.js``) draws both images on one canvas, in one
-view expressed in the *output's* pixel grid; the input is drawn where
-:func:`topaz_nb.imaging.align` places it on that grid.  Modes: swipe, side by
-side, blend, difference and toggle (instant A/B switching with the space key).
+The front end draws both images on one canvas, in one view expressed in the
+*output's* pixel grid; the input is drawn where :func:`topaz_nb.imaging.align`
+places it on that grid.  Modes: swipe, side by side, blend, difference and
+toggle; space switches A/B instantly in every mode.
+
+Front-end code
+--------------
+The JavaScript lives in ``static/`` as a few files with one job each:
+``geometry.js`` (pure view arithmetic: fit, zoom about a point, visible
+tiles), ``tiles.js`` (decoding, the bounded tile cache, tile requests),
+``draw.js`` (one frame per mode), ``dom.js`` (toolbar, labels, help),
+``input.js`` (pointer, wheel, keys) and ``compare.js`` (``render``, which
+wires them and is the only file with an ``export``).  anywidget hands the
+browser ``_esm`` as *one* module string (a blob or data URL in JupyterLab,
+Notebook 7, VS Code and Voila alike), so relative imports between files
+cannot resolve; :func:`_assemble_esm` therefore joins the files, in
+:data:`_JS_PARTS` order, into one module when this class is defined.  That
+is the whole "build": no bundler, no generated file to keep in step, and
+each part except ``compare.js`` is a plain script that a test can load into
+a blank page on its own (``geometry.js`` is tested that way).  The parts
+share one scope, so their top-level names must not collide.
 
 Protocol
 --------
@@ -37,9 +54,17 @@ front end keeps a bounded cache of tiles, drops answers for a level it has
 left, and keeps drawing the scaled preview until tiles arrive.  A failure is
 answered once with ``{"type": "tile-error", "view", "gen", "message"}``.
 
-**Traits back.**  Dragging the divider, zooming and panning update the view
-every frame locally and write ``position``, ``zoom`` and ``center`` back to
-the kernel at most every 150 ms, and once more when the gesture ends.
+**Constants.**  Modes, tile size, maximum zoom and difference gain are
+defined in :mod:`topaz_nb._modes` and reach the front end as the read-only
+``limits`` trait; the JavaScript repeats none of them.
+
+**Traits back.**  Dragging the divider, zooming, panning and the keys update
+the view every frame locally and write back only the traits the user changed
+(``position``, ``opacity``, ``zoom``, ``center``, ``mode``, ``orientation``,
+``showing``), at most every 150 ms and once more when the gesture ends.  A
+change made in the kernel is applied and never echoed: setting ``zoom`` from
+Python sends nothing back.  Showing A or B alone with space outside toggle
+mode is a momentary view state and is not synced.
 
 No synced trait ever holds a URL or a key: the widget only receives pixels.
 """
@@ -60,8 +85,9 @@ import traitlets as t
 from PIL import Image
 
 from . import _composite
+from ._modes import BLEND_DEFAULT, MODES, ORIENTATIONS, TILE_PX
+from ._modes import limits as _limits
 from ._modes import MAX_ZOOM as _MAX_ZOOM
-from ._modes import MODES, ORIENTATIONS, TILE_PX
 from .imaging import SourceImage, TileSource, align, encode, load_image
 from .links import SIDES
 
@@ -73,6 +99,14 @@ _MAX_TILES_PER_REQUEST = 512
 _FALLBACK_WIDTH = 800
 _FALLBACK_LIMIT = 300_000
 _STATIC = files("topaz_nb") / "static"
+_JS_PARTS = ("geometry.js", "tiles.js", "draw.js", "dom.js", "input.js", "compare.js")
+"""Front-end files in the order they are joined: each uses only names defined above it."""
+
+
+def _assemble_esm() -> str:
+    """The widget's one ES module: the front-end files joined, each under a header."""
+    return "\n".join(f"// ==== {name} ====\n" + (_STATIC / name).read_text(encoding="utf-8")
+                     for name in _JS_PARTS)
 
 
 def _scale_text(scale: float) -> str:
@@ -141,9 +175,14 @@ class CompareView(anywidget.AnyWidget):
     the input is aligned onto it (``crop_to_fill`` as in the Topaz API).
 
     In the view: drag the divider (or use ←/→, ↑/↓ when horizontal) to
-    swipe; drag elsewhere to pan; wheel or pinch to zoom about the pointer;
-    double-click or ``1`` for 100 %, ``0`` to fit; space switches A/B
-    instantly; ``m`` cycles modes; ``o`` flips the swipe orientation.
+    swipe; drag elsewhere to pan; once the view has focus (click it) the
+    wheel zooms about the pointer, and Ctrl/⌘ + wheel or a pinch zooms
+    without focus (otherwise the wheel scrolls the page); double-click or
+    ``1`` for 100 %, ``0`` to fit; space switches A/B instantly: in toggle
+    mode it flips ``showing`` (so does a click), in the other modes it shows
+    the output alone, then the input alone, in place, until Esc or a mode
+    change; ``m`` cycles modes; ``o`` flips the swipe orientation; ``?``
+    lists the keys.
 
     Synced traits:
 
@@ -151,8 +190,10 @@ class CompareView(anywidget.AnyWidget):
       ``"difference"`` (``|output − input|`` amplified ×4) or ``"toggle"``.
     * ``orientation`` (str): the swipe divider, ``"vertical"`` (input left,
       output right) or ``"horizontal"`` (input above, output below).
-    * ``position`` (float): divider position across the view in swipe mode,
-      output opacity in blend mode; 0..1, values outside are clamped.
+    * ``position`` (float): divider position across the view in swipe mode;
+      0..1, values outside are clamped.
+    * ``opacity`` (float): the output's opacity over the input in blend mode,
+      0..1 (default 0.5, an even mix); values outside are clamped.
     * ``zoom`` (float): device pixels per output pixel; ``1.0`` is 100 % (one
       image pixel per physical screen pixel), ``0`` fits the image to the view.
     * ``center`` (tuple of float): the view centre in output pixels (ignored
@@ -168,14 +209,17 @@ class CompareView(anywidget.AnyWidget):
       previews.
     * ``preview_formats`` (dict, read-only): each preview's encoding, ``"png"``
       (exact) or ``"webp"``.
+    * ``limits`` (dict, read-only): ``modes``, ``orientations``, ``tile_px``,
+      ``max_zoom`` and ``diff_gain`` from :mod:`topaz_nb._modes`, for the front end.
     """
 
-    _esm = (_STATIC / "compare.js").read_text(encoding="utf-8")
+    _esm = _assemble_esm()
     _css = (_STATIC / "compare.css").read_text(encoding="utf-8")
 
     mode = t.Unicode("swipe").tag(sync=True)
     orientation = t.Unicode("vertical").tag(sync=True)
     position = t.Float(0.5).tag(sync=True)
+    opacity = t.Float(BLEND_DEFAULT).tag(sync=True)
     zoom = t.Float(0.0).tag(sync=True)
     center = t.Tuple(t.Float(), t.Float(), default_value=(0.0, 0.0)).tag(sync=True)
     showing = t.Unicode("output").tag(sync=True)
@@ -187,6 +231,7 @@ class CompareView(anywidget.AnyWidget):
     input_preview = t.Bytes(b"", read_only=True).tag(sync=True)
     output_preview = t.Bytes(b"", read_only=True).tag(sync=True)
     preview_formats = t.Dict(read_only=True).tag(sync=True)
+    limits = t.Dict(read_only=True).tag(sync=True)
 
     def __init__(self, input: Any, output: Any, *, mode: str = "swipe",
                  labels: tuple[str, str] | list[str] | None = None, preview_size: int = 2048,
@@ -215,6 +260,7 @@ class CompareView(anywidget.AnyWidget):
         kwargs.setdefault("center", (ow / 2, oh / 2))
         super().__init__(mode=mode, labels=tuple(str(x) for x in labels), **kwargs)
         p = self._placement_obj
+        self.set_trait("limits", _limits())
         self.set_trait("sizes", {"input": list(inp.size), "output": list(out.size)})
         self.set_trait("placement", (float(p.x), float(p.y), float(p.width), float(p.height)))
         self.set_trait("preview_formats", {side: made[side][2] for side in SIDES})
@@ -248,11 +294,12 @@ class CompareView(anywidget.AnyWidget):
     def _check_showing(self, proposal: t.Bunch) -> str:
         return _choice(proposal["value"], SIDES, "showing")
 
-    @t.validate("position")
-    def _check_position(self, proposal: t.Bunch) -> float:
+    @t.validate("position", "opacity")
+    def _check_fraction(self, proposal: t.Bunch) -> float:
         value = float(proposal["value"])
         if not math.isfinite(value):
-            raise t.TraitError(f"position must be a number from 0 to 1; got {value!r}.")
+            name = proposal["trait"].name
+            raise t.TraitError(f"{name} must be a number from 0 to 1; got {value!r}.")
         return min(1.0, max(0.0, value))
 
     @t.validate("zoom")
@@ -384,7 +431,7 @@ class CompareView(anywidget.AnyWidget):
             placement=tuple(self.placement),  # type: ignore[arg-type]
             labels=tuple(self.labels),  # type: ignore[arg-type]
             mode=self.mode, orientation=self.orientation, position=self.position,
-            showing=self.showing)
+            opacity=self.opacity, showing=self.showing)
 
     def to_image(self, *, width: int | None = None) -> Image.Image:
         """A still picture of the current mode and divider position, fitted to ``width`` px.
@@ -405,9 +452,9 @@ class CompareView(anywidget.AnyWidget):
         """
         target = Path(path).expanduser()
         state = {name: getattr(self, name) for name in
-                 ("mode", "orientation", "position", "zoom", "center", "showing", "labels",
-                  "height", "sizes", "placement", "input_preview", "output_preview",
-                  "preview_formats")}
+                 ("mode", "orientation", "position", "opacity", "zoom", "center", "showing",
+                  "labels", "height", "sizes", "placement", "input_preview", "output_preview",
+                  "preview_formats", "limits")}
         state["center"] = list(state["center"])
         state["labels"] = list(state["labels"])
         state["placement"] = list(state["placement"])
