@@ -462,8 +462,9 @@ class TopazClient:
         if isinstance(exc, (requests.exceptions.ChunkedEncodingError,
                             requests.exceptions.ContentDecodingError)):
             return ServerError(
-                f"The Topaz API at {self._host} cut its answer short, even after retrying; "
-                "try again, and check the network if it keeps happening", status_code=None)
+                f"The answer of the Topaz API at {self._host} was cut short, even after "
+                "retrying; try again, and check the network if it keeps happening",
+                status_code=None)
         if isinstance(reason, NameResolutionError) or _is_gaierror(reason):
             what = "its name does not resolve (offline, or a typo in the address?)"
         elif is_unreachable(reason) and _refused(reason):
