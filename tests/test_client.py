@@ -17,6 +17,7 @@ import requests
 from PIL import Image
 
 from topaz_nb import _retry, _text, errors
+from topaz_nb import client as client_module
 from topaz_nb.client import DEFAULT_BASE_URL, Status, TopazClient
 from topaz_nb.links import Link
 from topaz_nb.sandbox import Sandbox
@@ -572,7 +573,10 @@ def test_two_threads_fetch_both_sides() -> None:
 # ---------------------------------------------------------------------- wait
 
 
-def test_wait_until_completed(sb: Sandbox, images: tuple[Image.Image, Image.Image]) -> None:
+def test_wait_until_completed(sb: Sandbox, images: tuple[Image.Image, Image.Image],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr(client_module, "_pause", pauses.append)
     pid = sb.add_job(images[0], images[1], status="Processing", ready_in=3600)
     seen: list[Status] = []
 
@@ -586,6 +590,8 @@ def test_wait_until_completed(sb: Sandbox, images: tuple[Image.Image, Image.Imag
     assert [s.status for s in seen] == ["Processing", "Processing", "Completed"]
     assert seen[-1] is st
     assert len(api_requests(sb, "/status/")) == 3  # one request per poll, no more
+    # An ETA an hour away paces the polls at the slowest rate, not the fastest.
+    assert pauses == [10.0, 10.0]
 
 
 @pytest.mark.parametrize("final", ["Failed", "Cancelled"])
@@ -729,6 +735,10 @@ class _raw_server:
         return f"http://127.0.0.1:{self._sock.getsockname()[1]}/image/v1"
 
     def __exit__(self, *exc: object) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() below
+        except OSError:
+            pass
         self._sock.close()
         self._thread.join(5)
 

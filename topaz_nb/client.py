@@ -78,6 +78,12 @@ _POLL_GROWTH = 1.5
 _POLL_MAX = 10.0
 
 
+def _pause(seconds: float) -> None:
+    """The wait between two polls of :meth:`TopazClient.wait`, in the calling
+    thread so Ctrl-C ends it (tests replace it to record the pacing)."""
+    time.sleep(seconds)
+
+
 def _utc(value: Any) -> _dt.datetime | None:
     """Unix seconds from the API as an aware UTC datetime; 0 or junk means unknown."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -407,7 +413,7 @@ class TopazClient:
             if deadline is not None:
                 pause = min(pause, max(0.0, deadline - now))
             delay = min(delay * _POLL_GROWTH, _POLL_MAX)
-            time.sleep(pause)
+            _pause(pause)
 
     # -------------------------------------------------------------------- HTTP
 
