@@ -161,3 +161,9 @@ def test_bad_retry_after_falls_back_to_backoff(waits: FakeTime) -> None:
         assert answered.wait(10)
         thread.join(5)
     assert waits.waits == []  # the first retry's backoff is zero; nothing waited a day
+
+
+def test_setting_default_is_the_policy_default() -> None:
+    from topaz_nb.settings import Topaz
+
+    assert Topaz().max_retry_after == _retry.DEFAULT_MAX_RETRY_AFTER

@@ -710,8 +710,7 @@ def test_module_runs_prints_and_serves(tmp_path: Path) -> None:
     try:
         lines: list[str] = []
         assert proc.stdout is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        for _ in range(200):  # the banner is a few dozen lines; stop at its end or EOF
             line = proc.stdout.readline()
             if not line:
                 break
