@@ -25,7 +25,7 @@ from topaz_nb.sandbox import RecordedRequest, Sandbox
 from topaz_nb.sandbox._demo import DEMO_JOBS
 
 REPO = Path(__file__).resolve().parents[1]
-SPEC = REPO.parent / "shared" / "spec" / "topaz-image-api.yaml"
+SPEC = REPO / "tests" / "data" / "topaz-image-api.yaml"  # the official spec, vendored
 PROD = "https://api.topazlabs.com/image/v1"
 DATA = REPO / "topaz_nb" / "sandbox" / "data"
 SEVEN_DAYS = 7 * 24 * 3600
@@ -36,8 +36,6 @@ SEVEN_DAYS = 7 * 24 * 3600
 
 @pytest.fixture(scope="module")
 def openapi() -> Any:
-    if not SPEC.is_file():
-        pytest.skip(f"the Topaz OpenAPI spec is not at {SPEC} (expected shared/ beside the repo)")
     from openapi_core import OpenAPI
 
     return OpenAPI.from_file_path(str(SPEC))
@@ -114,22 +112,32 @@ def test_urls_key_and_repr(sandbox: Sandbox) -> None:
 
 def test_stop_closes_ports_even_with_idle_keepalive_connections() -> None:
     sb = Sandbox(demo=False).start()
+    servers = list(sb._servers)
     session = requests.Session()
     assert session.get(sb.base_url + "/status", headers={"X-API-Key": sb.api_key},
                        timeout=5).status_code == 200
-    started = time.monotonic()
+    handlers = [t for server in servers for t in server._conn_threads]
+    assert handlers and any(t.is_alive() for t in handlers)  # the idle keep-alive one
     sb.stop()
-    assert time.monotonic() - started < 3
+    # stop() woke the handler blocked on the idle connection and joined it.
+    assert not any(t.is_alive() for t in handlers)
     with pytest.raises(requests.ConnectionError):
         requests.get(sb.base_url + "/status", timeout=2)
     session.close()
 
 
-def test_startup_with_demo_is_fast() -> None:
-    started = time.monotonic()
+def test_startup_with_demo_reuses_encoded_demo_files() -> None:
+    from topaz_nb.sandbox._demo import demo_bytes
+
     with Sandbox() as sb:
         assert len(sb.demo_ids) == len(DEMO_JOBS)
-    assert time.monotonic() - started < 1.5
+    before = demo_bytes.cache_info()
+    with Sandbox() as again:
+        assert again.demo_ids == sb.demo_ids
+    after = demo_bytes.cache_info()
+    # A second sandbox encodes nothing: every demo file comes from the cache.
+    assert after.misses == before.misses
+    assert after.hits - before.hits == len(DEMO_JOBS)
 
 
 # -- API: every status code, checked against the spec -----------------------
@@ -184,10 +192,11 @@ def test_download_links_conform_and_point_at_storage(sandbox: Sandbox,
     for path in (f"/download/{pid}", f"/download/input/{pid}"):
         before = time.time()
         response = api_get(sandbox, path)
+        after = time.time()
         assert response.status_code == 200
         conforms(response)
         body = response.json()
-        assert int(before + 3600) <= body["expiry"] <= int(time.time() + 3600)
+        assert int(before + 3600) <= body["expiry"] <= int(after + 3600)
         for key in ("download_url", "head_url"):
             assert body[key].startswith(sandbox.storage_url + "/")
             query = parse_qs(urlsplit(body[key]).query)
@@ -199,8 +208,9 @@ def test_download_links_conform_and_point_at_storage(sandbox: Sandbox,
 
 def test_link_ttl_applies_to_links_issued_afterwards(sandbox: Sandbox) -> None:
     sandbox.link_ttl = 120
+    before = time.time()
     body = link(sandbox, sandbox.demo_ids[0])
-    assert abs(body["expiry"] - (time.time() + 120)) <= 2
+    assert int(before + 120) <= body["expiry"] <= int(time.time() + 120)
 
 
 def test_spec_check_rejects_a_nonconforming_answer(sandbox: Sandbox,
@@ -222,15 +232,18 @@ def test_key_header_name_is_case_insensitive(sandbox: Sandbox) -> None:
 
 @pytest.mark.parametrize("path", ["/status/{pid}", "/download/{pid}", "/download/input/{pid}",
                                   "/status"])
-def test_missing_key_401_and_wrong_key_403(sandbox: Sandbox, conforms: Callable,
-                                           path: str) -> None:
+def test_missing_or_wrong_key_is_401(sandbox: Sandbox, conforms: Callable, openapi: Any,
+                                     path: str) -> None:
+    # The spec's example for an invalid or expired key is exactly this body.
+    example = openapi.spec / "components" / "responses" / "Unauthorized" / "content" \
+        / "application/json" / "examples" / "unauthorizedExample"
+    assert "invalid or expired" in (example / "summary").read_str()
+    expected = {"code": 401, "message": (example / "value" / "message").read_str()}
     path = path.format(pid=sandbox.demo_ids[0])
-    missing = api_get(sandbox, path, key=None)
-    assert missing.status_code == 401 and error_of(missing)["message"] == "Unauthorized"
-    conforms(missing)
-    wrong = api_get(sandbox, path, key="sbx_wrong")
-    assert wrong.status_code == 403 and error_of(wrong)["message"] == "Forbidden"
-    conforms(wrong)
+    for key in (None, "sbx_wrong"):
+        refused = api_get(sandbox, path, key=key)
+        assert refused.status_code == 401 and error_of(refused) == expected
+        conforms(refused)
 
 
 @pytest.mark.parametrize("path", ["/status/{pid}", "/download/{pid}", "/download/input/{pid}"])
@@ -278,6 +291,21 @@ def test_output_not_completed_is_409_but_input_downloads(
     assert api_get(sandbox, f"/download/input/{pid}").status_code == 200
 
 
+@pytest.mark.parametrize("status", ["Failed", "Cancelled"])
+def test_ended_job_reports_its_reason(sandbox: Sandbox, make_image: Callable,
+                                      conforms: Callable, status: str) -> None:
+    pid = sandbox.add_job(make_image(), status=status, message="Model could not load")
+    state = api_get(sandbox, f"/status/{pid}")
+    conforms(state)
+    assert state.json()["message"] == "Model could not load"
+    # A reason belongs to an ended job only; one without a reason sends no field.
+    plain = api_get(sandbox, f"/status/{sandbox.add_job(make_image(), status=status)}")
+    assert "message" not in plain.json()
+    failed_demo = [p for p in sandbox.demo_ids if sandbox.job(p).status == "Failed"]
+    assert len(failed_demo) == 1
+    assert api_get(sandbox, f"/status/{failed_demo[0]}").json()["message"]
+
+
 def test_unknown_path_and_wrong_method(sandbox: Sandbox) -> None:
     for path in ("/nope", "/download", "/status/a/b"):
         response = api_get(sandbox, path)
@@ -291,15 +319,22 @@ def test_unknown_path_and_wrong_method(sandbox: Sandbox) -> None:
 
 def test_ready_in_moves_from_processing_to_completed(sandbox: Sandbox,
                                                      make_image: Callable) -> None:
-    pid = sandbox.add_job(make_image(), make_image((256, 192)), ready_in=0.8)
+    pid = sandbox.add_job(make_image(), make_image((256, 192)), ready_in=3600)
+    job = sandbox.job(pid)
+    assert job.ready_at is not None
     first = api_get(sandbox, f"/status/{pid}").json()
     assert first["status"] == "Processing" and 0 <= first["progress"] < 50
-    assert first["eta"] >= int(time.time())
+    assert first["eta"] == int(job.ready_at)
     assert api_get(sandbox, f"/download/{pid}").status_code == 409
-    time.sleep(0.45)
-    middle = api_get(sandbox, f"/status/{pid}").json()
-    assert middle["status"] == "Processing" and first["progress"] < middle["progress"] <= 99
-    time.sleep(0.5)
+    # Progress follows the job's clock: ask it at chosen moments, no sleeping.
+    span = job.ready_at - job.started
+    states = [job.snapshot(job.started + f * span) for f in (0.0, 0.25, 0.5, 0.99, 1.0)]
+    assert [s[0] for s in states] == ["Processing"] * 4 + ["Completed"]
+    progress = [s[1] for s in states]
+    assert progress == sorted(progress) and progress[0] == 0 and progress[-2] <= 99
+    assert progress[-1] == 100
+    # Move the finish into the past: the API reports it finished at once.
+    job.ready_at = time.time() - 1
     done = api_get(sandbox, f"/status/{pid}").json()
     assert done["status"] == "Completed" and done["progress"] == 100
     assert (done["output_width"], done["output_height"]) == (256, 192)
@@ -499,13 +534,11 @@ def test_request_log_is_complete_under_concurrency(sandbox: Sandbox) -> None:
 
 
 def test_fault_latency(sandbox: Sandbox) -> None:
-    sandbox.inject("latency", seconds=0.4)
-    started = time.monotonic()
+    sandbox.inject("latency", seconds=0.2)
     assert api_get(sandbox, "/status").status_code == 200
-    assert time.monotonic() - started >= 0.4
-    started = time.monotonic()
     api_get(sandbox, "/status")
-    assert time.monotonic() - started < 0.3
+    held = [(r.delay, r.fault) for r in sandbox.requests]
+    assert held == [(0.2, None), (0.0, None)]  # the first one only, then used up
 
 
 def test_fault_status_on_api_and_storage(sandbox: Sandbox, conforms: Callable) -> None:
@@ -584,11 +617,13 @@ def test_fault_matching_times_path_server_and_order(sandbox: Sandbox) -> None:
     assert api_get(sandbox, f"/download/{pid}").status_code == 200
     sandbox.clear_faults()
 
-    sandbox.inject("latency", seconds=0.3)
+    sandbox.inject("latency", seconds=0.1)
+    sandbox.inject("latency", seconds=0.2)
     sandbox.inject("status", code=500)
-    started = time.monotonic()
+    sandbox.clear_requests()
     assert api_get(sandbox, "/status").status_code == 500
-    assert time.monotonic() - started >= 0.3
+    (slowed,) = sandbox.requests
+    assert slowed.delay == pytest.approx(0.3) and slowed.fault == "status"
 
 
 def test_fault_arguments_are_checked(sandbox: Sandbox) -> None:
@@ -649,7 +684,8 @@ def test_demo_outputs_are_larger_and_decode(sandbox: Sandbox) -> None:
 def test_demo_processing_job_finishes_about_twenty_seconds_in(sandbox: Sandbox) -> None:
     processing = [sandbox.job(p) for p in sandbox.demo_ids if sandbox.job(p).ready_at]
     assert len(processing) == 1
-    assert 18 <= processing[0].ready_at - time.time() <= 21  # type: ignore[operator]
+    job = processing[0]
+    assert job.ready_at - job.created == pytest.approx(20.0)  # type: ignore[operator]
 
 
 def test_demo_files_are_small_and_licensed() -> None:
@@ -674,8 +710,7 @@ def test_module_runs_prints_and_serves(tmp_path: Path) -> None:
     try:
         lines: list[str] = []
         assert proc.stdout is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        for _ in range(200):  # the banner is a few dozen lines; stop at its end or EOF
             line = proc.stdout.readline()
             if not line:
                 break

@@ -7,11 +7,16 @@ host.  What it hands out are typed values: :class:`Status` and
 :class:`~topaz_nb.links.Link`, whose presigned URLs the transfer layer fetches
 without the key.
 
-Transient failures (connection errors, 429, 5xx) are retried by urllib3's
-``Retry`` with jittered exponential backoff and ``Retry-After`` honoured, all
-inside a time budget, so a notebook cell never hangs for long.  Every other
-answer becomes one of the classes in :mod:`topaz_nb.errors`, with a one-line
-message that says what to do next.
+Transient failures (connection errors, 429, 5xx) are retried by the
+package's one policy, :mod:`topaz_nb._retry`: jittered exponential backoff,
+``Retry-After`` honoured but capped (``max_retry_after``), all inside a time
+budget (``max_retry_time``), and a host that cannot be reached at all (offline,
+a name that does not resolve, a refused connection) given up on within
+seconds, so a notebook cell never hangs for long.  Every other answer becomes
+one of the classes in :mod:`topaz_nb.errors`, with a one-line message that says
+what to do next; sentences about processes come from :func:`topaz_nb._text.say`
+in the words of a library call (place ``"python"``): the entry points rephrase
+them for their own place from the data the errors carry.
 
 Presigned links last an hour; asking for one costs a request, so links are
 kept per ``(process_id, side)`` and reused until ``link_margin`` seconds before
@@ -21,22 +26,25 @@ they expire, which leaves time for a long download to finish on the same link.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from urllib3.exceptions import NameResolutionError
 
+from . import _text
 from ._version import __version__
 from ._ids import check_process_id
+from ._logsafe import install_log_filter
+from ._retry import CONNECT_TIMEOUT, DEFAULT_MAX_RETRY_AFTER, is_unreachable, make_retry
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -50,7 +58,7 @@ from .errors import (
     TopazError,
     WaitTimeout,
 )
-from .links import Link, LinkSource, Side, redact_url
+from .links import Link, LinkSource, Side, redact_url, scrub_urls
 
 __all__ = ["DEFAULT_BASE_URL", "Status", "TopazClient"]
 
@@ -58,15 +66,22 @@ DEFAULT_BASE_URL = "https://api.topazlabs.com/image/v1"
 
 _log = logging.getLogger("topaz_nb.client")
 
-_KEY_HINT = "pass api_key=..., set TOPAZ_API_KEY, or run %topaz login"
+_KEY_HINT = "pass api_key=..., or set TOPAZ_API_KEY"
 _TERMINAL = frozenset({"Completed", "Failed", "Cancelled"})
-_RETRY_STATUSES = (429, 500, 502, 503, 504)
+# Status fields a server may explain a failure in; the spec names none.
+_REASON_FIELDS = ("message", "error", "reason")
 # The spec allows at most 100 statuses per page; fewer pages, fewer requests.
 _PAGE_LIMIT = 100
 # Pacing of wait(): never faster than _POLL_MIN, never slower than _POLL_MAX.
 _POLL_MIN = 0.5
 _POLL_GROWTH = 1.5
 _POLL_MAX = 10.0
+
+
+def _pause(seconds: float) -> None:
+    """The wait between two polls of :meth:`TopazClient.wait`, in the calling
+    thread so Ctrl-C ends it (tests replace it to record the pacing)."""
+    time.sleep(seconds)
 
 
 def _utc(value: Any) -> _dt.datetime | None:
@@ -93,12 +108,28 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _reason(data: dict[str, Any]) -> str | None:
+    """The server's explanation in a raw status, one line with URLs redacted.
+
+    The official spec defines no such field; servers that explain a Failed
+    process use ``message``, ``error`` or ``reason``, so the first non-empty
+    one of those is taken.
+    """
+    for name in _REASON_FIELDS:
+        value = data.get(name)
+        if isinstance(value, str) and value.strip():
+            return _text.one_line(scrub_urls(value), 200)
+    return None
+
+
 @dataclass(frozen=True)
 class Status:
     """One process as the Status endpoint reports it (``StatusResponse``).
 
     Times are aware UTC datetimes; fields the server left out are ``None``.
-    ``raw`` keeps the whole answer for fields this class does not name.
+    ``reason`` is the server's explanation of a failure when the status
+    carried one (see :func:`_reason`).  ``raw`` keeps the whole answer for
+    fields this class does not name.
     """
 
     process_id: str
@@ -120,6 +151,7 @@ class Status:
     creation_time: _dt.datetime | None = None
     modification_time: _dt.datetime | None = None
     source_id: str | None = None
+    reason: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -156,72 +188,13 @@ class Status:
             creation_time=_utc(data.get("creation_time")),
             modification_time=_utc(data.get("modification_time")),
             source_id=_str(data.get("source_id")),
+            reason=_reason(data),
             raw=dict(data),
         )
 
     def describe(self) -> str:
         """``Processing, 42%, ETA 12 s``: the short form used in messages."""
-        text = f"{self.status}, {self.progress}%"
-        if self.eta is not None and not self.terminal:
-            left = (self.eta - _dt.datetime.now(_dt.timezone.utc)).total_seconds()
-            text += f", ETA {_duration(left)}" if left > 0 else ", ETA passed"
-        return text
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(0, round(seconds))} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-class _BoundedRetry(Retry):
-    """urllib3 ``Retry`` whose waiting stops at a deadline.
-
-    The deadline starts at the first failure of a request.  Backoff and
-    ``Retry-After`` sleeps are cut to the time left, and no new attempt starts
-    once it has passed, so a server asking for a long pause cannot stall a
-    notebook beyond ``max_time`` (plus the attempts' own timeouts).
-    """
-
-    def __init__(self, *args: Any, max_time: float = 60.0,
-                 deadline: float | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_time = max_time
-        self.deadline = deadline
-
-    def new(self, **kw: Any) -> _BoundedRetry:
-        kw.setdefault("max_time", self.max_time)
-        if self.deadline is None:
-            kw.setdefault("deadline", time.monotonic() + self.max_time)
-        else:
-            kw.setdefault("deadline", self.deadline)
-        return super().new(**kw)
-
-    def _time_left(self) -> float:
-        if self.deadline is None:
-            return self.max_time
-        return max(0.0, self.deadline - time.monotonic())
-
-    def is_exhausted(self) -> bool:
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            return True
-        return super().is_exhausted()
-
-    def get_backoff_time(self) -> float:
-        return min(super().get_backoff_time(), self._time_left())
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        return min(super().parse_retry_after(retry_after), self._time_left())
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-_URL_IN_TEXT = re.compile(r"https?://\S+")
+        return _text.progress_state(self.status, self.progress, self.eta)
 
 
 class TopazClient:
@@ -229,20 +202,26 @@ class TopazClient:
 
     ``api_key`` defaults to ``$TOPAZ_API_KEY`` and ``base_url`` to
     ``$TOPAZ_API_URL`` or :data:`DEFAULT_BASE_URL`.  ``timeout`` bounds each
-    attempt; ``retries``, ``backoff_factor`` and ``max_retry_time`` bound the
-    retrying of connection errors, 429 and 5xx.  Links are reused until
-    ``link_margin`` seconds before they expire.
+    attempt (connecting gets at most a few seconds of it: a host that does not
+    answer is better reported soon); ``retries``, ``backoff_factor`` and
+    ``max_retry_time`` bound the retrying of connection errors, 429 and 5xx,
+    and ``max_retry_after`` caps each wait a ``Retry-After`` header asks for.
+    Links are reused until ``link_margin`` seconds before they expire.
 
     Safe to share between threads fetching different sides of a process.
     """
 
     def __init__(self, api_key: str | None = None, base_url: str | None = None, *,
                  timeout: float = 30.0, max_retry_time: float = 60.0, retries: int = 6,
-                 backoff_factor: float = 0.5, link_margin: float = 300.0) -> None:
+                 backoff_factor: float = 0.5, link_margin: float = 300.0,
+                 max_retry_after: float = DEFAULT_MAX_RETRY_AFTER) -> None:
+        if api_key is not None and not (isinstance(api_key, str) and api_key.strip()):
+            raise MissingApiKey("The API key given is empty: pass the key from your Topaz "
+                                "account as api_key=..., or set TOPAZ_API_KEY.")
         key = api_key if api_key is not None else os.environ.get("TOPAZ_API_KEY", "")
         key = key.strip() if isinstance(key, str) else ""
         if not key:
-            raise MissingApiKey(f"No Topaz API key: {_KEY_HINT}.")
+            raise MissingApiKey()
         self._api_key = key
         url = base_url or os.environ.get("TOPAZ_API_URL", "").strip() or DEFAULT_BASE_URL
         url = url.rstrip("/")
@@ -260,17 +239,11 @@ class TopazClient:
         self._links: dict[tuple[str, Side], Link] = {}
         self._lock = threading.Lock()
 
-        retry = _BoundedRetry(
-            total=self._retries,
-            backoff_factor=backoff_factor,
-            backoff_jitter=backoff_factor / 2,
-            backoff_max=max(0.0, min(30.0, max_retry_time)),
-            status_forcelist=_RETRY_STATUSES,
-            allowed_methods=frozenset({"GET"}),
-            respect_retry_after_header=True,
-            raise_on_status=False,
-            max_time=max(0.0, max_retry_time),
-        )
+        self._connect_timeout = min(timeout, CONNECT_TIMEOUT)
+        retry = make_retry(self._retries, methods=("GET",), backoff_factor=backoff_factor,
+                           backoff_max=30.0, max_time=max(0.0, max_retry_time),
+                           max_retry_after=max_retry_after)
+        install_log_filter()
         self._session = requests.Session()
         adapter = HTTPAdapter(max_retries=retry)
         self._session.mount("https://", adapter)
@@ -423,18 +396,14 @@ class TopazClient:
             if st.done:
                 return st
             if st.terminal:
-                verb = "was cancelled" if st.status == "Cancelled" else "failed"
-                raise ProcessFailed(
-                    f"Process {pid} {verb} and has no output; check its settings "
-                    "and input, then start it again",
-                    status=st.status,
-                )
+                raise _phrased(ProcessFailed("", status=st.status, process_id=pid,
+                                             reason=st.reason))
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise WaitTimeout(
-                    f"Process {pid} is still {st.describe()} after {now - started:.0f} s; "
-                    "wait longer (a larger timeout) or check later with "
-                    f"%topaz {pid}"
+                    f"Process {pid} is still {st.describe()} after "
+                    f"{_text.duration(now - started)}; call TopazClient.wait({pid!r}) "
+                    "again with a larger timeout, or check later"
                 )
             pause = delay
             if st.eta is not None:
@@ -444,7 +413,7 @@ class TopazClient:
             if deadline is not None:
                 pause = min(pause, max(0.0, deadline - now))
             delay = min(delay * _POLL_GROWTH, _POLL_MAX)
-            time.sleep(pause)
+            _pause(pause)
 
     # -------------------------------------------------------------------- HTTP
 
@@ -457,7 +426,8 @@ class TopazClient:
         for body_attempt in (1, 2):
             try:
                 resp = self._session.get(
-                    url, params=params, timeout=self._timeout, allow_redirects=False,
+                    url, params=params, timeout=(self._connect_timeout, self._timeout),
+                    allow_redirects=False,
                     headers={"X-API-Key": self._api_key},
                 )
             except (requests.exceptions.ChunkedEncodingError,
@@ -483,6 +453,7 @@ class TopazClient:
         raise self._api_error(resp, path, pid=pid, side=side)
 
     def _network_error(self, exc: BaseException) -> ServerError:
+        """One line for a request that never got an answer, saying what to check."""
         reason: BaseException = exc
         # requests wraps urllib3's MaxRetryError, which wraps the real cause.
         for _ in range(8):
@@ -493,19 +464,35 @@ class TopazClient:
                 break
             reason = inner
         kind = type(reason).__name__
-        if isinstance(exc, requests.exceptions.Timeout) or "Timeout" in kind:
-            what = f"no answer within {self._timeout:g} s"
-        elif isinstance(exc, (requests.exceptions.ChunkedEncodingError,
-                              requests.exceptions.ContentDecodingError)):
-            what = "the answer was cut short"
-        else:
-            what = f"connection failed ({kind})"
         _log.debug("network error on %s: %s", self._host, kind)
+        if isinstance(exc, (requests.exceptions.ChunkedEncodingError,
+                            requests.exceptions.ContentDecodingError)):
+            return ServerError(
+                f"The answer of the Topaz API at {self._host} was cut short, even after "
+                "retrying; try again, and check the network if it keeps happening",
+                status_code=None)
+        if isinstance(reason, NameResolutionError) or _is_gaierror(reason):
+            what = "its name does not resolve (offline, or a typo in the address?)"
+        elif is_unreachable(reason) and _refused(reason):
+            what = "the connection was refused (nothing listens at that address)"
+        elif is_unreachable(reason) or isinstance(exc, requests.exceptions.ConnectTimeout):
+            what = f"no connection within {self._connect_timeout:g} s"
+        elif isinstance(exc, requests.exceptions.Timeout) or "Timeout" in kind:
+            return ServerError(
+                f"The Topaz API at {self._host} sent no answer within {self._timeout:g} s, "
+                "even after retrying; try again later, or pass a larger timeout=",
+                status_code=None)
+        else:
+            what = f"the connection failed ({kind})"
         return ServerError(
-            f"Could not reach the Topaz API at {self._host}: {what}, even after retrying; "
-            "check the network, or TOPAZ_API_URL",
+            f"Could not reach the Topaz API at {self._host}: {what}; check the network "
+            "connection and the address (base_url or TOPAZ_API_URL), then try again",
             status_code=None,
         )
+
+    def _clean(self, text: str, limit: int = 200) -> str:
+        """Server-sent text made safe to show: no key, no presigned query, one line."""
+        return _text.one_line(scrub_urls(text.replace(self._api_key, "<key>")), limit)
 
     def _server_message(self, resp: requests.Response) -> str | None:
         try:
@@ -515,33 +502,29 @@ class TopazClient:
         msg = body.get("message") if isinstance(body, dict) else None
         if not isinstance(msg, str) or not msg.strip():
             return None
-        msg = msg.replace(self._api_key, "<key>")
-        msg = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), msg)
-        return _one_line(msg)
+        return self._clean(msg)
 
     def _api_error(self, resp: requests.Response, path: str, *,
                    pid: str | None, side: Side | None) -> ApiError:
         code = resp.status_code
         server = self._server_message(resp)
-        said = f"{code} {server or resp.reason or ''}".strip()
-        kw: dict[str, Any] = {"status_code": code, "server_message": server}
+        said = f"{code} {server or self._clean(resp.reason or '', 80)}".strip()
+        kw: dict[str, Any] = {"status_code": code, "server_message": server,
+                              "process_id": pid}
         what = f"the {side} of {pid}" if side and pid else (pid or "the status list")
         if code == 400:
             return BadRequest(
                 f"The Topaz API rejected the request for {what} ({said}); check the process ID",
                 **kw)
         if code in (401, 403):
-            verb = "did not get a valid API key" if code == 401 else "refused the API key"
+            verb = "did not accept the API key" if code == 401 else "refused the API key"
             return AuthenticationError(
                 f"The Topaz API {verb} ({said}); check the key: {_KEY_HINT}", **kw)
         if code == 404 and not pid:
             return NotFound(f"The Topaz API at {self._host} has no {path} ({said}); "
                             "check base_url", **kw)
         if code == 404:
-            return NotFound(
-                f"Process {pid} was not found ({said}): unknown process ID, or older "
-                "than the 7-day retention; list current ones with TopazClient.statuses()",
-                **kw)
+            return _phrased(NotFound("", **kw))
         if code == 409 and side == "output" and pid:
             return self._not_ready(pid, **kw)
         if code == 429:
@@ -556,7 +539,8 @@ class TopazClient:
             target = urlsplit(resp.headers.get("Location", "")).netloc.rpartition("@")[2]
             return ApiError(
                 f"The Topaz API at {self._host} redirected GET {path} to "
-                f"{target or 'elsewhere'}, which is not followed; check base_url", **kw)
+                f"{self._clean(target, 80) or 'elsewhere'}, which is not followed; "
+                "check base_url", **kw)
         return ApiError(f"The Topaz API answered GET {path} with {said}", **kw)
 
     def _attempts(self) -> str:
@@ -564,23 +548,53 @@ class TopazClient:
         return "1 attempt" if n == 1 else f"{n} attempts"
 
     def _not_ready(self, pid: str, **kw: Any) -> NotReady:
+        """409 on an output: ask the status, so the error says why and what next."""
         try:
             st: Status | None = self.status(pid)
         except TopazError as exc:
             _log.debug("status of %s unavailable after 409: %s", pid, type(exc).__name__)
             st = None
-        next_step = f"Use %topaz {pid} --wait, or TopazClient.wait()."
-        if st is None:
-            text = f"Output of {pid} is not ready yet. {next_step}"
-        elif st.terminal and not st.done:
-            text = (f"Output of {pid} does not exist: the process is {st.status}. "
-                    "Start it again to get an output.")
-        else:
-            text = f"Output of {pid} is not ready: {st.describe()}. {next_step}"
-        return NotReady(
-            text,
+        return _phrased(NotReady(
+            "",
             status=st.status if st else None,
             progress=st.progress if st else None,
             eta=st.eta if st else None,
+            reason=st.reason if st else None,
             **kw,
-        )
+        ))
+
+
+_E = TypeVar("_E", bound=TopazError)
+
+
+def _phrased(exc: _E) -> _E:
+    """``exc`` with its message set by :func:`_text.say` for a library call.
+
+    Built from the data the error carries, so the entry points that rephrase
+    it for their own place say the same thing in their own words.
+    """
+    exc.args = (_text.say(exc, "python"),)
+    return exc
+
+
+def _is_gaierror(exc: BaseException) -> bool:
+    import socket
+
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if isinstance(seen, socket.gaierror):
+            return True
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+    return False
+
+
+def _refused(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if isinstance(seen, ConnectionRefusedError) or (
+                isinstance(seen, OSError) and seen.errno == errno.ECONNREFUSED):
+            return True
+        if seen is not None and "refused" in str(seen).lower():
+            return True
+        seen = (seen.__cause__ or seen.__context__) if seen is not None else None
+    return False

@@ -58,11 +58,11 @@ class BadRequest(ApiError):
 
 
 class AuthenticationError(ApiError):
-    """401/403: the key is missing, wrong or lacks access."""
+    """401: the key is missing, wrong or expired; 403: it lacks access to the endpoint."""
 
 
 class NotFound(ApiError):
-    """404: unknown process, or past the 7-day retention."""
+    """404: unknown process, or past the 7-day retention (``process_id`` says which)."""
 
 
 class NotReady(ApiError):

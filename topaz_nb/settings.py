@@ -26,6 +26,11 @@ class Topaz(Configurable):
         config=True
     )
     timeout = Float(30.0, help="Seconds to wait for one API or storage response.").tag(config=True)
+    max_retry_after = Float(
+        60.0,
+        help="Longest wait, in seconds, when the API or storage asks to retry later "
+             "(Retry-After); longer requests are cut to this.",
+    ).tag(config=True)
     wait_timeout = Float(600.0, help="Default seconds for --wait when none is given.").tag(config=True)
     max_workers = Integer(4, help="Processes fetched at once for a gallery.").tag(config=True)
     mode = Unicode("swipe", help="Initial comparison mode.").tag(config=True)

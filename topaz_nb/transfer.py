@@ -53,9 +53,10 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
-from urllib3.util import Retry
 
 from ._version import __version__
+from ._logsafe import install_log_filter
+from ._retry import DEFAULT_MAX_RETRY_AFTER, DEFAULT_MAX_RETRY_TIME, make_retry
 from ._ids import check_process_id
 from .errors import LinkExpired, TransferError
 from .links import SIDES, Link, LinkSource, Side, redact_url
@@ -85,27 +86,6 @@ _SAFE_EXT = re.compile(r"[a-z0-9]{1,8}")
 _QUERY = re.compile(r"\?[^\s'\"<>)]*")
 
 ProgressCallback = Callable[[int, "int | None"], None]
-
-
-class _RedactQueries(logging.Filter):
-    """Strips query strings from urllib3's request log lines.
-
-    urllib3 logs every request line at DEBUG, presigned query included, so a
-    user who turns on debug logging would otherwise write bearer links into
-    their logs.  Only the record's arguments are rewritten; nothing is dropped.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(
-                isinstance(a, str) and "?" in a for a in record.args):
-            record.args = tuple(_QUERY.sub("?…", a) if isinstance(a, str) else a
-                                for a in record.args)
-        return True
-
-
-_URLLIB3_LOG = logging.getLogger("urllib3.connectionpool")
-if not any(isinstance(f, _RedactQueries) for f in _URLLIB3_LOG.filters):
-    _URLLIB3_LOG.addFilter(_RedactQueries())
 
 
 def default_cache_dir() -> Path:
@@ -236,19 +216,22 @@ class Transfer:
         self._locks_guard = threading.Lock()
 
     @staticmethod
-    def _make_session(retries: int) -> requests.Session:
+    def _make_session(retries: int, *, max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+                      max_retry_time: float = DEFAULT_MAX_RETRY_TIME) -> requests.Session:
+        """A key-free session retrying HEAD/GET by the package's one policy (:mod:`._retry`).
+
+        ``max_retry_after`` caps each wait a ``Retry-After`` asks for and
+        ``max_retry_time`` bounds all the retries of one request.
+        """
+        install_log_filter()
         session = _StorageSession()
         session.auth = _strip_credentials
         session.headers["Accept-Encoding"] = "identity"
         session.headers["User-Agent"] = (
             f"topaz-nb/{__version__} {requests.utils.default_user_agent()}")
-        retry = Retry(
-            total=retries, connect=retries, read=retries, status=retries, other=0,
-            allowed_methods=frozenset({"HEAD", "GET"}),
-            status_forcelist=_RETRY_STATUSES,
-            backoff_factor=0.2, backoff_max=5.0, backoff_jitter=0.1,
-            respect_retry_after_header=True, raise_on_status=False,
-        )
+        retry = make_retry(retries, methods=("HEAD", "GET"), other=0, backoff_factor=0.2,
+                           backoff_max=5.0, max_time=max_retry_time,
+                           max_retry_after=max_retry_after)
         adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=8)
         session.mount("http://", adapter)
         session.mount("https://", adapter)

@@ -132,7 +132,8 @@ class Sandbox:
                 ready_in: float | None = None, progress: int | None = None, age: float = 0.0,
                 model: str = "Standard V2", category: str = "Enhance", model_type: str = "GAN",
                 crop_to_fill: bool = False, filename: str | None = None, credits: int = 1,
-                input_format: str | None = None, output_format: str | None = None) -> str:
+                input_format: str | None = None, output_format: str | None = None,
+                message: str | None = None) -> str:
         """Store a process and return its ID.
 
         ``input``/``output`` are PIL images (encoded as JPEG and PNG unless
@@ -140,7 +141,8 @@ class Sandbox:
         already-encoded bytes (stored as they are, even if corrupt).  With
         ``ready_in`` the job reports ``Processing`` with rising progress until
         that many seconds pass, then ``Completed``.  ``age`` back-dates its
-        creation; past 7 days it answers 404 like an expired job.
+        creation; past 7 days it answers 404 like an expired job.  ``message``
+        is the reason a Failed or Cancelled job gives in its status.
         """
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
@@ -165,6 +167,7 @@ class Sandbox:
             category=category, model_type=model_type, crop_to_fill=crop_to_fill,
             filename=filename, credits=credits,
             output_format=(out_obj.format if out_obj else (output_format or "png").lower()),
+            message=message,
         ))
         return pid
 
@@ -183,7 +186,7 @@ class Sandbox:
                 ready_in=demo.ready_in, age=demo.age, model=demo.model,
                 category=demo.category, model_type=demo.model_type,
                 filename=f"{demo.name}.jpg", credits=demo.credits,
-                output_format=demo.output_format)
+                output_format=demo.output_format, message=demo.message)
             self._jobs.get(pid).name = demo.name  # type: ignore[union-attr]
             self.demo_ids.append(pid)
 

@@ -3,7 +3,10 @@
 Answers follow ``topaz-image-api.yaml``: the same paths under ``/image/v1``,
 the same ``{code, message}`` error bodies and messages, the 7-day retention,
 409 for an output that is not ready.  Checks run in the order production runs
-them: key, then process ID syntax, then lookup.
+them: key, then process ID syntax, then lookup.  A missing or wrong key gets
+401 with the spec's ``unauthorizedExample`` body (``{"code": 401, "message":
+"Unauthorized"}``, "the API key provided is invalid or expired"); 403 is for a
+key without access to an endpoint, which the sandbox's one key never lacks.
 """
 
 from __future__ import annotations
@@ -131,10 +134,8 @@ def make_api_route(*, api_key: Callable[[], str], jobs: Callable[[str], Job | No
             return reply
 
         sent = header(request, "X-API-Key")
-        if not sent:
+        if not sent or not hmac.compare_digest(sent.encode(), api_key().encode()):
             return api_error(401)
-        if not hmac.compare_digest(sent.encode(), api_key().encode()):
-            return api_error(403)
 
         now = time.time()
         if op == "all":

@@ -34,6 +34,7 @@ class DemoJob:
     ready_in: float | None = None
     age: float = 0.0
     credits: int = 1
+    message: str | None = None
 
     @property
     def process_id(self) -> str:
@@ -50,7 +51,8 @@ DEMO_JOBS: tuple[DemoJob, ...] = (
     DemoJob("chelsea", "chelsea.jpg", "Normal", "Denoise", status="Processing",
             output_format="png", ready_in=20.0),
     DemoJob("coffee-redefine", "coffee.jpg", "Redefine", "Enhance", model_type="Generative",
-            status="Failed", output_format="jpeg", age=1800.0, credits=4),
+            status="Failed", output_format="jpeg", age=1800.0, credits=4,
+            message="The generative model could not process this image; try another model."),
 )
 """Completed jobs first: ``Sandbox.demo_ids`` keeps this order."""
 

@@ -24,13 +24,20 @@ _CHUNK = 256 * 1024
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One request as a sandbox server received it (for assertions in tests)."""
+    """One request as a sandbox server received it (for assertions in tests).
+
+    ``delay`` is the injected latency it was held for and ``fault`` the kind
+    of the fault that decided its answer (``None`` for a normal answer), so a
+    test can check that faults applied without timing anything.
+    """
 
     server: str
     method: str
     path: str
     query: str
     headers: dict[str, str]
+    delay: float = 0.0
+    fault: str | None = None
 
 
 @dataclass
@@ -89,11 +96,12 @@ class _Handler(BaseHTTPRequestHandler):
         headers: dict[str, str] = {}
         for name, value in self.headers.items():
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        request = RecordedRequest(self.server.name, self.command, path, query, headers)
+        plan = self.server.faults.plan(self.server.name, path)
+        request = RecordedRequest(self.server.name, self.command, path, query, headers,
+                                  plan.delay, plan.fault.kind if plan.fault else None)
         self.server.log.add(request)
         self._discard_body()
 
-        plan = self.server.faults.plan(self.server.name, path)
         if plan.delay > 0:
             time.sleep(plan.delay)
         fault = plan.fault

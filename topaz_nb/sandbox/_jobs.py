@@ -119,7 +119,9 @@ class Job:
     times.  ``status``/``progress`` are the values given to ``add_job``; what
     the API reports at a given moment is :meth:`snapshot`.  ``input`` and
     ``output`` are :class:`StoredObject` (bytes plus metadata); ``name`` is
-    set for demo jobs.
+    set for demo jobs.  ``message`` is the reason a Failed or Cancelled job
+    reports in its status (a ``message`` field the spec does not define but a
+    client should show when a server sends it).
     """
 
     process_id: str
@@ -138,6 +140,7 @@ class Job:
     credits: int
     output_format: str = "png"
     name: str | None = None
+    message: str | None = None
 
     def expired(self, now: float) -> bool:
         return now - self.created > RETENTION_SECONDS
@@ -163,7 +166,10 @@ class Job:
             modified = self.ready_at
         elif status == "Completed" and out is not None:
             modified = self.created + 5
+        extra = {"message": self.message} if self.message and status in ("Failed",
+                                                                          "Cancelled") else {}
         return {
+            **extra,
             "process_id": self.process_id,
             "source_id": str(uuid.uuid5(uuid.NAMESPACE_URL, "source/" + self.process_id)),
             "filename": self.filename,
