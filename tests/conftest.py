@@ -7,6 +7,8 @@ from typing import Callable, Iterator
 import pytest
 from PIL import Image
 
+from topaz_nb import _retry
+
 from topaz_nb.sandbox import Sandbox
 
 
@@ -33,3 +35,28 @@ def make_image() -> Callable[..., Image.Image]:
         return image
 
     return make
+
+
+class FakeTime:
+    """Retry timing for tests: each wait asked for is recorded, and the clock
+    moves by exactly that much, so budgets are checked without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.waits: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    """Every retry wait of the package, recorded instead of slept."""
+    fake = FakeTime()
+    monkeypatch.setattr(_retry, "_sleep", fake.sleep)
+    monkeypatch.setattr(_retry, "_clock", fake.clock)
+    return fake

@@ -96,11 +96,12 @@ class Session:
                 # Read the environment each time, so `%env TOPAZ_API_KEY=...` takes effect.
                 key = self._api_key or os.environ.get("TOPAZ_API_KEY", "").strip() or None
                 url = self.settings.base_url
-            args = (key, url, self.settings.timeout)
+            args = (key, url, self.settings.timeout, self.settings.max_retry_after)
             if self._client is None or self._client_args != args:
                 if self._client is not None:
                     self._client.close()
-                self._client = TopazClient(api_key=key, base_url=url, timeout=self.settings.timeout)
+                self._client = TopazClient(api_key=key, base_url=url, timeout=self.settings.timeout,
+                                           max_retry_after=self.settings.max_retry_after)
                 self._client_args = args
             return self._client
 
