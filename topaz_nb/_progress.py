@@ -127,7 +127,8 @@ class WidgetBars:
             return
         top = bar.max - bar.min
         if total:
-            bar.value = bar.min + top * min(1.0, done / total)
+            value = bar.min + top * min(1.0, done / total)
+            bar.value = int(value) if isinstance(bar.value, int) else value
         else:
             bar.bar_style = "info"
         label = self._notes.get(name)
