@@ -243,8 +243,9 @@ def say(exc: TopazError, place: Place) -> str:
         return not_ready(exc.process_id, exc.status, exc.progress, exc.eta, place)
     if isinstance(exc, NotFound):
         # Until every raiser fills ``process_id``, the ID is read from the message.
-        pid = exc.process_id or _process_id_in(str(exc))
-        if pid and str(exc).startswith("Process "):
+        pid = exc.process_id or (
+            _process_id_in(str(exc)) if str(exc).startswith("Process ") else None)
+        if pid:
             return not_found(pid, place)
     return one_line(str(exc))
 
