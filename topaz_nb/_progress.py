@@ -18,9 +18,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from ._text import byte_size
+from ._text import Place, byte_size
+
+if TYPE_CHECKING:
+    from .client import TopazClient
 
 INTERVAL = 0.1
 """Seconds between two updates of one part (the final one always passes)."""
@@ -187,3 +190,21 @@ def in_terminal(names: Iterable[str], stream: IO[str] | None = None, *,
     if not (callable(isatty) and isatty()):
         return Progress(None)
     return Progress(TextLine(names, stream, unit=unit))
+
+
+def wait_for(client: TopazClient, process_id: str, *, timeout: float | None,
+             progress: Progress, place: Place) -> None:
+    """Wait until the process is done, its percentage on ``progress``.
+
+    A process that ends Failed or Cancelled becomes a :class:`TopazError` in
+    the words of ``place``, with the server's reason when it gave one.
+    """
+    from ._text import failed_while_waiting
+    from .errors import ProcessFailed, TopazError
+
+    try:
+        client.wait(process_id, timeout=timeout, on_progress=lambda st: progress(
+            "processing", int(st.progress or 0), 100, note=st.status))
+    except ProcessFailed as exc:
+        raise TopazError(failed_while_waiting(
+            process_id, exc, lambda: client.status(process_id), place)) from None

@@ -21,11 +21,11 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from .errors import TopazError
+    from .errors import ProcessFailed, TopazError
 
 Place = Literal["python", "magic", "cli", "panel"]
 
@@ -121,6 +121,20 @@ def failed(process_id: str, status: str | None, reason: str | None, place: Place
                 "start it again with other settings or another input")
     return (f"Process {process_id} {verb}{because}. It has no output: start it again "
             "with other settings or another input.")
+
+
+def failed_while_waiting(process_id: str, exc: ProcessFailed,
+                         status: Callable[[], object], place: Place) -> str:
+    """A wait ended in Failed/Cancelled: say so, asking ``status()`` for the reason if needed."""
+    from .errors import TopazError
+
+    reason = exc.reason
+    if reason is None:
+        try:
+            reason = reason_of(status())
+        except TopazError:
+            reason = None
+    return failed(process_id, exc.status, reason, place)
 
 
 def reason_of(status: object) -> str | None:

@@ -30,7 +30,7 @@ from ._ids import check_process_id
 from ._modes import DEFAULT_MODE, MODES
 from ._text import byte_size, failed, file_problem, not_ready, reason_of, say
 from ._version import __version__
-from .errors import NotReady, ProcessFailed, TopazError, WaitTimeout
+from .errors import NotReady, TopazError, WaitTimeout
 from .links import SIDES, expiry_text, redact_url
 
 if TYPE_CHECKING:
@@ -402,15 +402,11 @@ def _fetch(args: argparse.Namespace, session: Session, *, use_cache: bool = True
 
 def _wait(pid: str, session: Session) -> None:
     """Wait for the process, its state on one rewritten line when on a terminal."""
-    client = session.client()
     timeout = session.settings.wait_timeout
     with _progress.in_terminal(["processing"], sys.stderr, unit="percent") as progress:
         try:
-            client.wait(pid, timeout=timeout, on_progress=lambda st: progress(
-                "processing", int(st.progress or 0), 100, note=st.status))
-        except ProcessFailed as exc:
-            reason = exc.reason or _reason(pid, session)
-            raise TopazError(failed(pid, exc.status, reason, "cli")) from None
+            _progress.wait_for(session.client(), pid, timeout=timeout, progress=progress,
+                               place="cli")
         except WaitTimeout:
             raise TopazError(f"process {pid} did not finish within {timeout:.0f} s; "
                              "run the command again later") from None

@@ -22,9 +22,9 @@ from . import _progress
 from ._ids import check_process_id
 from ._modes import MODES
 from ._session import Session, set_default_session
-from ._text import failed, file_problem, html_table, reason_of, say
+from ._text import file_problem, html_table, say
 from .comparison import Comparison
-from .errors import ProcessFailed, TopazError
+from .errors import TopazError
 from .links import SIDES, Link, expiry_text, redact_url
 from .settings import Topaz
 
@@ -175,19 +175,9 @@ class TopazMagics(Magics):
         return result
 
     def _wait(self, pid: str, timeout: float) -> None:
-        client = self.session.client()
         with _progress.in_notebook(["processing"], label="Waiting", unit="percent") as bar:
-            try:
-                client.wait(pid, timeout=timeout, on_progress=lambda st: bar(
-                    "processing", int(st.progress or 0), 100, note=st.status))
-            except ProcessFailed as exc:
-                reason = exc.reason
-                if reason is None:
-                    try:
-                        reason = reason_of(client.status(pid))
-                    except TopazError:
-                        pass
-                raise UsageError(failed(pid, exc.status, reason, "magic")) from None
+            _progress.wait_for(self.session.client(), pid, timeout=timeout, progress=bar,
+                               place="magic")
 
     def _preview_size(self, args: Any) -> int:
         size = args.preview_size or self.settings.preview_size

@@ -30,7 +30,7 @@ import ipywidgets as w
 from ._ids import check_process_id
 from ._progress import Progress, WidgetBars
 from ._session import Session, default_session
-from ._text import byte_size, failed, file_problem, reason_of, say
+from ._text import byte_size, failed_while_waiting, file_problem, say
 from .errors import MissingApiKey, ProcessFailed, TopazError
 from .links import SIDES, Side, scrub_urls
 
@@ -260,13 +260,8 @@ class TopazPanel(w.VBox):
                         on_progress=lambda st: self._set_status(
                             f"Waiting for {pid}: {st.describe()}"))
         except ProcessFailed as exc:
-            reason = exc.reason
-            if reason is None:
-                try:
-                    reason = reason_of(client.status(pid))
-                except TopazError:
-                    pass
-            raise TopazError(failed(pid, exc.status, reason, "panel")) from None
+            raise TopazError(failed_while_waiting(
+                pid, exc, lambda: client.status(pid), "panel")) from None
 
     def _reset_bars(self) -> None:
         for side in SIDES:
