@@ -393,3 +393,14 @@ def test_no_deprecation_warning_when_built(session: Session) -> None:
         panel = TopazPanel(session)
         panel._id_field.value = str(uuid.uuid4())
     assert not panel._fetch_button.disabled
+
+
+def test_not_ready_comparison_in_the_panel_speaks_of_the_checkbox(
+        panel: TopazPanel, session: Session, make_image: Any) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    pid = sb.add_job(make_image((80, 60)), status="Processing", progress=20)
+    panel.fetch(pid)
+    texts = [x.value for x in _all_widgets(panel._result) if isinstance(x, w.HTML)]
+    heading = [t for t in texts if "not ready" in t]
+    assert heading and "wait until ready" in heading[0] and "%topaz" not in heading[0]

@@ -323,8 +323,12 @@ class Comparison:
         return html_table(self.rows(), header=("", "Input", "Output"), caption=self.process_id,
                           row_headers=True, css_class="topaz-meta")
 
-    def widget(self) -> Any:
-        """The view beside its metadata table, as one ipywidgets box."""
+    def widget(self, place: Place = "magic") -> Any:
+        """The view beside its metadata table, as one ipywidgets box.
+
+        ``place`` words the line shown above an input whose output is not
+        there (the panel has a checkbox where the magic has ``--wait``).
+        """
         import ipywidgets as w
 
         # The table never shrinks below its natural width (it would be cut off);
@@ -340,7 +344,7 @@ class Comparison:
             main.layout.flex = "1 1 520px"
             main.layout.min_width = "320px"
         else:
-            main = w.VBox([w.HTML(f"<b>{html.escape(self.status_line('panel'))}</b>"),
+            main = w.VBox([w.HTML(f"<b>{html.escape(self.status_line(place))}</b>"),
                            _image_widget(self._sides["input"].image, self._alone_size)])
         return w.Box([main, table], layout=w.Layout(display="flex", flex_flow="row wrap",
                                                      align_items="flex-start", width="100%"))

@@ -30,7 +30,7 @@ import ipywidgets as w
 from ._ids import check_process_id
 from ._progress import Progress, WidgetBars
 from ._session import Session, default_session
-from ._text import byte_size, failed_while_waiting, file_problem, say
+from ._text import byte_size, failed_while_waiting, file_problem, progress_state, say
 from .errors import MissingApiKey, ProcessFailed, TopazError
 from .links import SIDES, Side, scrub_urls
 
@@ -227,7 +227,7 @@ class TopazPanel(w.VBox):
                 pid, client=client, transfer=session.transfer(), require_output=False,
                 on_progress=self._progress, preview_size=session.settings.preview_size,
                 mode=session.settings.mode)
-            view = comparison.widget()
+            view = comparison.widget("panel")
         except MissingApiKey as exc:
             self._set_status(say(exc, "panel"), error=True)
             self._demo_button.layout.display = None
@@ -255,10 +255,12 @@ class TopazPanel(w.VBox):
     def _wait(self, pid: str) -> None:
         client = self._session.client()
         self._set_status(f"Waiting for {pid} to finish…")
+
+        def show(st: Any) -> None:
+            self._set_status(f"Waiting for {pid}: {progress_state(st.status, st.progress, st.eta)}")
+
         try:
-            client.wait(pid, timeout=self._session.settings.wait_timeout,
-                        on_progress=lambda st: self._set_status(
-                            f"Waiting for {pid}: {st.describe()}"))
+            client.wait(pid, timeout=self._session.settings.wait_timeout, on_progress=show)
         except ProcessFailed as exc:
             raise TopazError(failed_while_waiting(
                 pid, exc, lambda: client.status(pid), "panel")) from None
