@@ -38,7 +38,8 @@ def test_no_key(place: str) -> None:
     if place == "magic":
         assert "%topaz demo" in _text.say(MissingApiKey(), "magic")
     # A raiser's own, more specific words are kept.
-    assert _text.say(MissingApiKey("The API key was empty."), place) == "The API key was empty."  # type: ignore[arg-type]
+    specific = MissingApiKey("The API key was empty.")
+    assert _text.say(specific, place) == "The API key was empty."  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("place", PLACES)
@@ -109,7 +110,8 @@ def test_file_problems(place: str, tmp_path) -> None:
                                place, cache_dir=str(tmp_path / "c"))  # type: ignore[arg-type]
     assert "/elsewhere" in other and "cache" not in other
     saved = _text.cannot_save("out", FileExistsError(errno.EEXIST, "File exists", "out"))
-    assert saved == "Could not save into 'out' (a file is in the way); choose a directory you can write to."
+    assert saved == ("Could not save into 'out' (a file is in the way); "
+                     "choose a directory you can write to.")
 
 
 def test_html_table_escapes_and_has_no_links() -> None:

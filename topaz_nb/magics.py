@@ -81,7 +81,8 @@ class TopazMagics(Magics):
         except TopazError as exc:
             raise UsageError(say(exc, "magic")) from None
         except OSError as exc:  # the cache directory: read-only, full, or not a directory
-            raise UsageError(file_problem(exc, "magic", cache_dir=self.settings.cache_dir)) from None
+            text = file_problem(exc, "magic", cache_dir=self.settings.cache_dir)
+            raise UsageError(text) from None
 
     # -- dispatch -----------------------------------------------------------
     def _run(self, args: Any) -> Any:
