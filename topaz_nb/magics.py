@@ -118,7 +118,7 @@ class TopazMagics(Magics):
                 st = client.status(pid)
                 rows.append((pid, st.filename or "", st.status, st.model or ""))
             except TopazError as exc:
-                rows.append((pid, "", str(exc), ""))
+                rows.append((pid, "", say(exc, "magic"), ""))
         return DemoJobs([r[0] for r in rows], rows=rows, where=self.session.describe())
 
     def _links(self, pids: list[str], *, show_urls: bool) -> LinkTable:
