@@ -147,3 +147,59 @@ def test_view_and_display_bundle(sandbox, client, transfer):
     bundle = result._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert result.process_id in bundle["text/plain"]
+
+
+# -- presentation ----------------------------------------------------------------
+
+def test_file_sizes_are_decimal_like_everywhere_else(sandbox, client, transfer, make_image):
+    from topaz_nb._text import byte_size
+
+    pid = sandbox.add_job(make_image((400, 300)), make_image((800, 600)), input_format="png")
+    result = Comparison.fetch(pid, client=client, transfer=transfer)
+    sizes = {r[0]: r[1:] for r in result.rows()}["File size"]
+    expected = tuple(byte_size(result.info[side]["file_size"]) for side in ("input", "output"))
+    assert sizes == expected and all(s.endswith((" B", " kB", " MB")) for s in sizes)
+    assert "KB" not in result._text_summary()
+
+
+def _fail_with_reason(sandbox, pid, reason):
+    """The sandbox cannot store a reason yet: add the field its status answers carry."""
+    job = sandbox.job(pid)
+    plain = job.status_json
+    job.status_json = lambda now: {**plain(now), "message": reason}
+
+
+def test_failed_process_status_line_says_why(sandbox, client, transfer, make_image):
+    pid = sandbox.add_job(make_image(), status="Failed")
+    _fail_with_reason(sandbox, pid, "Unsupported colour space")
+    result = Comparison.fetch(pid, client=client, transfer=transfer, require_output=False)
+    assert result.failed and result.reason == "Unsupported colour space"
+    for place in ("magic", "cli", "panel", "python"):
+        line = result.status_line(place)
+        assert "failed: Unsupported colour space" in line
+        assert "wait" not in line.lower() and "not ready" not in line and "ETA" not in line
+    assert "(failed)" in repr(result)
+
+
+def test_metadata_table_is_the_shared_table_and_wraps_below_the_view(sandbox, client, transfer):
+    result = Comparison.fetch(sandbox.demo_ids[0], client=client, transfer=transfer)
+    page = result.metadata_html()
+    assert page.startswith('<table class="topaz-meta"') and "<th " in page
+    assert f">{result.process_id}</caption>" in page
+    box = result.widget()
+    view, table = box.children
+    assert box.layout.flex_flow == "row wrap"
+    # The table keeps its width (never squeezed and cut off) and wraps below instead.
+    assert table.layout.flex == "0 0 auto" and table.layout.max_width == "100%"
+    assert view.layout.flex.startswith("1 1")
+
+
+def test_save_onto_a_file_is_a_one_line_error(sandbox, client, transfer, tmp_path):
+    result = Comparison.fetch(sandbox.demo_ids[0], client=client, transfer=transfer)
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    with pytest.raises(TopazError) as bad:
+        result.save(taken)
+    assert "Could not save into" in str(bad.value) and "\n" not in str(bad.value)
+    with pytest.raises(TopazError, match="Could not save into"):
+        result.save("/proc/topaz-nb-test")

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from .errors import TopazError
+    from .errors import ProcessFailed, TopazError
 
 Place = Literal["python", "magic", "cli", "panel"]
 
@@ -122,6 +123,109 @@ def failed(process_id: str, status: str | None, reason: str | None, place: Place
             "with other settings or another input.")
 
 
+def failed_while_waiting(process_id: str, exc: ProcessFailed,
+                         status: Callable[[], object], place: Place) -> str:
+    """A wait ended in Failed/Cancelled: say so, asking ``status()`` for the reason if needed."""
+    from .errors import TopazError
+
+    reason = exc.reason
+    if reason is None:
+        try:
+            reason = reason_of(status())
+        except TopazError:
+            reason = None
+    return failed(process_id, exc.status, reason, place)
+
+
+def reason_of(status: object) -> str | None:
+    """The server's explanation of a failed process, if its status carried one.
+
+    ``Status.reason`` when the client provides it, otherwise the ``message``,
+    ``error`` or ``reason`` field of the raw status answer.
+    """
+    if status is None:
+        return None
+    reason = getattr(status, "reason", None)
+    if isinstance(reason, str) and reason.strip():
+        return reason.strip()
+    raw = getattr(status, "raw", None) or {}
+    for key in ("message", "error", "reason"):
+        value = raw.get(key) if isinstance(raw, dict) else None
+        if isinstance(value, dict):
+            value = value.get("message")
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def wrong_key(status_code: int | None, server_message: str | None, place: Place) -> str:
+    """The API refused the key that was sent."""
+    said = " ".join(str(x) for x in (status_code, server_message) if x) or "refused"
+    if place == "magic":
+        return (f"The Topaz API refused the key ({one_line(said, 120)}): run %topaz login, "
+                "or %env TOPAZ_API_KEY=<your key>; %topaz demo needs no key.")
+    if place == "cli":
+        return (f"the Topaz API refused the key ({one_line(said, 120)}); check TOPAZ_API_KEY, "
+                "or try the local sandbox with `topaz-nb --demo …`")
+    if place == "panel":
+        return (f"The Topaz API refused the key ({one_line(said, 120)}): check TOPAZ_API_KEY, "
+                "or use the demo sandbox.")
+    return (f"The Topaz API refused the key ({one_line(said, 120)}): pass another api_key=..., "
+            "or set TOPAZ_API_KEY.")
+
+
+def cache_unusable(cache_dir: str, exc: OSError, place: Place) -> str:
+    """The download cache cannot be written (read-only, full, or not a directory)."""
+    why = exc.strerror or type(exc).__name__
+    head = f"the download cache {cache_dir} cannot be written ({why})"
+    if place == "magic":
+        return (f"{head[0].upper()}{head[1:]}. Point it at a writable directory: "
+                "%config Topaz.cache_dir = '<directory>', or set TOPAZ_NB_CACHE.")
+    if place == "cli":
+        return f"{head}; give a writable one with --cache-dir DIR or TOPAZ_NB_CACHE"
+    if place == "panel":
+        return (f"{head[0].upper()}{head[1:]}. Set TOPAZ_NB_CACHE, or "
+                "%config Topaz.cache_dir, to a writable directory.")
+    return f"{head[0].upper()}{head[1:]}. Pass Topaz(cache_dir=...) a writable directory."
+
+
+def file_problem(exc: OSError, place: Place, *, cache_dir: str | None = None) -> str:
+    """One line for a file-system error that reached an entry point."""
+    name = str(exc.filename or "")
+    if cache_dir and name and _inside(name, cache_dir):
+        return cache_unusable(cache_dir, exc, place)
+    why = exc.strerror or type(exc).__name__
+    text = f"could not use {name or 'a file'} ({why}); check the path and the free disk space"
+    return text if place == "cli" else text[0].upper() + text[1:] + "."
+
+
+def cannot_save(target: object, exc: OSError) -> str:
+    """Saving into a directory failed: the same words in every place."""
+    why = exc.strerror or type(exc).__name__
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        why = "a file is in the way"
+    return (f"Could not save into {str(target)!r} ({why}); "
+            "choose a directory you can write to.")
+
+
+_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
+
+
+def _process_id_in(text: str) -> str | None:
+    match = _UUID.search(text)
+    return match.group(0) if match else None
+
+
+def _inside(path: str, directory: str) -> bool:
+    import os
+
+    try:
+        common = os.path.commonpath([os.path.abspath(path), os.path.abspath(directory)])
+    except ValueError:
+        return False
+    return common == os.path.abspath(directory)
+
+
 def not_found(process_id: str, place: Place) -> str:
     """Unknown process, or past the 7-day retention."""
     head = (f"Process {process_id} was not found: the ID is unknown to this API key, "
@@ -139,18 +243,24 @@ def say(exc: TopazError, place: Place) -> str:
     Errors that carry data are phrased here for the place; every other error
     already reads the same everywhere, so its own text is used.
     """
-    from .errors import MissingApiKey, NotFound, NotReady, ProcessFailed
+    from .errors import AuthenticationError, MissingApiKey, NotFound, NotReady, ProcessFailed
 
-    if isinstance(exc, MissingApiKey) and not exc.detail:
-        return no_key(place)
+    if isinstance(exc, MissingApiKey) and (not exc.detail or "TOPAZ_API_KEY" in str(exc)):
+        return no_key(place)  # the client's own no-key text speaks of api_key=...
+    if isinstance(exc, AuthenticationError) and place != "python":
+        return wrong_key(exc.status_code, exc.server_message, place)
     if isinstance(exc, ProcessFailed) and exc.process_id:
         return failed(exc.process_id, exc.status, exc.reason, place)
     if isinstance(exc, NotReady) and exc.process_id:
         if exc.status in ("Failed", "Cancelled"):
             return failed(exc.process_id, exc.status, exc.reason, place)
         return not_ready(exc.process_id, exc.status, exc.progress, exc.eta, place)
-    if isinstance(exc, NotFound) and exc.process_id:
-        return not_found(exc.process_id, place)
+    if isinstance(exc, NotFound):
+        # Until every raiser fills ``process_id``, the ID is read from the message.
+        pid = exc.process_id or (
+            _process_id_in(str(exc)) if str(exc).startswith("Process ") else None)
+        if pid:
+            return not_found(pid, place)
     return one_line(str(exc))
 
 

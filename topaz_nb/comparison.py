@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._ids import check_process_id
+from ._text import Place, byte_size
 from .errors import NotReady, TopazError
 from .links import SIDES, Link, Side, expiry_text, redact_url, utc_text
 
@@ -184,18 +185,32 @@ class Comparison:
         return min(self.preview_size, 1024)
 
     def save(self, directory: str | Path) -> dict[Side, Path]:
-        """Copy both original files into ``directory`` as ``<pid>-<side>.<ext>``."""
+        """Copy both original files into ``directory`` as ``<pid>-<side>.<ext>``.
+
+        A path that is a file, or a directory that cannot be written, is a
+        one-line :class:`TopazError`: the magic, the panel and the command all
+        show it as it is.
+        """
         import shutil
 
+        from ._text import cannot_save
+
         target = Path(directory).expanduser()
-        target.mkdir(parents=True, exist_ok=True)
         saved: dict[Side, Path] = {}
-        for side, path in self.files().items():
-            dest = target / f"{self.process_id}-{side}{path.suffix}"
-            tmp = dest.with_name(dest.name + ".part")
-            shutil.copyfile(path, tmp)
-            tmp.replace(dest)
-            saved[side] = dest
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            for side, path in self.files().items():
+                dest = target / f"{self.process_id}-{side}{path.suffix}"
+                tmp = dest.with_name(dest.name + ".part")
+                try:
+                    shutil.copyfile(path, tmp)
+                    tmp.replace(dest)
+                except OSError:
+                    tmp.unlink(missing_ok=True)
+                    raise
+                saved[side] = dest
+        except OSError as exc:
+            raise TopazError(cannot_save(directory, exc)) from None
         return saved
 
     # -- metadata ---------------------------------------------------------
@@ -253,7 +268,7 @@ class Comparison:
         add("Mode", "mode")
         add("Bit depth", "bit_depth", lambda v: f"{v}-bit")
         add("ICC profile", "icc_profile")
-        add("File size", "file_size", _bytes)
+        add("File size", "file_size", byte_size)
         add("Content type", "content_type")
         add("ETag", "etag")
         add("Last modified", "last_modified", _when)
@@ -266,41 +281,60 @@ class Comparison:
                     rows.append((label, "", str(status[key])))
         return rows
 
-    def status_line(self) -> str:
-        """One line on where the process stands, with how to wait for it."""
+    @property
+    def failed(self) -> bool:
+        """The process ended without an output (Failed or Cancelled): waiting will not help."""
+        return self._state()[0] in ("Failed", "Cancelled") and not self.ready
+
+    @property
+    def reason(self) -> str | None:
+        """The server's explanation of a failure, when it gave one."""
+        from ._text import reason_of
+
+        nr = self.not_ready
+        return (nr.reason if nr is not None and nr.reason else None) or reason_of(self.status)
+
+    def _state(self) -> tuple[str | None, int | None, Any]:
+        """(status, progress, eta), from the 409 when it carried them, else the status."""
+        nr, st = self.not_ready, self.status
+
+        def pick(name: str) -> Any:
+            value = getattr(nr, name, None) if nr is not None else None
+            return value if value is not None else getattr(st, name, None)
+
+        return pick("status"), pick("progress"), pick("eta")
+
+    def status_line(self, place: Place = "magic") -> str:
+        """One line on where the process stands and what to do, in the words of ``place``."""
+        from ._text import failed, not_ready
+
         if self.ready:
             return f"Process {self.process_id}: output ready."
-        nr = self.not_ready
-        state = (nr.status if nr and nr.status else None) or (self.status.status if self.status else "not ready")
-        progress = nr.progress if nr and nr.progress is not None else (
-            self.status.progress if self.status else None)
-        eta = nr.eta if nr and nr.eta is not None else (self.status.eta if self.status else None)
-        parts = [f"Output of {self.process_id} is not ready: {state}"]
-        if progress is not None:
-            parts.append(f"{progress}%")
-        if isinstance(eta, _dt.datetime):
-            secs = max(0, round((eta - _dt.datetime.now(_dt.timezone.utc)).total_seconds()))
-            parts.append(f"ETA {secs} s")
-        return ", ".join(parts) + f". Run %topaz {self.process_id} --wait to wait for it."
+        status, progress, eta = self._state()
+        if self.failed:
+            return failed(self.process_id, status, self.reason, place)
+        return not_ready(self.process_id, status or "not ready", progress,
+                         eta if isinstance(eta, _dt.datetime) else None, place)
 
     def metadata_html(self) -> str:
         """The metadata table as escaped HTML (values come from a server)."""
-        cell = 'style="text-align:left;padding:1px 8px"'
-        head = f"<tr><th></th><th {cell}>Input</th><th {cell}>Output</th></tr>"
-        body = "".join(
-            f"<tr><th {cell}>{html.escape(k)}</th><td {cell}>{html.escape(a)}</td>"
-            f"<td {cell}>{html.escape(b)}</td></tr>"
-            for k, a, b in self.rows()
-        )
-        return (f'<table class="topaz-meta" style="font-size:12px;border-collapse:collapse">'
-                f'<caption style="text-align:left;font-family:monospace">'
-                f"{html.escape(self.process_id)}</caption>{head}{body}</table>")
+        from ._text import html_table
 
-    def widget(self) -> Any:
-        """The view beside its metadata table, as one ipywidgets box."""
+        return html_table(self.rows(), header=("", "Input", "Output"), caption=self.process_id,
+                          row_headers=True, css_class="topaz-meta")
+
+    def widget(self, place: Place = "magic") -> Any:
+        """The view beside its metadata table, as one ipywidgets box.
+
+        ``place`` words the line shown above an input whose output is not
+        there (the panel has a checkbox where the magic has ``--wait``).
+        """
         import ipywidgets as w
 
-        table = w.HTML(self.metadata_html(), layout=w.Layout(flex="0 1 auto", margin="0 0 0 12px"))
+        # The table never shrinks below its natural width (it would be cut off);
+        # when the row has no room for it beside the view, it wraps below.
+        table = w.HTML(self.metadata_html(), layout=w.Layout(
+            flex="0 0 auto", max_width="100%", overflow="auto", margin="0 0 0 12px"))
         if not self.downloaded:
             return w.VBox([table])
         if self.ready:
@@ -310,13 +344,13 @@ class Comparison:
             main.layout.flex = "1 1 520px"
             main.layout.min_width = "320px"
         else:
-            main = w.VBox([w.HTML(f"<b>{html.escape(self.status_line())}</b>"),
+            main = w.VBox([w.HTML(f"<b>{html.escape(self.status_line(place))}</b>"),
                            _image_widget(self._sides["input"].image, self._alone_size)])
         return w.Box([main, table], layout=w.Layout(display="flex", flex_flow="row wrap",
                                                      align_items="flex-start", width="100%"))
 
     def __repr__(self) -> str:
-        state = "ready" if self.ready else "output not ready"
+        state = "ready" if self.ready else ("failed" if self.failed else "output not ready")
         return f"<Comparison {self.process_id} ({state})>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
@@ -345,15 +379,6 @@ def _image_widget(image: SourceImage | None, size: int) -> Any:
 
 def _dims(entry: dict[str, Any]) -> str:
     return f"{entry['width']}×{entry['height']}" if "width" in entry else ""
-
-
-def _bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def _when(value: Any) -> str:

@@ -452,7 +452,7 @@ class Transfer:
                 response = self._session.request(
                     method, url, headers=headers, stream=method == "GET",
                     timeout=self.timeout, allow_redirects=True)
-            except requests.RequestException as exc:
+            except (requests.RequestException, ValueError) as exc:  # ValueError: a malformed redirect
                 reason = _scrub(f"{type(exc).__name__}: {exc}").splitlines()[0][:200]
                 raise TransferError(
                     f"{method} of {what} failed ({shown}): {reason}; "

@@ -225,8 +225,18 @@ def serve(*, host: str = "127.0.0.1", port: int = 8765, storage_port: int = 0,
     This is a local development server: it prints its own API key, which is
     meant to be copied into ``TOPAZ_API_KEY``.
     """
-    with Sandbox(api_key, host=host, api_port=port, storage_port=storage_port,
-                 demo=demo) as sb:
+    sandbox = Sandbox(api_key, host=host, api_port=port, storage_port=storage_port, demo=demo)
+    try:
+        sandbox.start()
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        from ..errors import TopazError
+
+        taken = ", ".join(str(p) for p in (port, storage_port) if p)
+        raise TopazError(
+            f"the sandbox could not listen on {host} port {taken or 'any'} "
+            f"({exc.strerror or exc}); choose another with --port N "
+            "(and --storage-port), or 0 for any free port") from None
+    with sandbox as sb:
         lines = [
             "Topaz sandbox running",
             f"  API:      {sb.base_url}",

@@ -1,0 +1,121 @@
+"""Wording and formatting, per place: the sentences users meet most."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+
+import pytest
+
+from topaz_nb import _text
+from topaz_nb.errors import (AuthenticationError, MissingApiKey, NotFound, NotReady,
+                             ProcessFailed)
+
+PID = "1b2c3d4e-0000-4000-8000-000000000001"
+PLACES = ("python", "magic", "cli", "panel")
+
+
+def _soon() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=30)
+
+
+def test_byte_sizes_are_decimal() -> None:
+    assert _text.byte_size(950) == "950 B"
+    assert _text.byte_size(2_200) == "2.2 kB"
+    assert _text.byte_size(10_000_000) == "10.0 MB"
+    assert _text.byte_size(1_200_000_000) == "1.20 GB"
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_no_key(place: str) -> None:
+    client_text = MissingApiKey("No Topaz API key: pass api_key=..., set TOPAZ_API_KEY, "
+                                "or run %topaz login.")
+    for exc in (MissingApiKey(), client_text):
+        line = _text.say(exc, place)  # type: ignore[arg-type]
+        assert "\n" not in line and "TOPAZ_API_KEY" in line
+        assert ("api_key=" in line) == (place == "python")
+        assert ("%topaz" in line) == (place == "magic")
+    if place == "magic":
+        assert "%topaz demo" in _text.say(MissingApiKey(), "magic")
+    # A raiser's own, more specific words are kept.
+    specific = MissingApiKey("The API key was empty.")
+    assert _text.say(specific, place) == "The API key was empty."  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_not_ready(place: str) -> None:
+    exc = NotReady("x", status="Processing", progress=42, eta=_soon(), process_id=PID)
+    line = _text.say(exc, place)  # type: ignore[arg-type]
+    assert PID in line and "Processing, 42%, ETA" in line and "not ready" in line
+    assert ("%topaz" in line) == (place == "magic")
+    assert ("--wait" in line) == (place in ("magic", "cli"))
+    assert ("TopazClient.wait" in line) == (place == "python")
+    assert ("wait until ready" in line) == (place == "panel")
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_failed_with_a_reason_never_says_wait(place: str) -> None:
+    for exc in (NotReady("x", status="Failed", progress=0, eta=_soon(), process_id=PID,
+                         reason="Out of\ncredits"),
+                ProcessFailed("x", status="Failed", process_id=PID, reason="Out of\ncredits")):
+        line = _text.say(exc, place)  # type: ignore[arg-type]
+        assert f"{PID} failed: Out of credits" in line
+        assert "wait" not in line.lower() and "not ready" not in line and "ETA" not in line
+        assert "%topaz" not in line and "\n" not in line
+    cancelled = NotReady("x", status="Cancelled", process_id=PID)
+    assert "was cancelled" in _text.say(cancelled, place)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_not_found(place: str) -> None:
+    for exc in (NotFound("x", process_id=PID),
+                NotFound(f"Process {PID} was not found (404 Not Found): unknown process ID, "
+                         "list current ones with TopazClient.statuses()")):
+        line = _text.say(exc, place)  # type: ignore[arg-type]
+        assert PID in line and "not found" in line and "7-day" in line
+        assert ("TopazClient.statuses()" in line) == (place == "python")
+        assert "%topaz" not in line
+
+
+@pytest.mark.parametrize("place", ("magic", "cli", "panel"))
+def test_wrong_key(place: str) -> None:
+    exc = AuthenticationError("The Topaz API refused (401); check the key: pass api_key=..., "
+                              "or run %topaz login", status_code=401,
+                              server_message="Invalid API key")
+    line = _text.say(exc, place)  # type: ignore[arg-type]
+    assert "refused the key (401 Invalid API key)" in line and "api_key=" not in line
+    assert ("%topaz" in line) == (place == "magic")
+
+
+def test_reason_of_reads_the_status_fields() -> None:
+    class Status:
+        def __init__(self, raw: dict, reason: str | None = None) -> None:
+            self.raw, self.reason = raw, reason
+
+    assert _text.reason_of(None) is None
+    assert _text.reason_of(Status({"message": " too small "})) == "too small"
+    assert _text.reason_of(Status({"error": {"message": "bad model"}})) == "bad model"
+    assert _text.reason_of(Status({"reason": "x"}, reason="from the client")) == "from the client"
+    assert _text.reason_of(Status({"status": "Failed"})) is None
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_file_problems(place: str, tmp_path) -> None:
+    exc = NotADirectoryError(errno.ENOTDIR, "Not a directory", str(tmp_path / "c" / "x" / "y"))
+    line = _text.file_problem(exc, place, cache_dir=str(tmp_path / "c"))  # type: ignore[arg-type]
+    assert "download cache" in line and "Not a directory" in line
+    assert ("%config Topaz.cache_dir" in line) == (place in ("magic", "panel"))
+    assert ("--cache-dir" in line) == (place == "cli")
+    other = _text.file_problem(PermissionError(errno.EACCES, "Permission denied", "/elsewhere"),
+                               place, cache_dir=str(tmp_path / "c"))  # type: ignore[arg-type]
+    assert "/elsewhere" in other and "cache" not in other
+    saved = _text.cannot_save("out", FileExistsError(errno.EEXIST, "File exists", "out"))
+    assert saved == ("Could not save into 'out' (a file is in the way); "
+                     "choose a directory you can write to.")
+
+
+def test_html_table_escapes_and_has_no_links() -> None:
+    page = _text.html_table([("<b>", "http://h/p?…", None)], header=("a", "b", "c"),
+                            caption="<cap>", row_headers=True)
+    assert "&lt;b&gt;" in page and "<b>" not in page
+    assert "&lt;cap&gt;" in page and "<a " not in page and "<td " in page and "<th " in page
