@@ -95,17 +95,10 @@ def test_not_ready_says_to_wait_and_wait_works(
     assert len(list((tmp_path / "o").iterdir())) == 2
 
 
-def _fail_with_reason(sandbox: Any, pid: str, reason: str) -> None:
-    """The sandbox cannot store a reason yet: add the field its status answers carry."""
-    job = sandbox.job(pid)
-    plain = job.status_json
-    job.status_json = lambda now: {**plain(now), "message": reason}
-
 
 def test_failed_process_says_why_and_never_to_wait(
         keyed: Any, make_image: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pid = keyed.add_job(make_image(), status="Failed")
-    _fail_with_reason(keyed, pid, "Input image is too small")
+    pid = keyed.add_job(make_image(), status="Failed", message="Input image is too small")
     for extra in ([], ["--wait"]):
         assert main(["fetch", pid, "-o", str(tmp_path), *extra]) == 2
         line = _one_error_line(capsys.readouterr().err)

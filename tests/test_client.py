@@ -17,7 +17,7 @@ from conftest import FakeTime
 import requests
 from PIL import Image
 
-from topaz_nb import _retry, _text, errors
+from topaz_nb import _text, errors
 from topaz_nb import client as client_module
 from topaz_nb.client import DEFAULT_BASE_URL, Status, TopazClient
 from topaz_nb.links import Link

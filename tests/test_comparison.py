@@ -162,16 +162,9 @@ def test_file_sizes_are_decimal_like_everywhere_else(sandbox, client, transfer, 
     assert "KB" not in result._text_summary()
 
 
-def _fail_with_reason(sandbox, pid, reason):
-    """The sandbox cannot store a reason yet: add the field its status answers carry."""
-    job = sandbox.job(pid)
-    plain = job.status_json
-    job.status_json = lambda now: {**plain(now), "message": reason}
-
 
 def test_failed_process_status_line_says_why(sandbox, client, transfer, make_image):
-    pid = sandbox.add_job(make_image(), status="Failed")
-    _fail_with_reason(sandbox, pid, "Unsupported colour space")
+    pid = sandbox.add_job(make_image(), status="Failed", message="Unsupported colour space")
     result = Comparison.fetch(pid, client=client, transfer=transfer, require_output=False)
     assert result.failed and result.reason == "Unsupported colour space"
     for place in ("magic", "cli", "panel", "python"):

@@ -155,16 +155,10 @@ def test_not_ready_assigned_still_says_one_line_on_stderr(shell, sandbox, make_i
     assert "--wait" in lines[0] and "30%" in lines[0]
 
 
-def _fail_with_reason(sandbox, pid, reason):
-    """The sandbox cannot store a reason yet: add the field its status answers carry."""
-    job = sandbox.job(pid)
-    plain = job.status_json
-    job.status_json = lambda now: {**plain(now), "message": reason}
-
 
 def test_failed_process_says_failed_with_the_reason_never_wait(shell, sandbox, make_image):
-    pid = sandbox.add_job(make_image(), status="Failed")
-    _fail_with_reason(sandbox, pid, "Input image is too small for this model")
+    pid = sandbox.add_job(make_image(), status="Failed",
+                          message="Input image is too small for this model")
     res, cap = _cell(shell, f"r = %topaz {pid}")
     assert res.success
     line = cap.stderr.strip()

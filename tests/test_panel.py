@@ -175,19 +175,12 @@ def test_buttons_and_field_are_not_cut_off(panel: TopazPanel) -> None:
     assert len(panel._id_field.placeholder) <= 24
 
 
-def _fail_with_reason(sandbox: Any, pid: str, reason: str) -> None:
-    """The sandbox cannot store a reason yet: add the field its status answers carry."""
-    job = sandbox.job(pid)
-    plain = job.status_json
-    job.status_json = lambda now: {**plain(now), "message": reason}
-
 
 def test_failed_process_says_why_in_panel_words(
         panel: TopazPanel, session: Session, make_image: Any) -> None:
     sb = session.sandbox
     assert sb is not None
-    pid = sb.add_job(make_image((80, 60)), status="Failed")
-    _fail_with_reason(sb, pid, "Out of credits")
+    pid = sb.add_job(make_image((80, 60)), status="Failed", message="Out of credits")
     comparison = panel.fetch(pid)
     assert comparison is not None and comparison.failed
     status = panel._status.value

@@ -199,12 +199,11 @@ def wait_for(client: TopazClient, process_id: str, *, timeout: float | None,
     A process that ends Failed or Cancelled becomes a :class:`TopazError` in
     the words of ``place``, with the server's reason when it gave one.
     """
-    from ._text import failed_while_waiting
+    from ._text import say
     from .errors import ProcessFailed, TopazError
 
     try:
         client.wait(process_id, timeout=timeout, on_progress=lambda st: progress(
             "processing", int(st.progress or 0), 100, note=st.status))
     except ProcessFailed as exc:
-        raise TopazError(failed_while_waiting(
-            process_id, exc, lambda: client.status(process_id), place)) from None
+        raise TopazError(say(exc, place)) from None

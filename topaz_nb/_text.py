@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from .errors import ProcessFailed, TopazError
+    from .errors import TopazError
 
 Place = Literal["python", "magic", "cli", "panel"]
 
@@ -123,28 +122,6 @@ def failed(process_id: str, status: str | None, reason: str | None, place: Place
             "with other settings or another input.")
 
 
-def failed_while_waiting(process_id: str, exc: ProcessFailed,
-                         status: Callable[[], object], place: Place) -> str:
-    """A wait ended in Failed/Cancelled: say so, asking ``status()`` for the reason if needed."""
-    from .errors import TopazError
-
-    reason = exc.reason
-    if reason is None:
-        try:
-            reason = reason_of(status())
-        except TopazError:
-            reason = None
-    return failed(process_id, exc.status, reason, place)
-
-
-def reason_of(status: object) -> str | None:
-    """The server's explanation of a failed process, if its status carried one.
-
-    ``Status.reason`` when the client provides it, otherwise the ``message``,
-    ``error`` or ``reason`` field of the raw status answer.
-    """
-    if status is None:
-        return None
     reason = getattr(status, "reason", None)
     if isinstance(reason, str) and reason.strip():
         return reason.strip()
@@ -208,12 +185,6 @@ def cannot_save(target: object, exc: OSError) -> str:
             "choose a directory you can write to.")
 
 
-_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
-
-
-def _process_id_in(text: str) -> str | None:
-    match = _UUID.search(text)
-    return match.group(0) if match else None
 
 
 def _inside(path: str, directory: str) -> bool:
@@ -245,8 +216,8 @@ def say(exc: TopazError, place: Place) -> str:
     """
     from .errors import AuthenticationError, MissingApiKey, NotFound, NotReady, ProcessFailed
 
-    if isinstance(exc, MissingApiKey) and (not exc.detail or "TOPAZ_API_KEY" in str(exc)):
-        return no_key(place)  # the client's own no-key text speaks of api_key=...
+    if isinstance(exc, MissingApiKey) and not exc.detail:
+        return no_key(place)
     if isinstance(exc, AuthenticationError) and place != "python":
         return wrong_key(exc.status_code, exc.server_message, place)
     if isinstance(exc, ProcessFailed) and exc.process_id:
@@ -255,12 +226,8 @@ def say(exc: TopazError, place: Place) -> str:
         if exc.status in ("Failed", "Cancelled"):
             return failed(exc.process_id, exc.status, exc.reason, place)
         return not_ready(exc.process_id, exc.status, exc.progress, exc.eta, place)
-    if isinstance(exc, NotFound):
-        # Until every raiser fills ``process_id``, the ID is read from the message.
-        pid = exc.process_id or (
-            _process_id_in(str(exc)) if str(exc).startswith("Process ") else None)
-        if pid:
-            return not_found(pid, place)
+    if isinstance(exc, NotFound) and exc.process_id:
+        return not_found(exc.process_id, place)
     return one_line(str(exc))
 
 

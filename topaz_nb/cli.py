@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from . import _progress
 from ._ids import check_process_id
 from ._modes import DEFAULT_MODE, MODES
-from ._text import byte_size, failed, file_problem, not_ready, reason_of, say
+from ._text import byte_size, file_problem, say
 from ._version import __version__
 from .errors import NotReady, TopazError, WaitTimeout
 from .links import SIDES, expiry_text, redact_url
@@ -168,7 +168,7 @@ def _cmd_links(args: argparse.Namespace) -> int:
         try:
             links = {side: client.link(pid, side) for side in SIDES}
         except NotReady as exc:
-            raise TopazError(_not_ready_message(pid, exc, session)) from None
+            raise TopazError(say(exc, "cli")) from None
         print(f"Links of {pid}:")
         for side, link in links.items():
             url = link.download_url if args.show_urls else redact_url(link.download_url)
@@ -397,7 +397,7 @@ def _fetch(args: argparse.Namespace, session: Session, *, use_cache: bool = True
                                     preview_size=session.settings.preview_size,
                                     mode=mode or session.settings.mode)
     except NotReady as exc:
-        raise TopazError(_not_ready_message(pid, exc, session)) from None
+        raise TopazError(say(exc, "cli")) from None
 
 
 def _wait(pid: str, session: Session) -> None:
@@ -412,18 +412,7 @@ def _wait(pid: str, session: Session) -> None:
                              "run the command again later") from None
 
 
-def _reason(pid: str, session: Session) -> str | None:
-    try:
-        return reason_of(session.client().status(pid))
-    except TopazError:
-        return None
 
-
-def _not_ready_message(pid: str, exc: NotReady, session: Session) -> str:
-    """The next step on the command line: --wait, or nothing when it failed."""
-    if exc.failed:
-        return failed(pid, exc.status, exc.reason or _reason(pid, session), "cli")
-    return not_ready(pid, exc.status, exc.progress, exc.eta, "cli")
 
 
 def _cache_dir(args: argparse.Namespace) -> str | None:

@@ -289,10 +289,9 @@ class Comparison:
     @property
     def reason(self) -> str | None:
         """The server's explanation of a failure, when it gave one."""
-        from ._text import reason_of
-
         nr = self.not_ready
-        return (nr.reason if nr is not None and nr.reason else None) or reason_of(self.status)
+        return (nr.reason if nr is not None and nr.reason else None) or (
+            self.status.reason if self.status is not None else None)
 
     def _state(self) -> tuple[str | None, int | None, Any]:
         """(status, progress, eta), from the 409 when it carried them, else the status."""

@@ -30,7 +30,7 @@ import ipywidgets as w
 from ._ids import check_process_id
 from ._progress import Progress, WidgetBars
 from ._session import Session, default_session
-from ._text import byte_size, failed_while_waiting, file_problem, progress_state, say
+from ._text import byte_size, file_problem, progress_state, say
 from .errors import MissingApiKey, ProcessFailed, TopazError
 from .links import SIDES, Side, scrub_urls
 
@@ -262,8 +262,7 @@ class TopazPanel(w.VBox):
         try:
             client.wait(pid, timeout=self._session.settings.wait_timeout, on_progress=show)
         except ProcessFailed as exc:
-            raise TopazError(failed_while_waiting(
-                pid, exc, lambda: client.status(pid), "panel")) from None
+            raise TopazError(say(exc, "panel")) from None
 
     def _reset_bars(self) -> None:
         for side in SIDES:
