@@ -27,7 +27,7 @@ from PIL import Image
 
 from topaz_nb.errors import InvalidProcessId, LinkExpired, TransferError
 from topaz_nb.links import Link, Side, redact_url
-from topaz_nb.sandbox import Sandbox
+from topaz_nb.sandbox import STORAGE_PROFILES, Sandbox
 from topaz_nb.transfer import Fetched, ObjectInfo, Transfer, default_cache_dir
 
 MIB = 1 << 20
@@ -58,9 +58,17 @@ def small_jpeg() -> bytes:
     return buf.getvalue()
 
 
+@pytest.fixture(params=STORAGE_PROFILES)
+def sb(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    """A sandbox under each storage profile: S3's headers, and none at all."""
+    with Sandbox(storage_profile=request.param) as sandbox:
+        yield sandbox
+
+
 @pytest.fixture
-def sb() -> Iterator[Sandbox]:
-    with Sandbox() as sandbox:
+def s3() -> Iterator[Sandbox]:
+    """A sandbox whose storage sends S3's headers (ETag, Last-Modified, length)."""
+    with Sandbox(storage_profile="s3") as sandbox:
         yield sandbox
 
 
@@ -128,8 +136,10 @@ def assert_one_line_without_secret(message: str, *secrets: str) -> None:
 # ------------------------------------------------------------- HEAD / GET
 
 
-def test_head_reports_object_info(sb: Sandbox, job: str, big_png: bytes,
+def test_head_reports_object_info(s3: Sandbox, small_jpeg: bytes, big_png: bytes,
                                   transfer: Transfer) -> None:
+    sb = s3
+    job = sb.add_job(small_jpeg, big_png)
     src = Source(sb, job)
     info = transfer.head(src)
     assert info.size == len(big_png)
@@ -145,6 +155,21 @@ def test_head_reports_object_info(sb: Sandbox, job: str, big_png: bytes,
     assert info.headers["x-amz-server-side-encryption"] == "AES256"
     assert info.url == redact_url(src.link.head_url) and "X-Amz" not in info.url
     assert storage(sb, "GET") == []
+
+
+def test_bare_storage_tells_nothing(sb: Sandbox, job: str, big_png: bytes,
+                                    transfer: Transfer) -> None:
+    if sb.storage_profile != "bare":
+        pytest.skip("the bare profile only")
+    src = Source(sb, job)
+    info = transfer.head(src)
+    assert (info.size, info.etag, info.last_modified) == (None, None, None)
+    assert info.content_type == "application/octet-stream"
+    assert src.link is not None and src.link.download_url.partition("?")[0].endswith(job)
+    fetched = transfer.download(src, job, "output", info=info)
+    assert fetched.path.read_bytes() == big_png and fetched.path.suffix == ".png"
+    get = storage(sb, "GET")[-1]
+    assert get.path.endswith("/output/" + job)
 
 
 def test_download_streams_with_progress_identity_and_big_chunks(
@@ -164,7 +189,7 @@ def test_download_streams_with_progress_identity_and_big_chunks(
         <= math.ceil(len(big_png) / transfer.chunk_size)
     dones = [d for d, _ in progress]
     assert dones == sorted(dones) and dones[-1] == len(big_png)
-    assert {t for _, t in progress} == {len(big_png)}
+    assert {t for _, t in progress} == {len(big_png) if sb.storage_profile == "s3" else None}
     reqs = storage(sb)
     assert [r.method for r in reqs] == ["HEAD", "GET"]
     assert all(r.headers.get("Accept-Encoding") == "identity" for r in reqs)
@@ -243,7 +268,8 @@ def test_truncated_body_resumes_with_range(sb: Sandbox, job: str, big_png: bytes
     assert "Range" not in gets[0].headers
     start = int(gets[1].headers["Range"].removeprefix("bytes=").rstrip("-"))
     assert 0 < start <= 1_500_000
-    assert gets[1].headers["If-Range"] == f'"{info.etag}"'
+    if sb.storage_profile == "s3":
+        assert gets[1].headers["If-Range"] == f'"{info.etag}"'
     assert fetched.bytes_downloaded == len(big_png)  # nothing fetched twice
     assert progress == sorted(progress) and progress[-1] == len(big_png)
     assert src.refreshes == 0
@@ -385,7 +411,10 @@ def test_restart_from_zero_when_server_ignores_range(tmp_path: Path, big_png: by
 @pytest.mark.parametrize("omitted", [["ETag"], ["Last-Modified"], ["Content-Length"],
                                      ["ETag", "Last-Modified", "Content-Length"]])
 def test_missing_storage_headers_still_download_and_cache(
-        sb: Sandbox, job: str, big_png: bytes, tmp_path: Path, omitted: list[str]) -> None:
+        s3: Sandbox, small_jpeg: bytes, big_png: bytes, tmp_path: Path,
+        omitted: list[str]) -> None:
+    sb = s3
+    job = sb.add_job(small_jpeg, big_png)
     sb.inject("omit_headers", server="storage", times=None, headers=omitted)
     progress: list[tuple[int, int | None]] = []
     with Transfer(tmp_path) as t:
@@ -405,7 +434,9 @@ def test_missing_storage_headers_still_download_and_cache(
     assert storage(sb, "GET") == []
 
 
-def test_validators_decide_the_cache_file(sb: Sandbox, small_jpeg: bytes, tmp_path: Path) -> None:
+def test_validators_decide_the_cache_file(s3: Sandbox, small_jpeg: bytes,
+                                         tmp_path: Path) -> None:
+    sb = s3
     pid = sb.add_job(small_jpeg, small_jpeg)
     t = Transfer(tmp_path)
     names = set()
