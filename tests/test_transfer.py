@@ -1141,3 +1141,133 @@ def test_cancel_while_waiting_for_the_head(hostile: Callable[..., Hostile],
         t.head(server.source, cancel=cancel)
     setter.join(5)
     assert not server.release.is_set()  # the answer had not come: the wait was cut short
+
+
+_CHILD = """
+import sys
+from datetime import datetime, timedelta, timezone
+from topaz_nb.links import Link
+from topaz_nb.transfer import Transfer
+
+url, cache, pid = sys.argv[1:4]
+link = Link(pid, "output", url, url, expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+with Transfer(cache, chunk_size=65536) as t:
+    t.fetch(lambda refresh: link, pid, "output",
+            on_progress=lambda done, total: print(done, flush=True))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs SIGKILL and flock")
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_download_killed_with_its_process_is_resumed_by_the_next(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path, framing: str) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    stall_at = 8 * 65536
+    etag = md5(big_png) if framing == "length" else None  # the MD5 continues over the .part
+
+    def get(h: BaseHTTPRequestHandler, n: int) -> None:
+        if n == 0:  # the doomed process: N bytes, then nothing until the test ends
+            headers = {"ETag": f'"{etag}"'} if etag else {}
+            if framing == "chunked":
+                chunked(h, 200, headers, big_png[:stall_at], end=False)
+            else:
+                answer(h, 200, {**headers, "Content-Length": str(len(big_png))},
+                       big_png[:stall_at])
+            server.release.wait(60)
+            return
+        ranged(h, big_png, etag, framing=framing)
+
+    server = hostile(get, head_of(len(big_png) if framing == "length" else None, etag))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, server.link.download_url, str(tmp_path), PID],
+        stdout=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:  # progress lines: the bytes are on disk when printed
+            if int(line) >= stall_at:
+                break
+        else:
+            pytest.fail(f"the child ended early with {child.wait()}")
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(10) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        assert child.stdout is not None
+        child.stdout.close()
+    [part] = parts_in(tmp_path)
+    assert part.stat().st_size == stall_at and complete_files(tmp_path) == []
+    with Transfer(tmp_path) as t:  # the lock died with its holder
+        fetched = t.fetch(server.source, PID, "output")
+    assert fetched.path.read_bytes() == big_png
+    assert fetched.bytes_downloaded == len(big_png) - stall_at
+    gets = server.gets()
+    assert len(gets) == 2 and gets[1]["Range"] == f"bytes={stall_at}-"
+    assert parts_in(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs flock")
+def test_a_second_process_waits_for_the_one_writing_the_part(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import fcntl
+
+    server = hostile(lambda h, n: ranged(h, big_png, md5(big_png)),
+                     head_of(len(big_png), md5(big_png)))
+    with Transfer(tmp_path) as t:
+        info = t.head(server.source)
+        entry = t.entry(PID, "output", info)
+    entry.directory.mkdir(parents=True)
+    # Another process holds the object's lock (flock is per open file, so an
+    # open of our own stands for it).
+    holder = os.open(entry.lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    waiting = threading.Event()
+
+    class Signal(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for another process" in record.getMessage():
+                waiting.set()
+
+    caplog.set_level(logging.INFO, logger="topaz_nb.transfer")
+    signal_handler = Signal()
+    logging.getLogger("topaz_nb.transfer").addHandler(signal_handler)
+    results: list[Fetched] = []
+    try:
+        with Transfer(tmp_path) as t:
+            worker = threading.Thread(
+                target=lambda: results.append(t.download(server.source, PID, "output",
+                                                         info=info)))
+            worker.start()
+            assert waiting.wait(10)
+            assert server.gets() == [] and parts_in(tmp_path) == []  # nothing written meanwhile
+            os.close(holder)
+            worker.join(30)
+    finally:
+        logging.getLogger("topaz_nb.transfer").removeHandler(signal_handler)
+    assert results and results[0].path.read_bytes() == big_png
+    assert len(server.gets()) == 1
+
+
+def test_cancel_while_waiting_for_another_process(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    server = hostile(lambda h, n: ranged(h, big_png), head_of(len(big_png)))
+    with Transfer(tmp_path) as t:
+        info = t.head(server.source)
+        entry = t.entry(PID, "output", info)
+        entry.directory.mkdir(parents=True)
+        holder = os.open(entry.lock, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        try:
+            cancel = threading.Event()
+            cancel.set()
+            with pytest.raises(Cancelled, match="another process"):
+                t.download(server.source, PID, "output", info=info, cancel=cancel)
+        finally:
+            os.close(holder)
+    assert server.gets() == []
