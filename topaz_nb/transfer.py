@@ -254,8 +254,8 @@ class CacheEntry:
         is not a download of a cache (a user's own file, a derived file)."""
         path = Path(path)
         stem, dot, ext = path.name.rpartition(".")
-        if not dot or not _STEM.fullmatch(stem) or not _SAFE_EXT.fullmatch(ext) \
-                or not _is_pid(path.parent.name):
+        if not dot or ext == "part" or not _STEM.fullmatch(stem) \
+                or not _SAFE_EXT.fullmatch(ext) or not _is_pid(path.parent.name):
             return None
         return cls(path.parent, stem)
 
