@@ -719,7 +719,8 @@ class Transfer:
         the whole cache on the first fetch of this Transfer."""
         if not self._swept_all:
             self._swept_all = True
-            _sweep_stale_parts(self._cache_dir.glob("*/*.part"))
+            _sweep_stale_parts(p for p in self._cache_dir.glob("*/*.part")
+                               if _is_pid(p.parent.name))  # never a user's own folder
         _sweep_stale_parts(directory.glob("*.part"))
 
     def _download(self, links: _Links, info: ObjectInfo, on_progress: ProgressCallback | None,
