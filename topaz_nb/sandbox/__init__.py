@@ -223,18 +223,19 @@ class Sandbox:
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8765, storage_port: int = 0,
-          api_key: str | None = None, demo: bool = True) -> None:
+          api_key: str | None = None, demo: bool = True, storage_profile: str = "s3") -> None:
     """Run a sandbox in the foreground until Ctrl-C, printing how to point a client at it.
 
     This is a local development server: it prints its own API key, which is
-    meant to be copied into ``TOPAZ_API_KEY``.
+    meant to be copied into ``TOPAZ_API_KEY``.  ``storage_profile`` is as for
+    :class:`Sandbox`.
     """
     with Sandbox(api_key, host=host, api_port=port, storage_port=storage_port,
-                 demo=demo) as sb:
+                 demo=demo, storage_profile=storage_profile) as sb:
         lines = [
             "Topaz sandbox running",
             f"  API:      {sb.base_url}",
-            f"  storage:  {sb.storage_url}",
+            f"  storage:  {sb.storage_url} ({sb.storage_profile} profile)",
             f"  API key:  {sb.api_key}",
         ]
         if sb.demo_ids:
