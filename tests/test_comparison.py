@@ -196,3 +196,103 @@ def test_save_onto_a_file_is_a_one_line_error(sandbox, client, transfer, tmp_pat
     assert "Could not save into" in str(bad.value) and "\n" not in str(bad.value)
     with pytest.raises(TopazError, match="Could not save into"):
         result.save("/proc/topaz-nb-test")
+
+
+# -- a cache that heals itself ------------------------------------------------
+
+
+def _overwrite_keeping_stamp(path: Path, data: bytes) -> None:
+    """Replace a file's bytes as a disk fault would: same size, same mtime."""
+    import os
+
+    stat = path.stat()
+    assert len(data) == stat.st_size
+    path.write_bytes(data)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def _noise_png(make_image):
+    import hashlib
+    import io
+
+    size = (300, 200)
+    raw = hashlib.shake_256(b"noise").digest(size[0] * size[1] * 3)
+    buf = io.BytesIO()
+    Image.frombytes("RGB", size, raw).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def test_cached_error_page_is_discarded_and_downloaded_once_more(sandbox, client, transfer,
+                                                                  make_image):
+    pid = sandbox.add_job(make_image((40, 30)), make_image((160, 120), "blue"))
+    first = Comparison.fetch(pid, client=client, transfer=transfer)
+    path = first.files()["output"]
+    good = path.read_bytes()
+    page = b"<html><body>Access Denied</body></html>"
+    _overwrite_keeping_stamp(path, (page + b" " * len(good))[:len(good)])
+    sandbox.clear_requests()
+
+    again = Comparison.fetch(pid, client=client, transfer=transfer).prepare()
+
+    assert again.output.getpixel((100, 100))[:3] == (0, 0, 255)
+    assert again.files()["output"].read_bytes() == good
+    gets = _storage(sandbox, "GET")
+    assert len(gets) == 1 and "/output" in gets[0].path  # exactly one new GET
+
+
+def test_flipped_bytes_found_at_decode_heal_in_prepare(sandbox, client, transfer, make_image):
+    png = _noise_png(make_image)
+    pid = sandbox.add_job(make_image((30, 20)), png)
+    first = Comparison.fetch(pid, client=client, transfer=transfer)
+    path = first.files()["output"]
+    damaged = bytearray(png)
+    for i in range(len(png) // 2, len(png) // 2 + 64):
+        damaged[i] ^= 0xFF  # pixel data: the header still reads
+    _overwrite_keeping_stamp(path, bytes(damaged))
+    sandbox.clear_requests()
+
+    again = Comparison.fetch(pid, client=client, transfer=transfer)
+    assert again.source("output").info.width == 300  # the header opens: nothing seen yet
+    assert _storage(sandbox, "GET") == []
+    again.prepare()
+
+    assert again.files()["output"].read_bytes() == png
+    assert again.output.size == (300, 200)
+    assert len(_storage(sandbox, "GET")) == 1
+
+
+def test_cached_file_failing_its_sidecar_is_downloaded_again(sandbox, client, transfer,
+                                                            make_image):
+    pid = sandbox.add_job(make_image((40, 30)), make_image((160, 120), "blue"))
+    first = Comparison.fetch(pid, client=client, transfer=transfer)
+    first.files()["output"].write_bytes(b"<!doctype html><title>Error</title>")
+    sandbox.clear_requests()
+    again = Comparison.fetch(pid, client=client, transfer=transfer).prepare()
+    assert again.output.size == (160, 120)
+    assert len(_storage(sandbox, "GET")) == 1
+
+
+def test_damage_that_a_new_download_does_not_cure_is_reported(sandbox, client, transfer,
+                                                              make_image):
+    from topaz_nb.errors import ImageError
+
+    page = b"<html><body>not an image</body></html>"
+    pid = sandbox.add_job(make_image((40, 30)), page)
+    with pytest.raises(ImageError, match="HTML"):  # a fresh download is not retried
+        Comparison.fetch(pid, client=client, transfer=transfer)
+    sandbox.clear_requests()
+    with pytest.raises(ImageError, match="HTML"):  # from the cache: one more try, then reported
+        Comparison.fetch(pid, client=client, transfer=transfer)
+    assert len(_storage(sandbox, "GET")) == 1
+
+
+def test_cancel_reaches_the_transfers(sandbox, client, transfer, make_image):
+    from topaz_nb.errors import Cancelled
+
+    pid = sandbox.add_job(make_image((40, 30)), make_image((160, 120)))
+    cancel = threading.Event()
+    cancel.set()
+    sandbox.clear_requests()
+    with pytest.raises(Cancelled):
+        Comparison.fetch(pid, client=client, transfer=transfer, cancel=cancel)
+    assert [r for r in sandbox.requests if r.server == "storage"] == []

@@ -30,7 +30,7 @@ class Session:
         self._sandbox: Sandbox | None = None
         self._client: TopazClient | None = None
         self._client_args: tuple | None = None
-        self._transfers: dict[tuple[str, bool], Transfer] = {}
+        self._transfers: dict[tuple[str, bool, int, float], Transfer] = {}
 
     def __repr__(self) -> str:
         return f"<Session {self.describe()}>"
@@ -106,14 +106,18 @@ class Session:
             return self._client
 
     def transfer(self, *, use_cache: bool = True) -> Transfer:
-        """The presigned-object downloader for the configured cache dir."""
+        """The presigned-object downloader for the configured cache dir, ceiling
+        (``Topaz.max_download_bytes``) and stall limit (``Topaz.stall_timeout``);
+        a changed setting gives a new one."""
         from .transfer import Transfer
 
         with self._lock:
-            key = (self.settings.cache_dir, use_cache)
+            s = self.settings
+            key = (s.cache_dir, use_cache, s.max_download_bytes, s.stall_timeout)
             if key not in self._transfers:
                 self._transfers[key] = Transfer(
-                    self.settings.cache_dir, use_cache=use_cache, timeout=max(self.settings.timeout, 60.0)
+                    s.cache_dir, use_cache=use_cache, timeout=max(s.timeout, 60.0),
+                    max_bytes=s.max_download_bytes, stall_timeout=s.stall_timeout,
                 )
             return self._transfers[key]
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._ids import check_process_id
 from ._text import Place, byte_size
-from .errors import NotReady, TopazError
+from .errors import ImageError, ImageTooLarge, NotReady, TopazError
 from .links import SIDES, Link, Side, expiry_text, redact_url, utc_text
 
 if TYPE_CHECKING:
@@ -27,8 +29,10 @@ if TYPE_CHECKING:
 
     from .client import Status, TopazClient
     from .imaging import SourceImage
-    from .transfer import ObjectInfo, Transfer
+    from .transfer import Fetched, ObjectInfo, Transfer
     from .widget import CompareView
+
+_log = logging.getLogger("topaz_nb.comparison")
 
 ProgressFn = Callable[[Side, int, "int | None"], None]
 """Called as ``(side, bytes_done, bytes_total_or_None)`` while downloading."""
@@ -41,6 +45,9 @@ class _SideData:
     file: Path | None = None
     from_cache: bool = False
     image: SourceImage | None = None
+    fetched: Fetched | None = None
+    # Discards the cached file and downloads it once more (set for downloads only).
+    heal: Callable[[], None] | None = None
 
 
 class Comparison:
@@ -68,12 +75,19 @@ class Comparison:
     def fetch(cls, process_id: str, *, client: TopazClient, transfer: Transfer,
               download: bool = True, require_output: bool = True,
               on_progress: ProgressFn | None = None, preview_size: int = 2048,
-              mode: str = "swipe") -> Comparison:
+              mode: str = "swipe", cancel: threading.Event | None = None) -> Comparison:
         """Fetch both sides of ``process_id`` concurrently and open them.
 
         ``download=False`` stops after the links and HEADs (metadata only).
         With ``require_output=False`` an unfinished output is not an error: the
-        result holds the input alone and ``not_ready``.
+        result holds the input alone and ``not_ready``.  Setting ``cancel``
+        stops both downloads within a second with
+        :class:`~topaz_nb.errors.Cancelled`, keeping what arrived for resume.
+
+        A cached file that does not open is discarded and downloaded once
+        more; only a second failure is reported.  Without that, a damaged
+        file (an error page saved by an older version, a disk fault) would
+        fail on every run until the cache was cleared by hand.
         """
         pid = check_process_id(process_id)
         sides: dict[Side, _SideData] = {side: _SideData() for side in SIDES}
@@ -82,15 +96,36 @@ class Comparison:
             data = sides[side]
             source = client.link_source(pid, side)
             data.link = source(False)
-            data.object = transfer.head(source)
+            data.object = transfer.head(source, cancel=cancel)
             if not download:
                 return
             progress = (lambda done, total: on_progress(side, done, total)) if on_progress else None
-            fetched = transfer.download(source, pid, side, info=data.object, on_progress=progress)
-            data.file, data.from_cache = fetched.path, fetched.from_cache
-            from .imaging import load_image
 
-            data.image = load_image(data.file, label=f"{side} of {pid}")
+            def get() -> None:
+                fetched = transfer.download(source, pid, side, info=data.object,
+                                            on_progress=progress, cancel=cancel)
+                data.fetched, data.file, data.from_cache = fetched, fetched.path, fetched.from_cache
+                from .imaging import load_image
+
+                data.image = load_image(data.file, label=f"{side} of {pid}")
+
+            def heal() -> None:
+                assert data.fetched is not None
+                _log.info("the cached %s of %s is damaged; downloading it again", side, pid)
+                if data.image is not None:
+                    data.image.close()
+                    data.image = None
+                transfer.discard(data.fetched)
+                data.heal = None  # once: a second failure is reported
+                get()
+
+            data.heal = heal
+            try:
+                get()
+            except ImageError as exc:
+                if not _healable(data, exc):
+                    raise
+                heal()
 
         def get_status() -> Status | None:
             try:
@@ -171,13 +206,40 @@ class Comparison:
 
         Displaying happens later, inside IPython's formatters, where an error
         becomes a traceback; doing the work up front turns it into the one-line
-        error of the call that fetched.  Returns ``self``.
+        error of the call that fetched.  A file from the cache that fails to
+        decode is discarded and downloaded once more first (see :meth:`fetch`).
+        Returns ``self``.
         """
+        try:
+            self._first_view()
+        except ImageError as exc:
+            damaged = [side for side in SIDES if self._fails_to_decode(side, exc)]
+            if not damaged:
+                raise
+            for side in damaged:
+                heal = self._sides[side].heal
+                assert heal is not None
+                heal()
+            self._view = None
+            self._first_view()
+        return self
+
+    def _first_view(self) -> None:
         if self.ready:
             self.view  # noqa: B018 -- builds both previews
         elif self._sides["input"].image is not None:
             self._sides["input"].image.preview(self._alone_size)
-        return self
+
+    def _fails_to_decode(self, side: Side, exc: ImageError) -> bool:
+        """Whether ``side`` is a healable cached file that does not decode."""
+        data = self._sides[side]
+        if data.image is None or not _healable(data, exc):
+            return False
+        try:
+            data.image.preview(self._alone_size)
+        except ImageError as own:
+            return not isinstance(own, ImageTooLarge)
+        return False
 
     @property
     def _alone_size(self) -> int:
@@ -365,6 +427,13 @@ class Comparison:
         width = max((len(r[0]) for r in rows), default=0)
         lines += [f"  {k:<{width}}  {a:<22} {b}" for k, a, b in rows]
         return "\n".join(lines)
+
+
+def _healable(data: _SideData, exc: ImageError) -> bool:
+    """A file read from the cache may be healed by downloading it again; a
+    fresh download or an image refused for its size may not."""
+    return (data.from_cache and data.heal is not None and data.fetched is not None
+            and not isinstance(exc, ImageTooLarge))
 
 
 def _image_widget(image: SourceImage | None, size: int) -> Any:

@@ -128,3 +128,11 @@ class ImageError(TopazError):
 
 class ImageTooLarge(ImageError):
     """An image is larger than the Topaz API can produce, so it is refused unopened."""
+
+
+class Cancelled(TopazError):
+    """A download or HEAD was stopped through its ``cancel`` event.
+
+    What had arrived is kept as a ``.part`` file, so running the same fetch
+    again resumes where this one stopped.
+    """

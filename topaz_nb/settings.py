@@ -53,6 +53,16 @@ class Topaz(Configurable):
     max_workers = Integer(4, help="Processes fetched at once for a gallery.").tag(config=True)
     mode = _Mode(MODES, default_value=DEFAULT_MODE,
                 help=f"Initial comparison mode: {', '.join(MODES)}.").tag(config=True)
+    max_download_bytes = Integer(
+        4_000_000_000,
+        help="Ceiling, in bytes, on a download whose size storage does not announce; a body "
+             "that runs past it is abandoned.",
+    ).tag(config=True)
+    stall_timeout = Float(
+        30.0,
+        help="Seconds a download may go with fewer than 64 KiB arriving before it is abandoned "
+             "(what arrived is kept, so running again resumes).",
+    ).tag(config=True)
 
     @default("base_url")
     def _default_base_url(self) -> str:
