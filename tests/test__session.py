@@ -61,3 +61,16 @@ def test_retry_after_cap_setting_reaches_the_client(waits):
         assert waits.waits == [2.5]
     finally:
         session.close()
+
+
+def test_retry_after_cap_setting_reaches_the_storage_downloads(waits, tmp_path):
+    session = Session(Topaz(max_retry_after=1.5, cache_dir=str(tmp_path)))
+    box = session.use_demo()
+    try:
+        pid = box.demo_ids[0]
+        source = session.client().link_source(pid, "output")
+        box.inject("status", server="storage", code=503, retry_after=86400, times=1)
+        assert session.transfer().head(source).size
+        assert waits.waits == [1.5]
+    finally:
+        session.close()

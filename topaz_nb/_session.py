@@ -113,11 +113,13 @@ class Session:
 
         with self._lock:
             s = self.settings
-            key = (s.cache_dir, use_cache, s.max_download_bytes, s.stall_timeout)
+            key = (s.cache_dir, use_cache, s.max_download_bytes, s.stall_timeout,
+                   s.max_retry_after)
             if key not in self._transfers:
                 self._transfers[key] = Transfer(
                     s.cache_dir, use_cache=use_cache, timeout=max(s.timeout, 60.0),
                     max_bytes=s.max_download_bytes, stall_timeout=s.stall_timeout,
+                    max_retry_after=s.max_retry_after,
                 )
             return self._transfers[key]
 

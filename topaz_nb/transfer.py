@@ -445,6 +445,9 @@ class Transfer:
         (``Topaz.stall_timeout``, 30 s by default; ``0`` or ``None`` turns the
         check off).  A per-read socket timeout cannot see this: a body sending
         one byte a second never times out.
+    max_retry_after:
+        Longest wait, in seconds, that a storage ``Retry-After`` can ask for
+        (``Topaz.max_retry_after``); see :mod:`topaz_nb._retry`.
     clock:
         The monotonic clock the stall check reads (injectable for tests).
     """
@@ -454,6 +457,7 @@ class Transfer:
                  timeout: float = 60.0, retries: int = 4,
                  max_bytes: int = DEFAULT_MAX_BYTES,
                  stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+                 max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
@@ -472,7 +476,7 @@ class Transfer:
         self.max_bytes = max_bytes
         self.stall_timeout = stall_timeout or None
         self._clock = clock
-        self._session = self._make_session(retries)
+        self._session = self._make_session(retries, max_retry_after=max_retry_after)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._swept_all = False
