@@ -397,3 +397,21 @@ def test_not_ready_comparison_in_the_panel_speaks_of_the_checkbox(
     texts = [x.value for x in _all_widgets(panel._result) if isinstance(x, w.HTML)]
     heading = [t for t in texts if "not ready" in t]
     assert heading and "wait until ready" in heading[0] and "%topaz" not in heading[0]
+
+
+def test_cancel_stops_a_running_fetch_and_says_so(session: Session, panel: TopazPanel,
+                                                   make_image: Any) -> None:
+    from conftest import wait_until
+
+    sandbox = session.sandbox
+    assert sandbox is not None
+    pid = sandbox.add_job(make_image((64, 48)), make_image((128, 96)))
+    sandbox.inject("latency", server="storage", seconds=600, path=pid)
+    panel.fetch(pid, wait=False)
+    wait_until(lambda: any(r.server == "storage" for r in sandbox.requests),
+               "the fetch to reach storage")
+    assert panel.busy and panel._cancel_button.layout.display is None  # offered while running
+    panel.cancel()
+    assert panel.join(60) is None
+    assert not panel.busy and panel._cancel_button.layout.display == "none"
+    assert "Cancelled: the downloads stopped" in panel._status.value

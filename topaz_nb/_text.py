@@ -197,6 +197,18 @@ def _inside(path: str, directory: str) -> bool:
     return common == os.path.abspath(directory)
 
 
+def interrupted(place: Place) -> str:
+    """Ctrl-C or the Cancel button stopped a fetch; what arrived is kept for resume."""
+    if place == "cli":
+        return "interrupted: the downloads stopped; run the command again to resume them"
+    if place == "panel":
+        return "Cancelled: the downloads stopped; fetch again to resume them."
+    if place == "magic":
+        return ("Interrupted: the downloads stopped; what arrived is kept, so running the "
+                "cell again resumes them.")
+    return "Interrupted: the downloads stopped; fetch again to resume them."
+
+
 def not_found(process_id: str, place: Place) -> str:
     """Unknown process, or past the 7-day retention."""
     head = (f"Process {process_id} was not found: the ID is unknown to this API key, "

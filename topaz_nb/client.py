@@ -41,10 +41,10 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NameResolutionError
 
 from . import _text
-from ._version import __version__
 from ._ids import check_process_id
 from ._logsafe import install_log_filter
 from ._retry import CONNECT_TIMEOUT, DEFAULT_MAX_RETRY_AFTER, is_unreachable, make_retry
+from ._version import __version__
 from .errors import (
     ApiError,
     AuthenticationError,

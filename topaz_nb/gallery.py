@@ -3,19 +3,21 @@
 ``%topaz ID1 ID2 …`` returns a :class:`Gallery`.  Processes are fetched through
 a bounded thread pool, so a batch of fifty neither runs one at a time nor opens
 fifty connections.  A process that fails to fetch becomes a line in the gallery
-instead of aborting the batch.
+instead of aborting the batch; Ctrl-C stops the whole batch at once (see
+:mod:`topaz_nb._tasks`).
 """
 
 from __future__ import annotations
 
 import html
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ._ids import check_process_id
-from .comparison import Comparison
+from ._tasks import child_event, workers
 from ._text import byte_size, html_table, say
+from .comparison import Comparison
 from .errors import TopazError
 
 if TYPE_CHECKING:
@@ -35,15 +37,21 @@ class Gallery:
     @classmethod
     def fetch(cls, process_ids: list[str], *, client: TopazClient, transfer: Transfer,
               max_workers: int = 4, preview_size: int = 2048, mode: str = "swipe",
-              on_done: Callable[[str], None] | None = None) -> Gallery:
-        """Fetch every process, ``max_workers`` at a time; all IDs are checked first."""
+              on_done: Callable[[str], None] | None = None,
+              cancel: threading.Event | None = None) -> Gallery:
+        """Fetch every process, ``max_workers`` at a time; all IDs are checked first.
+
+        Setting ``cancel`` (or Ctrl-C in the calling thread, which sets it)
+        stops every download of the batch within a second.
+        """
         ids = list(dict.fromkeys(check_process_id(p) for p in process_ids))
+        stop = child_event(cancel)
 
         def one(pid: str) -> Comparison | TopazError:
             try:
                 result = Comparison.fetch(pid, client=client, transfer=transfer,
                                           require_output=False, preview_size=preview_size,
-                                          mode=mode)
+                                          mode=mode, cancel=stop)
                 for side in ("input", "output"):  # thumbnails now: a damaged file fails here
                     image = result.source(side)
                     if image is not None:
@@ -55,8 +63,7 @@ class Gallery:
                 if on_done is not None:
                     on_done(pid)
 
-        with ThreadPoolExecutor(max_workers=max(1, max_workers),
-                                thread_name_prefix="topaz-gallery") as pool:
+        with workers(max_workers, "topaz-gallery", stop) as pool:
             results = list(pool.map(one, ids))
         return cls(list(zip(ids, results)))
 
