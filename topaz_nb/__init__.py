@@ -16,6 +16,7 @@ __all__ = [
     "Sandbox",
     "TopazClient",
     "TopazPanel",
+    "fidelity",
     "load_ipython_extension",
     "unload_ipython_extension",
 ]
@@ -26,6 +27,7 @@ _LAZY = {
     "Sandbox": "topaz_nb.sandbox",
     "TopazClient": "topaz_nb.client",
     "TopazPanel": "topaz_nb.panel",
+    "fidelity": "topaz_nb._fidelity",
 }
 
 
