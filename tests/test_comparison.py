@@ -296,3 +296,26 @@ def test_cancel_reaches_the_transfers(sandbox, client, transfer, make_image):
     with pytest.raises(Cancelled):
         Comparison.fetch(pid, client=client, transfer=transfer, cancel=cancel)
     assert [r for r in sandbox.requests if r.server == "storage"] == []
+
+
+def test_fidelity_is_computed_once_and_kept_beside_the_download(sandbox, client, transfer,
+                                                               make_image, monkeypatch):
+    from topaz_nb import _fidelity
+    from topaz_nb.transfer import CacheEntry
+
+    inp = make_image((40, 30), "red")
+    pid = sandbox.add_job(inp, inp.resize((160, 120), Image.Resampling.NEAREST))
+    first = Comparison.fetch(pid, client=client, transfer=transfer)
+    result = first.fidelity
+    assert result.psnr > 60 and result.regions == []
+    assert first.fidelity is result
+    entry = CacheEntry.of(first.files()["output"])
+    assert entry.derived("fidelity.json").exists() and entry.derived("fidelity.png").exists()
+    assert any(r[0] == "PSNR vs input" for r in first.rows())
+
+    def never(*args, **kwargs):
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(_fidelity, "fidelity", never)
+    again = Comparison.fetch(pid, client=client, transfer=transfer).fidelity
+    assert again.ssim == pytest.approx(result.ssim) and again.heatmap.size == (40, 30)

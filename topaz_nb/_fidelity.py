@@ -316,3 +316,66 @@ def _to_output(placement: Placement, box: tuple[int, int, int, int],
     x0, y0 = max(0, math.floor(x)), max(0, math.floor(y))
     x1, y1 = min(ow, math.ceil(x + w)), min(oh, math.ceil(y + h))
     return (x0, y0, max(1, x1 - x0), max(1, y1 - y0))
+
+
+# -- kept beside the download ------------------------------------------------------
+
+_STORE_VERSION = 1
+
+
+def cached_fidelity(input: Any, output: Any, *, input_file: Any = None, output_file: Any = None,
+                    crop_to_fill: bool | None = None) -> Fidelity:
+    """:func:`fidelity`, kept on disk beside a downloaded output.
+
+    The scores and regions go to the output's derived file ``fidelity.json``
+    and the heat map to ``fidelity.png`` (paths from
+    :meth:`topaz_nb.transfer.CacheEntry.derived`, so discarding the download
+    or clearing the cache removes them).  The record names both files' sizes
+    and modification times and the alignment rule, and is ignored once any of
+    them changes.  Files outside the download cache are computed every time.
+    """
+    import json
+    import os
+    from pathlib import Path
+
+    from .transfer import CacheEntry
+
+    entry = CacheEntry.of(output_file) if output_file is not None else None
+    stamp: dict[str, Any] | None = None
+    if entry is not None and input_file is not None:
+        try:
+            a, b = Path(input_file).stat(), Path(output_file).stat()
+            stamp = {"v": _STORE_VERSION, "crop_to_fill": crop_to_fill,
+                     "input": [a.st_size, a.st_mtime_ns], "output": [b.st_size, b.st_mtime_ns]}
+        except OSError:
+            stamp = None
+    if entry is None or stamp is None:
+        return fidelity(input, output, crop_to_fill=crop_to_fill)
+    meta_path, heat_path = entry.derived("fidelity.json"), entry.derived("fidelity.png")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("stamp") == stamp:
+            with Image.open(heat_path) as im:
+                heat = im.convert("L")
+            in_size, out_size = tuple(meta["input_size"]), tuple(meta["output_size"])
+            return Fidelity(psnr=float(meta["psnr"]), ssim=float(meta["ssim"]), heatmap=heat,
+                            regions=[tuple(r) for r in meta["regions"]],  # type: ignore[misc]
+                            input_size=in_size, output_size=out_size,  # type: ignore[arg-type]
+                            placement=align(in_size, out_size, crop_to_fill=crop_to_fill))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    result = fidelity(input, output, crop_to_fill=crop_to_fill)
+    suffix = f".{os.getpid()}.tmp"
+    try:
+        tmp = heat_path.with_name(heat_path.name + suffix)
+        result.heatmap.save(tmp, "PNG")
+        os.replace(tmp, heat_path)
+        record = {"stamp": stamp, **result.as_dict(), "input_size": list(result.input_size),
+                  "output_size": list(result.output_size)}
+        record["psnr"] = result.psnr if math.isfinite(result.psnr) else 1e9
+        tmp = meta_path.with_name(meta_path.name + suffix)
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(tmp, meta_path)
+    except OSError:
+        pass  # a cache that cannot be written only means computing again next time
+    return result

@@ -76,6 +76,16 @@ def progress_state(status: str | None, progress: int | None = None,
     return ", ".join(parts)
 
 
+def psnr_text(value: float) -> str:
+    """PSNR in dB, one decimal; identical images have no finite PSNR."""
+    return "identical" if value == float("inf") or value > 99 else f"{value:.1f} dB"
+
+
+def ssim_text(value: float) -> str:
+    """SSIM (0–1) with three decimals."""
+    return f"{value:.3f}"
+
+
 def one_line(text: str, limit: int = 300) -> str:
     """Whitespace folded to single spaces, cut at ``limit`` characters."""
     text = " ".join(str(text).split())

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from .client import Status, TopazClient
+    from ._fidelity import Fidelity
     from .imaging import SourceImage
     from .transfer import Fetched, ObjectInfo, Transfer
     from .widget import CompareView
@@ -69,6 +70,7 @@ class Comparison:
         self.preview_size = preview_size
         self.mode = mode
         self._view: CompareView | None = None
+        self._fidelity: Fidelity | None = None
 
     # -- fetching ---------------------------------------------------------
     @classmethod
@@ -207,6 +209,24 @@ class Comparison:
                                      crop_to_fill=crop)
         return self._view
 
+    @property
+    def fidelity(self) -> Fidelity:
+        """How faithfully the output keeps the input (:func:`topaz_nb.fidelity`).
+
+        Computed once, then kept beside the downloaded output (the transfer
+        layer's derived files), so a later kernel reads it instead.
+        """
+        if self._fidelity is None:
+            from ._fidelity import cached_fidelity
+
+            inp, out = self._sides["input"], self._sides["output"]
+            if inp.image is None or out.image is None:
+                raise TopazError(f"Process {self.process_id} has no output to score yet.")
+            crop = self.status.crop_to_fill if self.status is not None else None
+            self._fidelity = cached_fidelity(inp.image, out.image, input_file=inp.file,
+                                             output_file=out.file, crop_to_fill=crop)
+        return self._fidelity
+
     def prepare(self) -> Comparison:
         """Decode what the first view shows now, so a damaged file fails here.
 
@@ -341,6 +361,8 @@ class Comparison:
         add("ETag", "etag")
         add("Last modified", "last_modified", _when)
         add("Link expires", "link_expiry", _expiry)
+        if self.ready and self._sides["input"].image is not None:
+            rows.extend(fidelity_rows(self.fidelity))
         status = info.get("status")
         if status:
             for label, key in (("Status", "status"), ("Model", "model"), ("Category", "category"),
@@ -449,6 +471,13 @@ def _image_widget(image: SourceImage | None, size: int) -> Any:
         return w.HTML("<i>no input image</i>")
     return w.Image(value=image.preview_bytes(size, format="webp"), format="webp",
                    layout=w.Layout(max_width="100%"))
+
+
+def fidelity_rows(result: Fidelity) -> list[tuple[str, str, str]]:
+    """PSNR and SSIM rows of the metadata table (the output's column)."""
+    from ._text import psnr_text, ssim_text
+
+    return [("PSNR vs input", "", psnr_text(result.psnr)), ("SSIM vs input", "", ssim_text(result.ssim))]
 
 
 def _dims(entry: dict[str, Any]) -> str:
