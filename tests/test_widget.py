@@ -146,7 +146,8 @@ def test_blend_opacity_is_its_own_trait(view: CompareView) -> None:
 def test_limits_come_from_the_modes_module(view: CompareView) -> None:
     assert view.limits == {"modes": list(_modes.MODES), "orientations": list(_modes.ORIENTATIONS),
                            "tile_px": _modes.TILE_PX, "max_zoom": _modes.MAX_ZOOM,
-                           "diff_gain": _modes.DIFF_GAIN}
+                           "diff_gain": _modes.DIFF_GAIN,
+                           "input_filters": list(_modes.INPUT_FILTERS)}
     with pytest.raises(traitlets.TraitError):
         view.limits = {}
     # Synced, so the front end reads them; the JavaScript repeats none of them.
@@ -241,7 +242,8 @@ def test_tiles_carry_full_resolution_pixels_of_both_sides() -> None:
     assert [m["ix"] for m, _ in v.sent] == [0, 1]
     (first, (in_png, out_png)), (second, _) = v.sent
     assert first == {"type": "tile", "view": "v1", "gen": 1, "level": 1.0, "ix": 0, "iy": 0,
-                     "x": 0, "y": 0, "w": TILE_PX, "h": 400}
+                     "x": 0, "y": 0, "w": TILE_PX, "h": 400, "panes": [0, 1],
+                     "input_filter": "nearest"}
     assert second["x"] == TILE_PX and second["w"] == 600 - TILE_PX
     assert in_png.startswith(b"\x89PNG") and out_png.startswith(b"\x89PNG")
     out_tile = decode(out_png)

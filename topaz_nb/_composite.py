@@ -170,11 +170,22 @@ body {{ margin: 16px; font-family: system-ui, sans-serif; background: #fff; }}
 // A small stand-in for the widget model: the page has no kernel, so changes
 // stay local and tile requests go unanswered (the previews stay on screen).
 const state = JSON.parse(document.getElementById("topaz-compare-state").textContent);
-for (const key of state.__binary__) {{
-  const raw = atob(state[key]);
+const unpack = (text) => {{
+  const raw = atob(text);
   const bytes = new Uint8Array(raw.length);
   for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
-  state[key] = new DataView(bytes.buffer);
+  return new DataView(bytes.buffer);
+}};
+const revive = (v) => {{
+  if (Array.isArray(v)) return v.map(revive);
+  if (v && typeof v === "object") {{
+    if (typeof v.__b64__ === "string") return unpack(v.__b64__);
+    for (const k of Object.keys(v)) v[k] = revive(v[k]);
+  }}
+  return v;
+}};
+for (const key of Object.keys(state)) {{
+  state[key] = state.__binary__.includes(key) ? unpack(state[key]) : revive(state[key]);
 }}
 const handlers = new Map();
 const model = {{
@@ -203,6 +214,17 @@ widget.render({{ model, el: document.getElementById("topaz-compare") }});
 """
 
 
+def _nested_binary(value: Any) -> Any:
+    """Bytes inside lists and dicts (a shoot-out's further previews) as ``{"__b64__": ...}``."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"__b64__": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, dict):
+        return {k: _nested_binary(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nested_binary(v) for v in value]
+    return value
+
+
 def standalone_page(*, title: str, state: dict[str, Any], esm: str, css: str) -> str:
     """A self-contained HTML page running ``esm`` on ``state``; bytes values become base64."""
     data: dict[str, Any] = {}
@@ -212,7 +234,7 @@ def standalone_page(*, title: str, state: dict[str, Any], esm: str, css: str) ->
             data[key] = base64.b64encode(bytes(value)).decode("ascii")
             binary.append(key)
         else:
-            data[key] = value
+            data[key] = _nested_binary(value)
     data["__binary__"] = binary
     if "</script" in esm.lower() or "</style" in css.lower():
         raise ValueError("front-end code cannot be embedded: it closes its own tag")

@@ -8,8 +8,19 @@ an edit here, not a hunt through Python and JavaScript.
 
 from __future__ import annotations
 
-MODES: tuple[str, ...] = ("swipe", "side-by-side", "blend", "difference", "toggle")
+MODES: tuple[str, ...] = ("swipe", "side-by-side", "blend", "difference", "toggle", "grid",
+                          "fidelity")
 """Every comparison mode, in the order the ``m`` key cycles through them."""
+
+PAIR_MODES: tuple[str, ...] = ("swipe", "side-by-side", "blend", "difference", "toggle")
+"""Modes that compare two panes, ``left`` and ``right``; ``grid`` shows every pane and
+``fidelity`` the output of ``right`` under its heat map."""
+
+MAX_OUTPUTS = 8
+"""The most outputs one view compares (a shoot-out): memory and bytes grow with each."""
+
+INPUT_FILTERS: tuple[str, ...] = ("smooth", "nearest")
+"""How a magnified pane is drawn: interpolated (default) or its real pixels as blocks."""
 
 DEFAULT_MODE = "swipe"
 
@@ -31,4 +42,4 @@ BLEND_DEFAULT = 0.5
 def limits() -> dict[str, object]:
     """The constants the front end needs, as the widget's read-only ``limits`` trait."""
     return {"modes": list(MODES), "orientations": list(ORIENTATIONS), "tile_px": TILE_PX,
-            "max_zoom": MAX_ZOOM, "diff_gain": DIFF_GAIN}
+            "max_zoom": MAX_ZOOM, "diff_gain": DIFF_GAIN, "input_filters": list(INPUT_FILTERS)}

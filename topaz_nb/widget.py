@@ -85,13 +85,17 @@ import traitlets as t
 from PIL import Image
 
 from . import _composite
-from ._modes import BLEND_DEFAULT, MODES, ORIENTATIONS, TILE_PX
+from ._modes import BLEND_DEFAULT, INPUT_FILTERS, MAX_OUTPUTS, MODES, ORIENTATIONS, TILE_PX
 from ._modes import MAX_ZOOM as _MAX_ZOOM
 from ._modes import limits as _limits
+from ._panes import PaneTiles, placements_on
 from .imaging import SourceImage, TileSource, align, encode, load_image
 from .links import SIDES
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._fidelity import Fidelity
     from .imaging import Placement
 
 _LEVELS = tuple(1 / 2**k for k in range(8))
@@ -123,6 +127,20 @@ def _default_labels(bases: tuple[str, str], inp: SourceImage, out: SourceImage,
     if abs(scale - 1) > 1e-3:
         label_out += f" ({_scale_text(scale)}×)"
     return label_in, label_out
+
+
+def _shootout_labels(sources: list[SourceImage], placements: list[Placement]) -> list[str]:
+    """``Input W×H``, then ``Output k W×H (scale×)`` for every output."""
+    iw, ih = sources[0].size
+    labels = [f"Input {iw}×{ih}"]
+    for k, src in enumerate(sources[1:], start=1):
+        w, h = src.size
+        scale = w / iw
+        text = f"Output {k} {w}×{h}"
+        if abs(scale - 1) > 1e-3:
+            text += f" ({_scale_text(scale)}×)"
+        labels.append(text)
+    return labels
 
 
 _PREVIEW_BUDGET = 2_000_000
@@ -210,7 +228,33 @@ class CompareView(anywidget.AnyWidget):
     * ``preview_formats`` (dict, read-only): each preview's encoding, ``"png"``
       (exact) or ``"webp"``.
     * ``limits`` (dict, read-only): ``modes``, ``orientations``, ``tile_px``,
-      ``max_zoom`` and ``diff_gain`` from :mod:`topaz_nb._modes`, for the front end.
+      ``max_zoom``, ``diff_gain`` and ``input_filters`` from
+      :mod:`topaz_nb._modes`, for the front end.
+
+    A shoot-out (``CompareView(input, out1, out2, ...)`` or
+    :meth:`from_images` with more than two images) compares several outputs
+    of one input in the same synced view; up to ``MAX_OUTPUTS`` (8) outputs.
+
+    * ``panes`` (list of str, read-only): every pane's label, input first.
+    * ``left``, ``right`` (int): the panes the pair modes (swipe, side by
+      side, blend, difference, toggle) compare, as indexes into ``panes``
+      (default 0 and 1); ``labels`` follows them.  ``[`` / ``]`` step
+      ``right`` through the others, with Shift ``left``; a click on a pane
+      in ``"grid"`` mode makes it ``right``.
+    * ``mode`` ``"grid"``: every pane at once, tiled to fit, one zoom and pan.
+    * ``mode`` ``"fidelity"``: pane ``right`` with :func:`topaz_nb.fidelity`'s
+      heat map over it in magma colours (opacity from ``opacity``) and the
+      worst regions outlined; clicking one zooms to it at 100 %.
+    * ``input_filter`` (str): ``"smooth"`` (default) draws a magnified pane
+      (the input of an upscale) interpolated, so difference mode shows what a
+      model added rather than the input's pixel blocks; ``"nearest"`` shows
+      the real input pixels as blocks.
+    * ``pane_info`` (list, read-only): per pane ``size``, ``rect`` (where it
+      lies on the grid) and ``format`` of its preview; ``more_previews``
+      (list of bytes, read-only) the previews of panes 2 and on.
+    * ``fidelity_map`` (dict, read-only): in fidelity mode, the ``pane`` it
+      describes, its ``overlay`` (RGBA PNG on the input's grid), ``rect`` (the
+      input's place on the grid), ``regions`` (grid pixels), ``psnr``, ``ssim``.
     """
 
     _esm = _assemble_esm()
@@ -232,48 +276,86 @@ class CompareView(anywidget.AnyWidget):
     output_preview = t.Bytes(b"", read_only=True).tag(sync=True)
     preview_formats = t.Dict(read_only=True).tag(sync=True)
     limits = t.Dict(read_only=True).tag(sync=True)
+    panes = t.List(t.Unicode(), read_only=True).tag(sync=True)
+    left = t.Int(0).tag(sync=True)
+    right = t.Int(1).tag(sync=True)
+    input_filter = t.Unicode("smooth").tag(sync=True)
+    pane_info = t.List(t.Dict(), read_only=True).tag(sync=True)
+    more_previews = t.List(t.Bytes(), read_only=True).tag(sync=True)
+    fidelity_map = t.Dict(read_only=True).tag(sync=True)
 
-    def __init__(self, input: Any, output: Any, *, mode: str = "swipe",
-                 labels: tuple[str, str] | list[str] | None = None, preview_size: int = 2048,
+    def __init__(self, input: Any, output: Any, *more: Any, mode: str = "swipe",
+                 labels: tuple[str, ...] | list[str] | None = None, preview_size: int = 2048,
                  crop_to_fill: bool | None = None, **kwargs: Any) -> None:
         if int(preview_size) < 16:
             raise t.TraitError(f"preview_size must be at least 16 pixels; got {preview_size!r}.")
+        if len(more) + 1 > MAX_OUTPUTS:
+            raise t.TraitError(f"A view compares at most {MAX_OUTPUTS} outputs; "
+                               f"got {len(more) + 1}.")
         inp = _source(input, "input")
         out = _source(output, "output")
+        extra = [_source(image, f"output {k}") for k, image in enumerate(more, start=2)]
         self._sources = {"input": inp, "output": out}
+        self._all = [inp, out, *extra]
+        self._crop_to_fill = crop_to_fill
         self._placement_obj = align(inp.size, out.size, crop_to_fill=crop_to_fill)
+        self._pane_placements = placements_on(tuple(out.size),  # type: ignore[arg-type]
+                                              [tuple(src.size) for src in self._all],  # type: ignore[misc]
+                                              crop_to_fill=crop_to_fill)
+        self._pane_placements[0] = self._placement_obj
         self._tile_source: TileSource | None = None
+        self._pane_tiles: PaneTiles | None = None
         self._queues: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._drain_scheduled = False
-        # Both previews at once: Pillow releases the GIL while it decodes,
+        self.fidelity_source: Callable[[int], Fidelity] | None = None
+        """``pane -> Fidelity`` for the fidelity mode (a Topaz result's cached one);
+        by default computed from the images."""
+        self._fidelities: dict[int, Fidelity] = {}
+        # The previews at once: Pillow releases the GIL while it decodes,
         # resamples and encodes, so two sides take about as long as one.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="topaz-preview") as pool:
-            made = dict(zip(SIDES, pool.map(
-                lambda side: _make_preview(self._sources[side], int(preview_size)), SIDES)))
-        self._previews: dict[str, Image.Image] = {side: made[side][0] for side in SIDES}
-        encoded = {side: made[side][1] for side in SIDES}
+            made = list(pool.map(lambda src: _make_preview(src, int(preview_size)), self._all))
+        self._pane_previews: list[Image.Image] = [m[0] for m in made]
+        self._previews: dict[str, Image.Image] = {"input": made[0][0], "output": made[1][0]}
+        n = len(self._all)
         if labels is None:
-            labels = _default_labels(("Input", "Output"), inp, out, self._placement_obj)
-        elif len(labels) != 2:
-            raise t.TraitError(f"labels must be two strings (input, output); got {labels!r}.")
+            if n == 2:
+                labels = _default_labels(("Input", "Output"), inp, out, self._placement_obj)
+            else:
+                labels = _shootout_labels(self._all, self._pane_placements)
+        elif len(labels) != n:
+            what = "two strings (input, output)" if n == 2 else f"{n} strings (input, outputs)"
+            raise t.TraitError(f"labels must be {what}; got {labels!r}.")
+        names = [str(x) for x in labels]
         ow, oh = out.size
         kwargs.setdefault("center", (ow / 2, oh / 2))
-        super().__init__(mode=mode, labels=tuple(str(x) for x in labels), **kwargs)
+        self.set_trait("panes", names)
+        super().__init__(mode=mode, labels=(names[0], names[1]), **kwargs)
         p = self._placement_obj
         self.set_trait("limits", _limits())
         self.set_trait("sizes", {"input": list(inp.size), "output": list(out.size)})
         self.set_trait("placement", (float(p.x), float(p.y), float(p.width), float(p.height)))
-        self.set_trait("preview_formats", {side: made[side][2] for side in SIDES})
-        self.set_trait("input_preview", encoded["input"])
-        self.set_trait("output_preview", encoded["output"])
+        self.set_trait("preview_formats", {"input": made[0][2], "output": made[1][2]})
+        self.set_trait("pane_info", [
+            {"size": list(src.size), "format": m[2],
+             "rect": [float(q.x), float(q.y), float(q.width), float(q.height)]}
+            for src, m, q in zip(self._all, made, self._pane_placements)])
+        self.set_trait("more_previews", [m[1] for m in made[2:]])
+        self.set_trait("input_preview", made[0][1])
+        self.set_trait("output_preview", made[1][1])
         self.on_msg(self._on_tile_request)
+        self._update_fidelity_map()
 
     @classmethod
-    def from_images(cls, a: Any, b: Any, **kw: Any) -> CompareView:
+    def from_images(cls, a: Any, b: Any, *more: Any, **kw: Any) -> CompareView:
         """Compare any two images (PIL images, NumPy arrays, paths or bytes), labelled A and B.
 
         ``b`` defines the pixel grid, as the output does in a Topaz comparison.
+        With more images, ``a`` is the input and the others its outputs: a
+        shoot-out labelled ``Input``, ``Output 1``, ``Output 2``, ...
         """
+        if more:
+            return cls(a, b, *more, **kw)
         first, second = _source(a, "A"), _source(b, "B")
         if kw.get("labels") is None:
             placement = align(first.size, second.size, crop_to_fill=kw.get("crop_to_fill"))
@@ -293,6 +375,74 @@ class CompareView(anywidget.AnyWidget):
     @t.validate("showing")
     def _check_showing(self, proposal: t.Bunch) -> str:
         return _choice(proposal["value"], SIDES, "showing")
+
+    @t.validate("left", "right")
+    def _check_pane(self, proposal: t.Bunch) -> int:
+        value = int(proposal["value"])
+        n = len(self.panes)
+        if not 0 <= value < n:
+            name = proposal["trait"].name
+            raise t.TraitError(f"{name} must be a pane index from 0 to {n - 1}; got {value!r}.")
+        return value
+
+    @t.validate("input_filter")
+    def _check_filter(self, proposal: t.Bunch) -> str:
+        return _choice(proposal["value"], INPUT_FILTERS, "input_filter")
+
+    @t.observe("left", "right")
+    def _pair_changed(self, change: t.Bunch) -> None:
+        self.labels = (self.panes[self.left], self.panes[self.right])
+        if change["name"] == "right":
+            self._update_fidelity_map()
+
+    @t.observe("labels")
+    def _labels_changed(self, change: t.Bunch) -> None:
+        names = list(self.panes)
+        if not names:
+            return
+        names[self.left], names[self.right] = change["new"]
+        if names != list(self.panes):
+            self.set_trait("panes", names)
+
+    @t.observe("mode")
+    def _mode_changed(self, change: t.Bunch) -> None:
+        self._update_fidelity_map()
+
+    def fidelity(self, pane: int | None = None) -> Fidelity:
+        """:func:`topaz_nb.fidelity` of output ``pane`` (default ``right``) against the input."""
+        k = self.right if pane is None else int(pane)
+        if not 1 <= k < len(self._all):
+            raise ValueError(f"pane {k} is not an output; outputs are 1 to {len(self._all) - 1}")
+        found = self._fidelities.get(k)
+        if found is None:
+            if self.fidelity_source is not None:
+                found = self.fidelity_source(k)
+            else:
+                from ._fidelity import fidelity
+
+                found = fidelity(self._all[0], self._all[k], crop_to_fill=self._crop_to_fill)
+            self._fidelities[k] = found
+        return found
+
+    def _update_fidelity_map(self) -> None:
+        """In fidelity mode, send the heat map of ``right`` (once per pane shown)."""
+        if self.mode != "fidelity" or self.fidelity_map.get("pane") == self.right:
+            return
+        k = self.right
+        if k == 0:
+            self.set_trait("fidelity_map", {"pane": 0})
+            return
+        result = self.fidelity(k)
+        q = self._pane_placements[k]
+        scale_x, scale_y = q.width / self._all[k].size[0], q.height / self._all[k].size[1]
+        regions = [[q.x + x * scale_x, q.y + y * scale_y, w * scale_x, h * scale_y]
+                   for x, y, w, h in result.regions]
+        p = self._placement_obj
+        self.set_trait("fidelity_map", {
+            "pane": k, "overlay": encode(result.overlay(), format="png"),
+            "rect": [float(p.x), float(p.y), float(p.width), float(p.height)],
+            "regions": regions, "psnr": result.psnr if math.isfinite(result.psnr) else None,
+            "ssim": result.ssim})
 
     @t.validate("position", "opacity")
     def _check_fraction(self, proposal: t.Bunch) -> float:
@@ -361,7 +511,22 @@ class CompareView(anywidget.AnyWidget):
                 continue
             if 0 <= ix * span < ow and 0 <= iy * span < oh and ix >= 0 and iy >= 0:
                 tiles.append((ix, iy))
-        return {"view": view, "gen": gen, "level": level, "span": span, "tiles": tiles}
+        request = {"view": view, "gen": gen, "level": level, "span": span, "tiles": tiles}
+        return self._parse_panes(content, request)
+
+    def _parse_panes(self, content: dict[str, Any], request: dict[str, Any]) -> dict[str, Any] | None:
+        """The panes a request wants cut (default the input and the first
+        output) and how magnified panes are resampled (default ``nearest``)."""
+        panes = content.get("panes", [0, 1])
+        smooth = content.get("input_filter", "nearest") == "smooth"
+        try:
+            chosen = [int(p) for p in list(panes)[:len(self._all)]]
+        except (TypeError, ValueError):
+            return None
+        if not chosen or any(not 0 <= p < len(self._all) for p in chosen):
+            return None
+        request.update(panes=chosen, smooth=smooth)
+        return request
 
     def _schedule_drain(self) -> None:
         """Cut tiles one per event-loop turn, so newer requests can supersede older ones."""
@@ -410,17 +575,30 @@ class CompareView(anywidget.AnyWidget):
         x, y = ix * span, iy * span
         w, h = min(span, ow - x), min(span, oh - y)
         source = self._tile_source
+        smooth = request.get("smooth", False)
 
-        def cut(side: str) -> bytes:
-            tile = source.region(side, x, y, w, h, zoom=level)
+        def cut(pane: int) -> bytes:
+            if pane < 2 and not smooth:
+                tile = source.region(SIDES[pane], x, y, w, h, zoom=level)
+            else:
+                tile = self._pane_region(pane, x, y, w, h, level, smooth)
             if tile.mode == "RGBA" and tile.getchannel("A").getextrema() == (255, 255):
                 tile = tile.convert("RGB")  # opaque: a third less to compress and send
             return encode(tile, format="png")
 
-        buffers = list(_tile_pool().map(cut, SIDES))
+        panes = request.get("panes", [0, 1])
+        buffers = list(_tile_pool().map(cut, panes))
         self.send({"type": "tile", "view": request["view"], "gen": request["gen"],
-                   "level": level, "ix": ix, "iy": iy, "x": x, "y": y, "w": w, "h": h},
+                   "level": level, "ix": ix, "iy": iy, "x": x, "y": y, "w": w, "h": h,
+                   "panes": panes, "input_filter": "smooth" if smooth else "nearest"},
                   buffers)
+
+    def _pane_region(self, pane: int, x: float, y: float, w: float, h: float, level: float,
+                     smooth: bool) -> Image.Image:
+        """A tile of any pane (outputs beyond the first, or a smoothly magnified input)."""
+        if self._pane_tiles is None:
+            self._pane_tiles = PaneTiles(self._all, self._pane_placements)
+        return self._pane_tiles.region(pane, x, y, w, h, zoom=level, smooth=smooth)
 
     # ---- static forms -----------------------------------------------------
 
@@ -454,7 +632,8 @@ class CompareView(anywidget.AnyWidget):
         state = {name: getattr(self, name) for name in
                  ("mode", "orientation", "position", "opacity", "zoom", "center", "showing",
                   "labels", "height", "sizes", "placement", "input_preview", "output_preview",
-                  "preview_formats", "limits")}
+                  "preview_formats", "limits", "panes", "left", "right", "input_filter",
+                  "pane_info", "more_previews", "fidelity_map")}
         state["center"] = list(state["center"])
         state["labels"] = list(state["labels"])
         state["placement"] = list(state["placement"])
