@@ -451,3 +451,116 @@ def test_first_view_stays_within_two_megabytes_an_image() -> None:
     reduced = CompareView(noise((300, 250), 5), noise((1200, 1000), 6), preview_size=256)
     assert reduced.preview_formats["output"] == "webp"
     assert len(reduced.output_preview) < 200_000
+
+
+# ---- shoot-out: several outputs of one input --------------------------------------
+
+def _gradient(size: tuple[int, int]) -> np.ndarray:
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.stack([xx * 255 // max(1, w - 1), yy * 255 // max(1, h - 1),
+                     (xx + yy) % 256], axis=-1).astype(np.uint8)
+
+
+def shootout(**kwargs: Any) -> Captured:
+    inp = _gradient((64, 48))
+    img = Image.fromarray(inp)
+    plain = np.asarray(img.resize((256, 192), Image.Resampling.LANCZOS))
+    patched = plain.copy()
+    patched[64:112, 96:160] = noise((64, 48), 5)
+    half = np.asarray(img.resize((128, 96), Image.Resampling.LANCZOS))
+    return Captured(inp, plain, patched, half, preview_size=64, **kwargs)
+
+
+def test_a_shootout_has_a_pane_per_image_and_compares_left_with_right() -> None:
+    v = shootout()
+    assert v.panes == ["Input 64×48", "Output 1 256×192 (4.0×)", "Output 2 256×192 (4.0×)",
+                       "Output 3 128×96 (2.0×)"]
+    assert (v.left, v.right) == (0, 1)
+    assert v.labels == (v.panes[0], v.panes[1])
+    assert len(v.more_previews) == 2 and all(p[:4] == b"RIFF" for p in v.more_previews)
+    # Every pane lies on the first output's grid; the 2× output is stretched over it.
+    assert [p["rect"] for p in v.pane_info] == [[0, 0, 256, 192]] * 4
+    assert v.pane_info[3]["size"] == [128, 96]
+    v.right = 2
+    assert v.labels == (v.panes[0], v.panes[2])
+    v.left = 3
+    assert v.labels == (v.panes[3], v.panes[2])
+    with pytest.raises(traitlets.TraitError, match="pane index from 0 to 3"):
+        v.right = 4
+    v.labels = ("half", "patched")
+    assert v.panes[3] == "half" and v.panes[2] == "patched"
+
+
+def test_from_images_with_more_outputs_is_a_shootout_and_two_keep_their_labels() -> None:
+    a, b, c = _gradient((32, 24)), _gradient((64, 48)), _gradient((64, 48))
+    v = CompareView.from_images(a, b, c, labels=["in", "model x", "model y"], mode="grid")
+    assert v.panes == ["in", "model x", "model y"] and v.mode == "grid"
+    pair = CompareView.from_images(a, b)
+    assert pair.panes == list(pair.labels) == ["A 32×24", "B 64×48 (2.0×)"]
+
+
+def test_more_than_eight_outputs_is_a_one_line_error() -> None:
+    img = _gradient((16, 12))
+    with pytest.raises(traitlets.TraitError, match=r"^A view compares at most 8 outputs; got 9\.$"):
+        CompareView(img, *[img] * 9)
+
+
+def test_tiles_are_cut_for_the_panes_asked_for() -> None:
+    v = shootout()
+    v._on_tile_request(v, {**request(tiles=[(0, 0)]), "panes": [0, 2, 3]}, [])
+    (msg, buffers), = v.sent
+    assert msg["panes"] == [0, 2, 3] and len(buffers) == 3
+    patched = decode(buffers[1])
+    assert patched.shape[:2] == (192, 256)
+    assert np.array_equal(patched[64:112, 96:160, :3], noise((64, 48), 5))
+    # Output 3 (2×) is magnified onto the 4× grid: nearest by default, 2×2 blocks.
+    half = decode(buffers[2])[..., :3]
+    assert np.array_equal(half[0::2, 0::2], half[1::2, 1::2])
+
+
+def test_a_smooth_input_filter_interpolates_magnified_panes() -> None:
+    v = shootout()
+    v._on_tile_request(v, {**request(tiles=[(0, 0)]), "panes": [0, 1],
+                           "input_filter": "smooth"}, [])
+    (msg, (smooth_png, out_png)), = v.sent
+    assert msg["input_filter"] == "smooth"
+    smooth = decode(smooth_png)[..., :3].astype(int)
+    blocks = _gradient((64, 48)).repeat(4, axis=0).repeat(4, axis=1).astype(int)
+    # Not the 4×4 blocks, but close to them everywhere (the same picture).
+    assert not np.array_equal(smooth, blocks)
+    assert np.abs(smooth[8:-8, 8:-8, :2] - blocks[8:-8, 8:-8, :2]).mean() < 3
+    row = smooth[50, 40:80, 0]
+    assert len(set(row.tolist())) > 10  # a ramp, not four steps
+    with pytest.raises(traitlets.TraitError, match="input_filter must be one of"):
+        v.input_filter = "bilinear"
+
+
+def test_fidelity_mode_sends_the_heat_map_of_right_with_its_regions() -> None:
+    v = shootout()
+    assert v.fidelity_map == {}
+    v.mode = "fidelity"
+    fmap = v.fidelity_map
+    assert fmap["pane"] == 1 and fmap["overlay"].startswith(b"\x89PNG")
+    assert fmap["rect"] == [0, 0, 256, 192]
+    v.right = 2
+    fmap = v.fidelity_map
+    assert fmap["pane"] == 2 and fmap["psnr"] < v.fidelity(1).psnr - 3
+    x, y, w, h = fmap["regions"][0]
+    assert x <= 96 and y <= 64 and x + w >= 160 and y + h >= 112
+    overlay = decode(fmap["overlay"])
+    assert overlay.shape == (48, 64, 4) and overlay[20, 30, 3] > 0 and overlay[2, 2, 3] == 0
+
+
+def test_grid_and_fidelity_have_static_pictures() -> None:
+    v = shootout(mode="grid")
+    grid = np.asarray(v.to_image(width=400))
+    assert grid.shape[1] <= 400 and grid.shape[0] > 100
+    v.mode = "fidelity"
+    v.right = 2
+    v.opacity = 1.0
+    img = v.to_image(width=256)
+    assert img.size == (256, 192)
+    r, g, b = img.getpixel((128, 88))[:3]
+    assert (r, g, b) != tuple(np.asarray(Image.fromarray(_gradient((64, 48)))
+                                         .resize((256, 192)))[88, 128])

@@ -131,6 +131,70 @@ def compose(scene: Scene, width: int) -> Image.Image:
     return img
 
 
+def grid_shape(n: int, width: float, height: float, aspect: float) -> tuple[int, int]:
+    """Columns and rows for ``n`` panes of ``aspect`` (w/h) in a ``width × height``
+    area, chosen so each pane is as large as possible (as the front end does)."""
+    best, shape = -1.0, (n, 1)
+    for cols in range(1, n + 1):
+        rows = -(-n // cols)
+        pw, ph = width / cols, height / rows
+        size = min(pw, ph * aspect)
+        if size > best + 1e-9:
+            best, shape = size, (cols, rows)
+    return shape
+
+
+def compose_grid(previews: list[Image.Image], rects: list[tuple[float, float, float, float]],
+                 output_size: tuple[int, int], labels: list[str], width: int) -> Image.Image:
+    """Every pane on the output grid, tiled in rows, each labelled."""
+    width = max(16, int(width))
+    ow, oh = output_size
+    n = len(previews)
+    cols, rows = grid_shape(n, width, width * 0.75, ow / oh)
+    pane_w = max(8, (width - _GAP * (cols - 1)) // cols)
+    s = pane_w / ow
+    pane_h = max(1, round(oh * s))
+    img = Image.new("RGB", (cols * pane_w + _GAP * (cols - 1), rows * pane_h + _GAP * (rows - 1)),
+                    (255, 255, 255))
+    for i, (preview, rect, label) in enumerate(zip(previews, rects, labels)):
+        tile = Image.new("RGB", (pane_w, pane_h), BACKGROUND)
+        px, py, pw, ph = rect
+        box = (round(px * s), round(py * s), round((px + pw) * s), round((py + ph) * s))
+        size = (max(1, box[2] - box[0]), max(1, box[3] - box[1]))
+        src = preview.convert("RGBA").resize(size, Image.Resampling.LANCZOS)
+        tile.paste(src, box[:2], src)
+        _label(tile, label, "tl")
+        img.paste(tile, ((i % cols) * (pane_w + _GAP), (i // cols) * (pane_h + _GAP)))
+    return img
+
+
+def compose_fidelity(output: Image.Image, overlay: Image.Image,
+                     rect: tuple[float, float, float, float], output_size: tuple[int, int],
+                     regions: list[list[float]], opacity: float, label: str,
+                     width: int) -> Image.Image:
+    """An output under its fidelity heat map (``overlay`` placed at ``rect``), regions outlined."""
+    width = max(16, int(width))
+    ow, oh = output_size
+    s = width / ow
+    height = max(1, round(oh * s))
+    img = Image.new("RGB", (width, height), BACKGROUND)
+    src = output.convert("RGBA").resize((width, height), Image.Resampling.LANCZOS)
+    img.paste(src, (0, 0), src)
+    px, py, pw, ph = rect
+    box = (round(px * s), round(py * s), round((px + pw) * s), round((py + ph) * s))
+    heat = overlay.resize((max(1, box[2] - box[0]), max(1, box[3] - box[1])),
+                          Image.Resampling.BILINEAR)
+    alpha = heat.getchannel("A").point(lambda v: round(v * opacity))
+    heat.putalpha(alpha)
+    img.paste(heat, box[:2], heat)
+    draw = ImageDraw.Draw(img)
+    for x, y, w, h in regions:
+        draw.rectangle((round(x * s), round(y * s), round((x + w) * s), round((y + h) * s)),
+                       outline=(80, 220, 255), width=2)
+    _label(img, label, "tl")
+    return img
+
+
 def compact_jpeg(img: Image.Image, *, max_width: int = 800, limit: int = 300_000) -> bytes:
     """A JPEG of ``img`` no wider than ``max_width`` and no larger than ``limit`` bytes.
 

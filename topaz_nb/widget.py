@@ -603,10 +603,11 @@ class CompareView(anywidget.AnyWidget):
     # ---- static forms -----------------------------------------------------
 
     def _scene(self) -> _composite.Scene:
+        rect = self.pane_info[self.left]["rect"]
         return _composite.Scene(
-            input=self._previews["input"], output=self._previews["output"],
+            input=self._pane_previews[self.left], output=self._pane_previews[self.right],
             output_size=tuple(self._sources["output"].size),  # type: ignore[arg-type]
-            placement=tuple(self.placement),  # type: ignore[arg-type]
+            placement=tuple(rect),  # type: ignore[arg-type]
             labels=tuple(self.labels),  # type: ignore[arg-type]
             mode=self.mode, orientation=self.orientation, position=self.position,
             opacity=self.opacity, showing=self.showing)
@@ -620,6 +621,28 @@ class CompareView(anywidget.AnyWidget):
             width = self._previews["output"].width
         if int(width) < 16:
             raise t.TraitError(f"width must be at least 16 pixels; got {width!r}.")
+        out_size = tuple(self._sources["output"].size)
+        if self.mode == "grid":
+            return _composite.compose_grid(
+                self._pane_previews, [tuple(p["rect"]) for p in self.pane_info],  # type: ignore[misc]
+                out_size, list(self.panes), int(width))  # type: ignore[arg-type]
+        if self.mode == "fidelity" and self.right == 0:
+            img = _composite.compose(_composite.Scene(
+                input=self._pane_previews[0], output=self._pane_previews[0],
+                output_size=out_size, placement=tuple(self.pane_info[0]["rect"]),  # type: ignore[arg-type]
+                labels=(f"{self.panes[0]}: pick an output for its fidelity map",) * 2,
+                mode="toggle", showing="input"), int(width))
+            return img
+        if self.mode == "fidelity":
+            from ._text import psnr_text, ssim_text
+
+            result = self.fidelity(self.right)
+            fmap = self.fidelity_map
+            label = (f"{self.panes[self.right]}  ·  PSNR {psnr_text(result.psnr)}, "
+                     f"SSIM {ssim_text(result.ssim)}")
+            return _composite.compose_fidelity(
+                self._pane_previews[self.right], result.overlay(), tuple(fmap["rect"]),
+                out_size, fmap["regions"], self.opacity, label, int(width))  # type: ignore[arg-type]
         return _composite.compose(self._scene(), int(width))
 
     def save_html(self, path: str | Path) -> Path:
