@@ -9,7 +9,8 @@
 const SYNC_MS = 150; // kernel sync throttle during gestures
 const GAP_CSS = 4;   // gap between side-by-side panes
 const HINT_MS = 1500;
-const SYNCED = ["mode", "orientation", "position", "opacity", "zoom", "center", "showing"];
+const SYNCED = ["mode", "orientation", "position", "opacity", "zoom", "center", "showing",
+  "left", "right", "input_filter"];
 
 function render({ model, el: host }) {
   const viewId = Math.random().toString(36).slice(2, 10);
@@ -39,8 +40,10 @@ function render({ model, el: host }) {
   // ---- state (per view; nothing global) -----------------------------------
   const st = {
     dpr: window.devicePixelRatio || 1,
-    previews: { input: null, output: null },
+    previews: [],      // one bitmap per pane, input first
+    heat: null,        // the fidelity overlay: {pane, bitmap, rect, regions}
     previewToken: 0,
+    heatToken: 0,
     solo: null,        // "input" / "output": one side alone, whatever the mode
     raf: 0,
     disposed: false,
@@ -62,28 +65,58 @@ function render({ model, el: host }) {
     return p && p.length === 4 ? p : [0, 0, w, h];
   };
   const view = () => ({ zoom: st.zoom, center: st.center });
+  const names = () => model.get("panes") || model.get("labels") || ["Input", "Output"];
+  const paneCount = () => Math.max(2, names().length);
   const panes = () => panesFor(st.mode, dom.canvas.width, dom.canvas.height,
-    Math.round(GAP_CSS * st.dpr));
+    Math.round(GAP_CSS * st.dpr), paneCount(), outSize()[0] / outSize()[1]);
+  // Where pane i lies on the grid, its native size and its preview's format.
+  function paneInfo(i) {
+    const info = (model.get("pane_info") || [])[i];
+    if (info) return info;
+    const formats = model.get("preview_formats") || {};
+    return i === 0
+      ? { rect: placement(), size: sizes().input, format: formats.input }
+      : { rect: [0, 0, ...outSize()], size: outSize(), format: formats.output };
+  }
+  const magnified = (i) => {
+    const info = paneInfo(i);
+    return info.rect[2] > (info.size || [info.rect[2]])[0] + 1e-6;
+  };
+  const keyOf = (i, filter) => `${i}${filter === "smooth" && magnified(i) ? "s" : "n"}`;
+  function source(i) {
+    const info = paneInfo(i);
+    return {
+      bitmap: st.previews[i] || null,
+      rect: info.rect,
+      pkey: keyOf(i, st.input_filter),
+      smooth: st.input_filter === "smooth" && magnified(i),
+    };
+  }
+  // The panes the current mode draws: all in grid mode, B in fidelity mode, else A and B.
+  function shownPanes() {
+    if (st.mode === "grid") return names().map((_, i) => i);
+    if (st.mode === "fidelity") return [st.right];
+    return st.left === st.right ? [st.left] : [st.left, st.right];
+  }
   const tfOf = (pane) => viewTransform(pane, view(), outSize(), limits().maxZoom);
 
   // ---- tiles ----------------------------------------------------------------
   const cache = new TileCache();
-  function previewInfo(side) {
-    const bitmap = st.previews[side];
+  function previewInfo(i) {
+    const bitmap = st.previews[i];
     if (!bitmap) return null;
-    const rect = side === "input" ? placement() : [0, 0, ...outSize()];
-    const formats = model.get("preview_formats") || {};
+    const info = paneInfo(i);
     return {
       width: bitmap.width,
-      rectWidth: rect[2],
-      nativeWidth: (sizes()[side] || [bitmap.width])[0],
-      lossy: !!formats[side] && formats[side] !== "png",
+      rectWidth: info.rect[2],
+      nativeWidth: (info.size || [bitmap.width])[0],
+      lossy: !!info.format && info.format !== "png",
     };
   }
   function wantedLevel() {
     if (!dom.canvas.width) return null;
     const z = tfOf(panes()[0]).z;
-    const short = ["input", "output"].some((side) => previewFallsShort(previewInfo(side), z));
+    const short = shownPanes().some((i) => previewFallsShort(previewInfo(i), z));
     return short ? tileLevel(z) : 0;
   }
   const loader = new TileLoader({
@@ -94,8 +127,9 @@ function render({ model, el: host }) {
       const level = wantedLevel();
       const l = limits();
       const tiles = level ? visibleTiles(panes(), view(), outSize(), level, l.tilePx, l.maxZoom) : [];
-      return { level, tiles };
+      return { level, tiles, panes: shownPanes(), filter: st.input_filter };
     },
+    keyOf,
     onTile: () => {
       dom.status.hidden = true;
       scheduleDraw();
@@ -163,7 +197,12 @@ function render({ model, el: host }) {
     const ps = panes();
     const transforms = ps.map(tfOf);
     const l = limits();
+    const all = names().map((_, i) => source(i));
+    const heat = st.heat && st.heat.pane === st.right ? st.heat : null;
     painter.frame({
+      all,
+      heat,
+      dpr: st.dpr,
       mode: st.mode,
       orientation: st.orientation,
       position: st.position,
@@ -174,11 +213,9 @@ function render({ model, el: host }) {
       panes: ps,
       transforms,
       tiles: cache,
-      sides: {
-        input: { bitmap: st.previews.input, rect: placement() },
-        output: { bitmap: st.previews.output, rect: [0, 0, ...outSize()] },
-      },
+      sides: { input: all[st.left], output: all[st.right] },
     });
+    const names_ = names();
     updateOverlay(dom, {
       mode: st.mode,
       orientation: st.orientation,
@@ -186,7 +223,12 @@ function render({ model, el: host }) {
       opacity: st.opacity,
       showing: st.showing,
       solo: st.mode === "toggle" ? null : st.solo,
-      labels: model.get("labels") || ["Input", "Output"],
+      labels: [names_[st.left] || "", names_[st.right] || ""],
+      names: names_,
+      left: st.left,
+      right: st.right,
+      filter: st.input_filter,
+      fidelity: model.get("fidelity_map") || {},
       gain: l.gain,
       zoomPercent: Math.round(transforms[0].z * 100),
       fitted: st.zoom <= 0,
@@ -239,9 +281,9 @@ function render({ model, el: host }) {
       changed("position");
       scheduleDraw();
     },
-    // Arrow keys: the divider in swipe mode, the opacity in blend mode.
+    // Arrow keys: the divider in swipe mode, the opacity in blend and fidelity modes.
     nudge(delta) {
-      const name = st.mode === "blend" ? "opacity" : "position";
+      const name = st.mode === "blend" || st.mode === "fidelity" ? "opacity" : "position";
       st[name] = clamp(Math.round((st[name] + delta) * 1000) / 1000, 0, 1);
       changed(name);
       scheduleDraw();
@@ -275,6 +317,45 @@ function render({ model, el: host }) {
       const i = Math.max(0, modes.indexOf(st.mode));
       c.setMode(modes[(i + step + modes.length) % modes.length]);
     },
+    // `[` / `]`: the next pane as B (or with Shift as A), skipping the other one.
+    stepPane(which, step) {
+      const n = paneCount();
+      if (n < 3 && which === "right" && st.mode !== "grid") return;
+      const other = which === "right" ? st.left : st.right;
+      let i = st[which];
+      for (let k = 0; k < n; k++) {
+        i = (i + step + n) % n;
+        if (i !== other) break;
+      }
+      c.setPane(which, i);
+    },
+    setPane(which, i) {
+      if (st[which] === i) return;
+      st[which] = i;
+      changed(which);
+      loader.forget();
+      viewChanged();
+    },
+    pickPaneAt(x, y) {
+      const i = paneIndexAt(panes(), x, y);
+      if (i >= 0 && i < paneCount()) c.setPane("right", i);
+    },
+    // Fidelity mode: a click inside a marked region shows it at 100 %, centred.
+    zoomToRegionAt(x, y) {
+      const heat = st.heat && st.heat.pane === st.right ? st.heat : null;
+      if (!heat) return;
+      const [px, py] = toImage(tfOf(panes()[0]), x, y);
+      const hit = heat.regions.find((g) => px >= g[0] && px <= g[0] + g[2]
+        && py >= g[1] && py <= g[1] + g[3]);
+      if (!hit) return;
+      setView({ zoom: 1, center: [hit[0] + hit[2] / 2, hit[1] + hit[3] / 2] });
+    },
+    toggleFilter() {
+      st.input_filter = st.input_filter === "nearest" ? "smooth" : "nearest";
+      changed("input_filter");
+      loader.forget();
+      viewChanged();
+    },
     flipOrientation() {
       st.orientation = st.orientation === "horizontal" ? "vertical" : "horizontal";
       changed("orientation");
@@ -306,8 +387,9 @@ function render({ model, el: host }) {
     const btn = ev.target && ev.target.closest && ev.target.closest("button[data-mode]");
     if (btn) c.setMode(btn.dataset.mode);
   });
+  listen(dom.filterBtn, "click", () => { c.toggleFilter(); refocus(); });
   listen(dom.slider, "input", () => {
-    const name = st.mode === "blend" ? "opacity" : "position";
+    const name = st.mode === "blend" || st.mode === "fidelity" ? "opacity" : "position";
     st[name] = clamp(Number(dom.slider.value), 0, 1);
     changed(name);
     scheduleDraw();
@@ -329,27 +411,40 @@ function render({ model, el: host }) {
       st.solo = null;
       loader.forget();
     }
+    if (name === "left" || name === "right" || name === "input_filter") loader.forget();
     viewChanged();
   }
 
   async function loadPreviews() {
     const token = ++st.previewToken;
-    const [input, output] = await Promise.all([
-      decodeImage(model.get("input_preview")),
-      decodeImage(model.get("output_preview")),
-    ]);
+    const encoded = [model.get("input_preview"), model.get("output_preview"),
+      ...(model.get("more_previews") || [])];
+    const bitmaps = await Promise.all(encoded.map(decodeImage));
     if (st.disposed || token !== st.previewToken) {
-      input && input.close();
-      output && output.close();
+      for (const b of bitmaps) if (b) b.close();
       return;
     }
-    for (const side of ["input", "output"]) {
-      if (st.previews[side]) st.previews[side].close();
-    }
-    st.previews = { input, output };
+    for (const b of st.previews) if (b) b.close();
+    st.previews = bitmaps;
     cache.clear();
     loader.forget();
     viewChanged();
+  }
+
+  // The fidelity overlay of pane `right`, decoded when the kernel sends it.
+  async function loadHeat() {
+    const fmap = model.get("fidelity_map") || {};
+    const token = ++st.heatToken;
+    const bitmap = fmap.overlay ? await decodeImage(fmap.overlay) : null;
+    if (st.disposed || token !== st.heatToken) {
+      if (bitmap) bitmap.close();
+      return;
+    }
+    if (st.heat && st.heat.bitmap) st.heat.bitmap.close();
+    st.heat = fmap.pane === undefined ? null : {
+      pane: fmap.pane, bitmap, rect: fmap.rect || [0, 0, ...outSize()], regions: fmap.regions || [],
+    };
+    scheduleDraw();
   }
 
   for (const name of SYNCED) onModel(`change:${name}`, () => pull(name));
@@ -357,6 +452,9 @@ function render({ model, el: host }) {
   onModel("change:placement", () => { cache.clear(); loader.forget(); viewChanged(); });
   onModel("change:input_preview", loadPreviews);
   onModel("change:output_preview", loadPreviews);
+  onModel("change:more_previews", loadPreviews);
+  onModel("change:fidelity_map", loadHeat);
+  onModel("change:panes", scheduleDraw);
   onModel("change:height", () => { dom.stage.style.height = `${model.get("height")}px`; });
   onModel("msg:custom", (msg, buffers) => loader.receive(msg, buffers));
 
@@ -383,16 +481,17 @@ function render({ model, el: host }) {
 
   resize();
   loadPreviews();
+  loadHeat();
 
   return () => {
     st.disposed = true;
     if (st.raf) cancelAnimationFrame(st.raf);
     if (st.syncTimer) clearTimeout(st.syncTimer);
     loader.dispose();
-    for (const side of ["input", "output"]) {
-      if (st.previews[side]) st.previews[side].close();
-    }
-    st.previews = { input: null, output: null };
+    for (const b of st.previews) if (b) b.close();
+    st.previews = [];
+    if (st.heat && st.heat.bitmap) st.heat.bitmap.close();
+    st.heat = null;
     painter.dispose();
     for (const fn of cleanups.reverse()) fn();
   };

@@ -8,6 +8,8 @@ const MODE_TITLES = {
   "blend": "Blend",
   "difference": "Difference",
   "toggle": "Toggle",
+  "grid": "Grid",
+  "fidelity": "Fidelity",
 };
 
 const HELP = [
@@ -21,6 +23,8 @@ const HELP = [
   ["Esc", "back from A or B alone to the mode's own view"],
   ["Click", "in toggle mode, switch images"],
   ["m / M", "next / previous mode"],
+  ["[ / ]", "with several outputs: compare the previous / next one (B); Shift: change A"],
+  ["Click", "in grid mode, compare that pane (B); in fidelity mode, zoom to a marked region at 100 %"],
   ["o", "flip the swipe divider between vertical and horizontal"],
   ["?", "show or hide these keys"],
 ];
@@ -76,11 +80,13 @@ function buildDom(host, modes) {
   const zoomText = el("span", "tnb-zoom", "fit");
   const statusText = el("span", "tnb-status-text");
   live.append(zoomText, statusText);
+  const filterBtn = button("Smooth", "How a magnified input is drawn: interpolated or its real pixels");
+  filterBtn.classList.add("tnb-filter");
   const fitBtn = button("Fit", "Fit to view (0)");
   const oneBtn = button("100%", "One image pixel per screen pixel (1, double-click)");
   const helpBtn = button("?", "Keys and gestures (?)");
   helpBtn.setAttribute("aria-expanded", "false");
-  bar.append(modeGroup, sliderWrap, spacer, live, fitBtn, oneBtn, helpBtn);
+  bar.append(modeGroup, sliderWrap, spacer, live, filterBtn, fitBtn, oneBtn, helpBtn);
 
   const stage = el("div", "tnb-stage");
   const canvas = el("canvas", "tnb-canvas");
@@ -100,12 +106,14 @@ function buildDom(host, modes) {
   const table = el("dl");
   for (const [key, what] of HELP) table.append(el("dt", "", key), el("dd", "", what));
   help.append(el("div", "tnb-help-title", "Keys and gestures"), table);
-  stage.append(canvas, divider, labelA, labelB, status, hint, help);
+  const gridLabels = el("div", "tnb-grid-labels");
+  stage.append(canvas, divider, labelA, labelB, gridLabels, status, hint, help);
   root.append(bar, stage);
   host.append(root);
   return {
     root, bar, modeGroup, modeButtons, sliderWrap, sliderName, slider, zoomText, statusText,
-    fitBtn, oneBtn, helpBtn, stage, canvas, labelA, labelB, divider, status, hint, help,
+    filterBtn, fitBtn, oneBtn, helpBtn, stage, canvas, labelA, labelB, gridLabels, divider,
+    status, hint, help,
   };
 }
 
@@ -129,23 +137,58 @@ function placeLabel(node, corner, left = 8) {
   if (s.bottom !== want[3]) s.bottom = want[3];
 }
 
+// One label per pane in grid mode; the pane compared as B is marked.
+function updateGridLabels(d, v) {
+  const show = v.mode === "grid" && !v.solo;
+  d.gridLabels.hidden = !show;
+  if (!show) return;
+  while (d.gridLabels.children.length > v.names.length) d.gridLabels.lastChild.remove();
+  while (d.gridLabels.children.length < v.names.length) d.gridLabels.append(el("div", "tnb-label"));
+  v.names.forEach((name, i) => {
+    const node = d.gridLabels.children[i];
+    const pane = v.panes[i] || v.panes[0];
+    setText(node, i === v.right ? `${name}  ·  B` : i === v.left ? `${name}  ·  A` : name);
+    node.classList.toggle("tnb-picked", i === v.right);
+    const left = `${pane.x / v.dpr + 8}px`;
+    const top = `${pane.y / v.dpr + 8}px`;
+    if (node.style.left !== left) node.style.left = left;
+    if (node.style.top !== top) node.style.top = top;
+  });
+}
+
+function fidelityText(v) {
+  const f = v.fidelity;
+  const [, b] = v.labels;
+  if (!f || f.pane === undefined) return `${b}  ·  computing the fidelity map…`;
+  if (f.pane === 0) return `${b} is the input: pick an output with ] for its fidelity map`;
+  const psnr = f.psnr === null || f.psnr === undefined ? "identical" : `${f.psnr.toFixed(1)} dB`;
+  const boxes = f.regions && f.regions.length ? "  ·  click a box to zoom to it" : "";
+  return `${b}  ·  PSNR ${psnr}  ·  SSIM ${Number(f.ssim).toFixed(3)}${boxes}`;
+}
+
 // Bring labels, divider, toolbar state and the zoom text in line with `v`:
 //   {mode, orientation, position, opacity, showing, solo, labels, gain,
-//    zoomPercent, fitted, dpr, panes}
+//    zoomPercent, fitted, dpr, panes, names, left, right, filter, fidelity}
 function updateOverlay(d, v) {
   const [a, b] = v.labels;
   d.root.dataset.mode = v.mode;
   d.root.dataset.orientation = v.orientation;
   d.root.dataset.solo = v.solo || "";
+  d.root.dataset.inputFilter = v.filter;
   for (const [mode, btn] of Object.entries(d.modeButtons)) {
     setAttr(btn, "aria-pressed", String(mode === v.mode));
   }
-  const sliding = (v.mode === "swipe" || v.mode === "blend") && !v.solo;
+  setText(d.filterBtn, v.filter === "nearest" ? "Input: pixels" : "Input: smooth");
+  setAttr(d.filterBtn, "aria-pressed", String(v.filter === "nearest"));
+  const weighted = v.mode === "blend" || v.mode === "fidelity";
+  const sliding = (v.mode === "swipe" || weighted) && !v.solo;
   d.sliderWrap.hidden = !sliding;
-  setText(d.sliderName, v.mode === "blend" ? "Opacity" : "Split");
-  setAttr(d.slider, "aria-label", v.mode === "blend" ? `${b} opacity` : "Divider position");
-  const value = String(v.mode === "blend" ? v.opacity : v.position);
+  setText(d.sliderName, v.mode === "fidelity" ? "Heat map" : v.mode === "blend" ? "Opacity" : "Split");
+  setAttr(d.slider, "aria-label", v.mode === "fidelity" ? "Heat map opacity"
+    : v.mode === "blend" ? `${b} opacity` : "Divider position");
+  const value = String(weighted ? v.opacity : v.position);
   if (d.slider.value !== value) d.slider.value = value;
+  updateGridLabels(d, v);
   setText(d.zoomText, `${v.fitted ? "fit " : ""}${v.zoomPercent}%`);
 
   d.labelA.hidden = false;
@@ -160,6 +203,13 @@ function updateOverlay(d, v) {
   } else if (v.mode === "side-by-side") {
     placeLabel(d.labelA, "tl", v.panes[0].x / v.dpr + 8);
     placeLabel(d.labelB, "tl", v.panes[1].x / v.dpr + 8);
+  } else if (v.mode === "grid") {
+    d.labelA.hidden = true;
+    d.labelB.hidden = true;
+  } else if (v.mode === "fidelity") {
+    d.labelB.hidden = true;
+    textA = fidelityText(v);
+    placeLabel(d.labelA, "tl");
   } else if (v.mode === "toggle") {
     d.labelB.hidden = true;
     textA = `${v.showing === "input" ? a : b}  ·  space or click to switch`;

@@ -2,10 +2,14 @@
 //
 // A frame is drawn from a plain description (`scene`):
 //   {mode, orientation, position, opacity, solo, gain, panes, transforms,
-//    sides: {input: {bitmap, rect}, output: {bitmap, rect}}, tiles}
-// where `rect` is where that side lies on the output grid, `tiles` a
-// TileCache, and `solo` ("input", "output" or null) shows one side alone in
-// every pane whatever the mode.
+//    sides: {input: src, output: src}, all: [src, ...], heat, dpr, tiles}
+// where a src is one image pane {bitmap, rect, pkey, smooth}: `rect` is where
+// it lies on the output grid, `pkey` its tiles' key in `tiles` (a TileCache)
+// and `smooth` whether a magnified pane is interpolated.  "input" and
+// "output" are the two panes a pair mode compares (left and right), `all`
+// every pane (grid mode), `heat` the fidelity overlay {bitmap, rect, regions}
+// or null.  `solo` ("input", "output" or null) shows one side alone in every
+// pane whatever the mode.
 
 function clipRect(c, x, y, w, h) {
   c.beginPath();
@@ -30,9 +34,12 @@ class Painter {
       const tf = s.transforms[i];
       ctx.save();
       clipRect(ctx, pane.x, pane.y, pane.w, pane.h);
-      if (s.solo) this.side(ctx, s, s.solo, pane, tf);
-      else if (s.mode === "side-by-side") this.side(ctx, s, i === 0 ? "input" : "output", pane, tf);
-      else if (s.mode === "toggle") this.side(ctx, s, s.showing, pane, tf);
+      if (s.solo) this.side(ctx, s, s.sides[s.solo], pane, tf);
+      else if (s.mode === "grid") this.side(ctx, s, s.all[i], pane, tf);
+      else if (s.mode === "fidelity") this.fidelity(s, pane, tf);
+      else if (s.mode === "side-by-side") {
+        this.side(ctx, s, s.sides[i === 0 ? "input" : "output"], pane, tf);
+      } else if (s.mode === "toggle") this.side(ctx, s, s.sides[s.showing], pane, tf);
       else if (s.mode === "blend") this.blend(s, pane, tf);
       else if (s.mode === "difference") this.difference(s, pane, tf);
       else this.swipe(s, pane, tf);
@@ -40,16 +47,42 @@ class Painter {
     });
   }
 
-  // One side (its preview, then any tiles over it) into context c.
-  side(c, s, side, pane, tf) {
+  // One pane's image (its preview, then any tiles over it) into context c.
+  side(c, s, src, pane, tf) {
+    if (!src) return;
     const { z, ox, oy } = tf;
-    const { bitmap, rect } = s.sides[side];
-    c.imageSmoothingEnabled = z < 0.999;
+    const { bitmap, rect } = src;
+    c.imageSmoothingEnabled = z < 0.999 || !!src.smooth;
     c.imageSmoothingQuality = "high";
     if (bitmap) c.drawImage(bitmap, ox + rect[0] * z, oy + rect[1] * z, rect[2] * z, rect[3] * z);
-    for (const t of s.tiles.inView(pane, tf)) {
-      c.drawImage(t[side], ox + t.x * z, oy + t.y * z, t.w * z, t.h * z);
+    for (const t of s.tiles.inView(pane, tf, src.pkey)) {
+      c.drawImage(t.image, ox + t.x * z, oy + t.y * z, t.w * z, t.h * z);
     }
+  }
+
+  // The output of pane `right` under its heat map (opacity from the slider),
+  // the worst regions outlined, the worst one brightest.
+  fidelity(s, pane, tf) {
+    const ctx = this.ctx;
+    this.side(ctx, s, s.sides.output, pane, tf);
+    const heat = s.heat;
+    if (!heat || !heat.bitmap) return;
+    const { z, ox, oy } = tf;
+    const r = heat.rect;
+    ctx.save();
+    ctx.globalAlpha = s.opacity;
+    ctx.imageSmoothingEnabled = true;
+    ctx.imageSmoothingQuality = "high";
+    ctx.drawImage(heat.bitmap, ox + r[0] * z, oy + r[1] * z, r[2] * z, r[3] * z);
+    ctx.restore();
+    ctx.save();
+    const line = Math.max(1, Math.round(2 * (s.dpr || 1)));
+    heat.regions.forEach((g, k) => {
+      ctx.lineWidth = k === 0 ? line * 1.5 : line;
+      ctx.strokeStyle = k === 0 ? "#5ef0ff" : "rgba(94, 240, 255, 0.7)";
+      ctx.strokeRect(ox + g[0] * z, oy + g[1] * z, g[2] * z, g[3] * z);
+    });
+    ctx.restore();
   }
 
   swipe(s, pane, tf) {
@@ -59,17 +92,17 @@ class Painter {
     ctx.save();
     if (horizontal) clipRect(ctx, pane.x, split, pane.w, pane.y + pane.h - split);
     else clipRect(ctx, split, pane.y, pane.x + pane.w - split, pane.h);
-    this.side(ctx, s, "output", pane, tf);
+    this.side(ctx, s, s.sides.output, pane, tf);
     ctx.restore();
     ctx.save();
     if (horizontal) clipRect(ctx, pane.x, pane.y, pane.w, split - pane.y);
     else clipRect(ctx, pane.x, pane.y, split - pane.x, pane.h);
-    this.side(ctx, s, "input", pane, tf);
+    this.side(ctx, s, s.sides.input, pane, tf);
     ctx.restore();
   }
 
   blend(s, pane, tf) {
-    this.side(this.ctx, s, "input", pane, tf);
+    this.side(this.ctx, s, s.sides.input, pane, tf);
     this.flatten(s, "output", pane, tf);
     this.composite(pane, s.opacity, "source-over");
   }
@@ -81,7 +114,7 @@ class Painter {
     const ctx = this.ctx;
     ctx.fillStyle = "#000";
     ctx.fillRect(pane.x, pane.y, pane.w, pane.h);
-    this.side(ctx, s, "input", pane, tf);
+    this.side(ctx, s, s.sides.input, pane, tf);
     this.flatten(s, "output", pane, tf);
     this.composite(pane, 1, "difference");
     if (s.gain <= 1) return;
@@ -118,7 +151,7 @@ class Painter {
     lc.clearRect(pane.x, pane.y, pane.w, pane.h);
     lc.save();
     clipRect(lc, pane.x, pane.y, pane.w, pane.h);
-    this.side(lc, s, side, pane, tf);
+    this.side(lc, s, s.sides[side], pane, tf);
     lc.restore();
   }
 

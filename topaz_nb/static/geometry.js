@@ -11,8 +11,37 @@ function clamp(v, lo, hi) {
   return Math.min(hi, Math.max(lo, v));
 }
 
-// One pane, or two with a gap between them in side-by-side mode.
-function panesFor(mode, width, height, gap) {
+// Columns and rows for n panes of aspect (w/h) in a width × height area, each
+// pane as large as possible.
+function gridShape(n, width, height, aspect) {
+  let best = -1;
+  let shape = [n, 1];
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    const size = Math.min(width / cols, (height / rows) * aspect);
+    if (size > best + 1e-9) {
+      best = size;
+      shape = [cols, rows];
+    }
+  }
+  return shape;
+}
+
+// One pane; two with a gap between them in side-by-side mode; in grid mode
+// `count` panes of the output's `aspect`, tiled to fill the canvas.
+function panesFor(mode, width, height, gap, count = 2, aspect = 1) {
+  if (mode === "grid" && count > 1) {
+    const [cols, rows] = gridShape(count, width, height, aspect);
+    const w = Math.floor((width - gap * (cols - 1)) / cols);
+    const h = Math.floor((height - gap * (rows - 1)) / rows);
+    const panes = [];
+    for (let i = 0; i < count; i++) {
+      const c = i % cols;
+      const r = Math.floor(i / cols);
+      panes.push({ x: c * (w + gap), y: r * (h + gap), w, h });
+    }
+    return panes;
+  }
   if (mode === "side-by-side") {
     const w = Math.floor((width - gap) / 2);
     return [
@@ -21,6 +50,11 @@ function panesFor(mode, width, height, gap) {
     ];
   }
   return [{ x: 0, y: 0, w: width, h: height }];
+}
+
+// The index of the pane under a device point, or -1.
+function paneIndexAt(panes, x, y) {
+  return panes.findIndex((p) => x >= p.x && x < p.x + p.w && y >= p.y && y < p.y + p.h);
 }
 
 // The pane under a device point (the first pane when it is in none).

@@ -73,9 +73,13 @@ function attachInput(c, listen) {
     if (pointers.size === 0) {
       gesture = null;
       c.st.gesture = null;
-      // A click (no drag) in toggle mode switches images.
-      if (g && g.kind === "pan" && !g.moved && ev.type === "pointerup" && c.st.mode === "toggle") {
-        c.flipAB();
+      // A click (no drag): toggle mode switches images, grid mode picks the
+      // pane as B, fidelity mode zooms to the marked region under it.
+      if (g && g.kind === "pan" && !g.moved && ev.type === "pointerup") {
+        const [x, y] = c.devPoint(ev);
+        if (c.st.mode === "toggle") c.flipAB();
+        else if (c.st.mode === "grid") c.pickPaneAt(x, y);
+        else if (c.st.mode === "fidelity") c.zoomToRegionAt(x, y);
       }
     } else if (g && g.kind === "pinch") {
       const [p] = [...pointers.values()];
@@ -144,6 +148,14 @@ function attachInput(c, listen) {
         break;
       case "o":
         c.flipOrientation();
+        break;
+      case "[":
+      case "]":
+        c.stepPane(ev.shiftKey ? "left" : "right", ev.key === "[" ? -1 : 1);
+        break;
+      case "{":
+      case "}":
+        c.stepPane("left", ev.key === "{" ? -1 : 1);
         break;
       case "0":
         c.fit();

@@ -1,9 +1,12 @@
 // tiles.js: decoding, the bounded tile cache, and asking the kernel for tiles.
 //
-// A tile is a pair of lossless images (input and output) of one rectangle of
-// the output grid at one level; the protocol is in widget.py.
+// A tile is a lossless image of one pane (the input or an output) for one
+// rectangle of the output grid at one level; the protocol is in widget.py.
+// Each cached image is keyed "level/ix/iy/<pane key>", where the pane key is
+// the pane's index and "s" or "n": whether a magnified pane was interpolated
+// (the smooth input filter) or cut as blocks.
 
-const MAX_TILES = 48;        // tile pairs kept per view (bounded memory)
+const MAX_TILES = 96;        // tile images kept per view (bounded memory)
 const REQUEST_DELAY_MS = 60; // settle time before asking for tiles
 
 function bytesOf(value) {
@@ -33,7 +36,7 @@ async function decodeImage(value) {
 class TileCache {
   constructor(limit = MAX_TILES) {
     this.limit = limit;
-    this.tiles = new Map(); // key -> {level, x, y, w, h, input, output}
+    this.tiles = new Map(); // key -> {level, x, y, w, h, pkey, image}
   }
 
   has(key) {
@@ -50,20 +53,20 @@ class TileCache {
     const t = this.tiles.get(key);
     if (!t) return;
     this.tiles.delete(key);
-    t.input.close();
-    t.output.close();
+    t.image.close();
   }
 
   clear() {
     for (const key of [...this.tiles.keys()]) this.drop(key);
   }
 
-  // Tiles meeting the pane under transform tf, coarsest first (so the
-  // sharpest ends on top); each is marked as recently used.
-  inView(pane, tf) {
+  // Tiles of pane key `pkey` meeting the pane under transform tf, coarsest
+  // first (so the sharpest ends on top); each is marked as recently used.
+  inView(pane, tf, pkey) {
     const { z, ox, oy } = tf;
     const hits = [];
     for (const [key, t] of this.tiles) {
+      if (t.pkey !== pkey) continue;
       const sx = ox + t.x * z;
       const sy = oy + t.y * z;
       if (sx > pane.x + pane.w || sy > pane.y + pane.h) continue;
@@ -80,11 +83,12 @@ class TileCache {
 }
 
 // Sends "tiles" requests (debounced, and only when the missing list changed)
-// and turns "tile" answers into cache entries.  `want()` returns the level and
-// the visible tiles, or level 0 when the previews are enough.
+// and turns "tile" answers into cache entries.  `want()` returns the level,
+// the visible tiles (or level 0 when the previews are enough), the panes shown
+// and the input filter; `keyOf(pane, filter)` is a pane's cache key.
 class TileLoader {
-  constructor({ model, viewId, cache, want, onTile, onError }) {
-    Object.assign(this, { model, viewId, cache, want, onTile, onError });
+  constructor({ model, viewId, cache, want, keyOf, onTile, onError }) {
+    Object.assign(this, { model, viewId, cache, want, keyOf, onTile, onError });
     this.gen = 0;
     this.last = "";
     this.timer = 0;
@@ -103,10 +107,12 @@ class TileLoader {
   request() {
     this.timer = 0;
     if (this.disposed) return;
-    const { level, tiles } = this.want();
+    const { level, tiles, panes, filter } = this.want();
     if (level === null) return; // nothing measurable yet
-    const missing = level ? tiles.filter((t) => !this.cache.has(t.key)) : [];
-    const signature = missing.map((t) => t.key).join(",");
+    const keys = panes.map((p) => this.keyOf(p, filter));
+    const missing = level
+      ? tiles.filter((t) => keys.some((k) => !this.cache.has(`${t.key}/${k}`))) : [];
+    const signature = `${keys.join("+")}:` + missing.map((t) => t.key).join(",");
     if (signature === this.last) return;
     this.last = signature;
     this.gen += 1;
@@ -117,6 +123,8 @@ class TileLoader {
       gen: this.gen,
       level: level || 1,
       tiles: missing.map((t) => [t.ix, t.iy]),
+      panes,
+      input_filter: filter,
     });
   }
 
@@ -129,18 +137,26 @@ class TileLoader {
     if (msg.type !== "tile") return;
     // A stale answer for a level the view has left is not worth decoding.
     if (msg.gen < this.gen && msg.level !== this.want().level) return;
-    const key = `${msg.level}/${msg.ix}/${msg.iy}`;
-    if (this.cache.has(key) || !buffers || buffers.length < 2) return;
-    const [input, output] = await Promise.all([decodeImage(buffers[0]), decodeImage(buffers[1])]);
-    if (this.disposed || this.cache.has(key) || !input || !output) {
-      input && input.close();
-      output && output.close();
-      return;
-    }
-    this.cache.add(key, {
-      level: msg.level, x: msg.x, y: msg.y, w: msg.w, h: msg.h, input, output,
+    const panes = msg.panes || [0, 1];
+    if (!buffers || buffers.length < panes.length) return;
+    const base = `${msg.level}/${msg.ix}/${msg.iy}`;
+    const pkeys = panes.map((p) => this.keyOf(p, msg.input_filter || "nearest"));
+    const images = await Promise.all(pkeys.map((k, i) => (
+      this.cache.has(`${base}/${k}`) ? null : decodeImage(buffers[i]))));
+    let added = false;
+    images.forEach((image, i) => {
+      if (!image) return;
+      const key = `${base}/${pkeys[i]}`;
+      if (this.disposed || this.cache.has(key)) {
+        image.close();
+        return;
+      }
+      this.cache.add(key, {
+        level: msg.level, x: msg.x, y: msg.y, w: msg.w, h: msg.h, pkey: pkeys[i], image,
+      });
+      added = true;
     });
-    this.onTile();
+    if (added) this.onTile();
   }
 
   dispose() {
