@@ -155,3 +155,18 @@ def test_cancel_stops_every_process_of_the_batch(sandbox, parts, make_image):
     gallery = Gallery.fetch(held, client=client, transfer=transfer, max_workers=2, cancel=cancel)
     presser.join()
     assert [type(result) for result in (gallery[i] for i in range(3))] == [Cancelled] * 3
+
+
+def test_sorted_by_fidelity_puts_the_least_faithful_first(sandbox, parts, make_image):
+    client, transfer = parts
+    ids = sandbox.add_shootout()
+    pending = sandbox.add_job(make_image(), make_image((128, 96)), status="Processing")
+    gallery = Gallery.fetch([*ids, pending], client=client, transfer=transfer)
+    by_psnr = gallery.sorted_by("psnr")
+    order = [pid for pid, _ in by_psnr.entries]
+    assert order[0] == ids[2] and order[-1] == pending  # the invented patch first
+    psnrs = [r.fidelity.psnr for _, r in by_psnr.entries[:3]]
+    assert psnrs == sorted(psnrs)
+    assert [pid for pid, _ in gallery.entries] == [*ids, pending]  # a new gallery
+    with pytest.raises(ValueError, match="psnr, ssim"):
+        gallery.sorted_by("size")

@@ -402,3 +402,21 @@ def test_ctrl_c_stops_a_fetch_at_once_with_one_line(sandbox, make_image, tmp_pat
     assert "cell ended with UsageError" in out
     assert "Interrupted: the downloads stopped" in err and "Traceback" not in err
     assert proc.returncode == 0
+
+
+def test_grid_shows_several_processes_as_one_shootout(shell, sandbox):
+    from topaz_nb.shootout import Shootout
+
+    ids = sandbox.add_shootout()
+    shell.user_ns["ids"] = ids
+    res, cap = _cell(shell, "%topaz $ids --grid")
+    assert res.success, res.error_in_exec
+    assert isinstance(res.result, Shootout)
+    assert res.result.view.mode == "grid" and len(res.result.view.panes) == 4
+    assert "Not the same input" not in cap.stderr
+
+
+def test_grid_with_too_many_processes_is_one_line(shell, sandbox):
+    ids = sandbox.add_shootout() * 3
+    with pytest.raises(UsageError, match=r"^--grid compares at most 8 processes; got 9\.$"):
+        _magics(shell).topaz(" ".join(ids) + " --grid")

@@ -785,3 +785,16 @@ def test_module_runs_prints_and_serves(tmp_path: Path) -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_the_shootout_is_one_source_through_three_models(sandbox):
+    from topaz_nb.sandbox._demo import SHOOTOUT_SOURCE_ID
+
+    ids = sandbox.add_shootout()
+    jobs = [sandbox.job(pid) for pid in ids]
+    assert len(set(ids)) == 3 and len({j.model for j in jobs}) == 3
+    assert {j.input.data for j in jobs} == {jobs[0].input.data}
+    assert len({j.output.data for j in jobs}) == 3
+    assert all(j.output.width == 4 * j.input.width for j in jobs)
+    assert all(j.status_json(time.time())["source_id"] == SHOOTOUT_SOURCE_ID for j in jobs)
+    assert ids[0] not in sandbox.demo_ids

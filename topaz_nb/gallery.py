@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .transfer import Transfer
 
 _THUMB = 160
+_FIDELITY_KEYS = ("psnr", "ssim")
 
 
 class Gallery:
@@ -86,6 +87,18 @@ class Gallery:
             elif result.failed:
                 out[pid] = result.status_line("python")
         return out
+
+    def sorted_by(self, key: str) -> Gallery:
+        """The same processes ordered by ``"psnr"`` or ``"ssim"``, least faithful
+        first (computed once per process, see :attr:`Comparison.fidelity`);
+        processes without an output keep their order at the end."""
+        if key not in _FIDELITY_KEYS:
+            raise ValueError(f"sort key must be one of {', '.join(_FIDELITY_KEYS)}; got {key!r}")
+        scored = [(getattr(r.fidelity, key), i) for i, (_, r) in enumerate(self.entries)
+                  if isinstance(r, Comparison) and r.ready]
+        first = [i for _, i in sorted(scored)]
+        rest = [i for i in range(len(self.entries)) if i not in set(first)]
+        return Gallery([self.entries[i] for i in first + rest])
 
     def __getitem__(self, index: int) -> Comparison | TopazError:
         return self.entries[index][1]

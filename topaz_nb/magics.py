@@ -50,6 +50,8 @@ class TopazMagics(Magics):
     @argument("--wait", nargs="?", const=-1.0, default=None, type=float, metavar="SECONDS",
               help="If the output is not ready, wait for it (default: Topaz.wait_timeout seconds).")
     @argument("--mode", choices=MODES, help="Initial comparison mode.")
+    @argument("--grid", action="store_true",
+              help="Several IDs: one shoot-out view of their outputs of one input.")
     @argument("--meta", action="store_true", help="Metadata only: links and HEAD, no image download.")
     @argument("--links", action="store_true", help="Show the presigned links' expiry (redacted).")
     @argument("--show-urls", action="store_true",
@@ -101,6 +103,8 @@ class TopazMagics(Magics):
         pids = [check_process_id(p) for p in ids]  # all checked before any request
         if args.links:
             return self._links(pids, show_urls=args.show_urls)
+        if args.grid:
+            return self._shootout(pids, args)
         if len(pids) > 1:
             return self._gallery(pids, args)
         return self._one(pids[0], args)
@@ -146,6 +150,19 @@ class TopazMagics(Magics):
                                  max_workers=self.settings.max_workers,
                                  preview_size=self._preview_size(args),
                                  mode=args.mode or self.settings.mode, on_done=on_done)
+
+    def _shootout(self, pids: list[str], args: Any) -> Any:
+        from ._modes import MAX_OUTPUTS
+        from .shootout import Shootout
+
+        if len(pids) > MAX_OUTPUTS:
+            raise UsageError(f"--grid compares at most {MAX_OUTPUTS} processes; got {len(pids)}.")
+        shootout = Shootout.from_gallery(self._gallery(pids, args), mode=args.mode or "grid")
+        shootout.view  # noqa: B018 -- the previews now, so a damaged file fails here
+        note = shootout.mismatch
+        if note:
+            print(note, file=sys.stderr)
+        return shootout
 
     def _one(self, pid: str, args: Any) -> Comparison:
         client = self.session.client()

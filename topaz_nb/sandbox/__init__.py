@@ -28,7 +28,7 @@ import uuid
 from typing import Any
 
 from ._api import PREFIX, api_error, make_api_route
-from ._demo import DEMO_JOBS, demo_bytes
+from ._demo import DEMO_JOBS, SHOOTOUT_MODELS, SHOOTOUT_SOURCE_ID, demo_bytes, shootout_bytes
 from ._faults import SERVERS, FaultBook, make_fault
 from ._http import RecordedRequest, RequestLog, SandboxServer
 from ._jobs import STATUSES, ImageSource, Job, JobStore, make_object, source_name
@@ -196,6 +196,24 @@ class Sandbox:
                 output_format=demo.output_format, message=demo.message)
             self._jobs.get(pid).name = demo.name  # type: ignore[union-attr]
             self.demo_ids.append(pid)
+
+    def add_shootout(self) -> list[str]:
+        """Add the model shoot-out: one photo processed by three "models" (a plain
+        Lanczos upscale, a sharpened one, one with an invented patch), all with
+        the same ``source_id``.  Returns their process IDs; calling it again
+        returns the same ones."""
+        source, outputs = shootout_bytes()
+        ids = []
+        for spec in SHOOTOUT_MODELS:
+            pid = spec.process_id
+            if self._jobs.get(pid) is None:
+                self.add_job(source, outputs[spec.name], process_id=pid, model=spec.model,
+                             category="Enhance", filename="coffee.png", age=600.0)
+                job = self._jobs.get(pid)
+                job.name = f"shootout-{spec.name}"  # type: ignore[union-attr]
+                job.source_id = SHOOTOUT_SOURCE_ID  # type: ignore[union-attr]
+            ids.append(pid)
+        return ids
 
     # -- observation and faults ---------------------------------------------
 

@@ -96,3 +96,71 @@ def demo_bytes(job: DemoJob) -> tuple[bytes, bytes | None]:
     else:
         enhanced.save(buf, "JPEG", quality=95)
     return source, buf.getvalue()
+
+
+# -- a model shoot-out: one source, three "models" --------------------------------------
+
+@dataclass(frozen=True)
+class ShootoutModel:
+    """One of the shoot-out's "models": a name and what it does to the source."""
+
+    name: str
+    model: str
+    effect: str  # "lanczos", "sharpen" or "invent"
+
+    @property
+    def process_id(self) -> str:
+        return str(uuid.uuid5(NAMESPACE, "shootout/" + self.name))
+
+
+SHOOTOUT_PHOTO = "coffee.jpg"
+SHOOTOUT_SCALE = 4
+SHOOTOUT_MODELS: tuple[ShootoutModel, ...] = (
+    ShootoutModel("lanczos", "Lanczos (reference)", "lanczos"),
+    ShootoutModel("sharpen", "Sharpen Standard", "sharpen"),
+    ShootoutModel("invent", "Generative Redefine", "invent"),
+)
+"""A plain upscale, a sharpened one, and one that invents a small patch."""
+
+SHOOTOUT_SOURCE_ID = str(uuid.uuid5(NAMESPACE, "shootout/source"))
+"""The one ``source_id`` every shoot-out process reports."""
+
+
+def shootout_patch(output_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where the "invent" model pastes content that is not in the input (output pixels)."""
+    w, h = output_size
+    return (w * 5 // 8, h // 4, w // 8, h // 6)
+
+
+@functools.cache
+def shootout_bytes() -> tuple[bytes, dict[str, bytes]]:
+    """``(input, {model name: output})``: a quarter-size photo and three 4× results.
+
+    Made from a bundled photo on first use (a second or two), so the
+    repository carries no extra files.
+    """
+    photo = _photo(SHOOTOUT_PHOTO)
+    small = photo.resize((photo.width // SHOOTOUT_SCALE, photo.height // SHOOTOUT_SCALE),
+                         Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    small.save(buf, "PNG")
+    source = buf.getvalue()
+    size = (small.width * SHOOTOUT_SCALE, small.height * SHOOTOUT_SCALE)
+    plain = small.resize(size, Image.Resampling.LANCZOS)
+    outputs: dict[str, bytes] = {}
+    for spec in SHOOTOUT_MODELS:
+        image = plain
+        if spec.effect == "sharpen":
+            image = plain.filter(ImageFilter.UnsharpMask(radius=2, percent=120, threshold=2))
+        elif spec.effect == "invent":
+            image = plain.copy()
+            x, y, w, h = shootout_patch(size)
+            # Content the input does not have: another part of the scene,
+            # mirrored and enlarged, pasted in as a model might hallucinate it.
+            donor = photo.crop((0, 0, photo.width // 4, photo.height // 4))
+            donor = donor.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((w, h))
+            image.paste(donor, (x, y))
+        out = io.BytesIO()
+        image.save(out, "PNG", compress_level=1)
+        outputs[spec.name] = out.getvalue()
+    return source, outputs

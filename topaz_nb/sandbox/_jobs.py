@@ -119,7 +119,8 @@ class Job:
     times.  ``status``/``progress`` are the values given to ``add_job``; what
     the API reports at a given moment is :meth:`snapshot`.  ``input`` and
     ``output`` are :class:`StoredObject` (bytes plus metadata); ``name`` is
-    set for demo jobs.  ``message`` is the reason a Failed or Cancelled job
+    set for demo jobs; ``source_id``, when set, is the source the status
+    reports (jobs of one source share it).  ``message`` is the reason a Failed or Cancelled job
     reports in its status (a ``message`` field the spec does not define but a
     client should show when a server sends it).
     """
@@ -141,6 +142,7 @@ class Job:
     output_format: str = "png"
     name: str | None = None
     message: str | None = None
+    source_id: str | None = None
 
     def expired(self, now: float) -> bool:
         return now - self.created > RETENTION_SECONDS
@@ -171,7 +173,8 @@ class Job:
         return {
             **extra,
             "process_id": self.process_id,
-            "source_id": str(uuid.uuid5(uuid.NAMESPACE_URL, "source/" + self.process_id)),
+            "source_id": self.source_id or str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                                          "source/" + self.process_id)),
             "filename": self.filename,
             "input_format": self.input.format,
             "input_height": self.input.height,
