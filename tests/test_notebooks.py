@@ -75,7 +75,8 @@ def check_outputs(nb: nbformat.NotebookNode, secrets: list[str]) -> None:
 
 def test_notebooks_exist():
     names = [p.name for p in NOTEBOOKS]
-    assert names == ["01-quickstart.ipynb", "02-panel.ipynb", "03-batch-review.ipynb"]
+    assert names == ["01-quickstart.ipynb", "02-panel.ipynb", "03-batch-review.ipynb",
+                     "04-model-shootout.ipynb"]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), path

@@ -103,11 +103,12 @@ class Fidelity:
 
     def overlay(self) -> Image.Image:
         """The heat map in magma colours, as RGBA: transparent where output
-        and input agree, more opaque where they differ more."""
+        and input agree, opaque from a third of the scale up, so faint
+        differences tint the picture and strong ones cover it."""
         table = magma()
         heat = self.heatmap
         rgb = [heat.point([c[ch] for c in table]) for ch in range(3)]
-        alpha = heat.point(lambda v: 0 if v == 0 else min(255, 96 + v))
+        alpha = heat.point(lambda v: min(255, 3 * v))
         return Image.merge("RGBA", (*rgb, alpha))
 
     def as_dict(self) -> dict[str, Any]:
@@ -295,10 +296,11 @@ def _regions(heat: Any) -> list[tuple[int, int, int, int]]:
         rs, cs = [p[0] for p in cells], [p[1] for p in cells]
         y0, y1 = min(rs) * cell, min(h, (max(rs) + 1) * cell)
         x0, x1 = min(cs) * cell, min(w, (max(cs) + 1) * cell)
-        # Tighten to the hot pixels, reaching one cell further for their edges.
+        # Tighten to the pixels as hot as a region's cells, reaching one cell
+        # further for their edges.
         ey0, ey1 = max(0, y0 - cell), min(h, y1 + cell)
         ex0, ex1 = max(0, x0 - cell), min(w, x1 + cell)
-        part = heat[ey0:ey1, ex0:ex1] > 0
+        part = heat[ey0:ey1, ex0:ex1] >= _REGION_HEAT
         ys, xs = np.nonzero(part.any(axis=1))[0], np.nonzero(part.any(axis=0))[0]
         if len(ys) and len(xs):
             y0, y1 = ey0 + int(ys[0]), ey0 + int(ys[-1]) + 1
