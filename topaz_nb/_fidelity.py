@@ -130,7 +130,7 @@ def fidelity(input: Any, output: Any, *, crop_to_fill: bool | None = None) -> Fi
     box_in, box_out = _overlap(placement, inp.size, out.size)
     x0, y0, x1, y1 = box_in
     shrunk = _shrink_linear(out, box_out, (x1 - x0, y1 - y0))
-    reference = _as_array(inp.crop(box_in))
+    reference = _planes(inp if box_in == (0, 0, *inp.size) else inp.crop(box_in))
     psnr, ssim, heat = _compare(reference, shrunk)
     np = _numpy()
     full_heat = np.zeros((inp.height, inp.width), dtype=np.uint8)
@@ -184,8 +184,8 @@ def _srgb_to_linear_table() -> list[int]:
 
 
 def _shrink_linear(out: Image.Image, box: tuple[float, float, float, float],
-                   size: tuple[int, int]) -> Any:
-    """The output's ``box`` shrunk to ``size`` in linear light, as sRGB floats (H×W×3)."""
+                   size: tuple[int, int]) -> list[Any]:
+    """The output's ``box`` shrunk to ``size`` in linear light: three sRGB planes (float32)."""
     np = _numpy()
     table = _srgb_to_linear_table()
     bx0, by0, bx1, by1 = box
@@ -194,55 +194,70 @@ def _shrink_linear(out: Image.Image, box: tuple[float, float, float, float],
     integer = (whole >= 1 and abs(factor - whole) < 1e-6
                and abs((by1 - by0) / size[1] - whole) < 1e-6
                and all(abs(v - round(v)) < 1e-6 for v in box))
-    bands = []
+    to_srgb = _linear_to_srgb_table()
+    planes = []
     if integer:
-        crop = out.crop(tuple(round(v) for v in box))
+        rounded = tuple(round(v) for v in box)
+        crop = out if rounded == (0, 0, *out.size) else out.crop(rounded)
         for band in crop.split():
             linear = band.point(table, "I")
             if whole > 1:
                 linear = linear.reduce(whole)
-            bands.append(np.asarray(linear, dtype=np.float32))
+            planes.append(to_srgb[np.asarray(linear)])
     else:
         for band in out.split():
             linear = band.point(table, "I").convert("F")
-            bands.append(np.asarray(linear.resize(size, Image.Resampling.LANCZOS, box=box,
-                                                  reducing_gap=3.0), dtype=np.float32))
-    linear = np.clip(np.stack(bands, axis=-1) / _LINEAR_ONE, 0.0, 1.0)
-    # Back to sRGB through a 4096-step table: the result is compared in 8-bit
-    # units, where that table is finer than a hundredth of a level.
-    steps = 4096
-    grid = np.linspace(0.0, 1.0, steps + 1)
-    srgb = np.where(grid <= 0.0031308, grid * 12.92, 1.055 * grid ** (1 / 2.4) - 0.055) * 255
-    index = linear * steps
-    low = np.floor(index).astype(np.int32)
-    np.minimum(low, steps - 1, out=low)
-    frac = (index - low).astype(np.float32)
-    return (srgb[low] * (1 - frac) + srgb[low + 1] * frac).astype(np.float32)
+            shrunk = np.asarray(linear.resize(size, Image.Resampling.LANCZOS, box=box,
+                                              reducing_gap=3.0))
+            index = np.clip(shrunk + 0.5, 0, _LINEAR_ONE).astype(np.int32)
+            planes.append(to_srgb[index])
+    return planes
 
 
-def _as_array(image: Image.Image) -> Any:
+def _linear_to_srgb_table() -> Any:
+    """sRGB value (0–255, float32) of every linear level 0 … 2¹⁶ (a 256 KB table)."""
     np = _numpy()
-    return np.asarray(image, dtype=np.float32)
+    lin = np.arange(_LINEAR_ONE + 1, dtype=np.float64) / _LINEAR_ONE
+    srgb = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055)
+    return (srgb * 255).astype(np.float32)
 
 
-def _box_mean(a: Any, k: int) -> Any:
-    """Mean over every k×k window lying wholly inside ``a`` (a summed-area table)."""
+def _planes(image: Image.Image) -> list[Any]:
     np = _numpy()
-    s = np.zeros((a.shape[0] + 1, a.shape[1] + 1), dtype=np.float64)
-    np.cumsum(np.cumsum(a, axis=0, dtype=np.float64), axis=1, out=s[1:, 1:])
-    return (s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]) / (k * k)
+    return [np.asarray(band, dtype=np.float32) for band in image.split()]
 
 
-def _compare(reference: Any, shrunk: Any) -> tuple[float, float, Any]:
+def _window_mean(a: Any, k: int) -> Any:
+    """Mean over every k×k window lying wholly inside ``a`` (float32, separable
+    running sums: each partial sum spans one axis only, so float32 keeps it exact
+    to well under a level)."""
     np = _numpy()
-    diff = shrunk - reference
-    mse = float(np.mean(diff * diff))
+    c = np.cumsum(a, axis=0, dtype=np.float32)
+    rows = np.empty((a.shape[0] - k + 1, a.shape[1]), dtype=np.float32)
+    rows[0] = c[k - 1]
+    np.subtract(c[k:], c[:-k], out=rows[1:])
+    c = np.cumsum(rows, axis=1, dtype=np.float32)
+    out = np.empty((rows.shape[0], a.shape[1] - k + 1), dtype=np.float32)
+    out[:, 0] = c[:, k - 1]
+    np.subtract(c[:, k:], c[:, :-k], out=out[:, 1:])
+    out *= 1.0 / (k * k)
+    return out
+
+
+def _compare(reference: list[Any], shrunk: list[Any]) -> tuple[float, float, Any]:
+    np = _numpy()
+    diffs = [s - r for r, s in zip(reference, shrunk)]
+    mse = sum(float(np.vdot(d.ravel(), d.ravel())) for d in diffs) / (3 * diffs[0].size)
     psnr = math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    ssim = _ssim(reference @ weights, shrunk @ weights)
-    worst = np.abs(diff).max(axis=-1)
-    heat = np.clip((worst - TOLERANCE) * HEAT_GAIN, 0, 255)
-    return psnr, ssim, (heat + 0.5).astype(np.uint8)
+    weights = (0.299, 0.587, 0.114)
+    ssim = _ssim(sum(w * r for w, r in zip(weights, reference)),
+                 sum(w * s for w, s in zip(weights, shrunk)))
+    worst = np.maximum(np.maximum(np.abs(diffs[0]), np.abs(diffs[1])), np.abs(diffs[2]))
+    worst -= TOLERANCE
+    worst *= HEAT_GAIN
+    np.clip(worst, 0, 255, out=worst)
+    worst += 0.5
+    return psnr, ssim, worst.astype(np.uint8)
 
 
 def _ssim(x: Any, y: Any) -> float:
@@ -252,15 +267,20 @@ def _ssim(x: Any, y: Any) -> float:
     if min(x.shape) < k:
         return 1.0 if np.array_equal(x, y) else float(
             max(0.0, 1 - np.mean(np.abs(x - y)) / 255))
+    # Centred values keep the squares small, so float32 sums stay exact enough.
+    x = np.asarray(x, dtype=np.float32) - 128
+    y = np.asarray(y, dtype=np.float32) - 128
     n = k * k
     cov = n / (n - 1)
-    mx, my = _box_mean(x, k), _box_mean(y, k)
-    vx = cov * (_box_mean(x * x, k) - mx * mx)
-    vy = cov * (_box_mean(y * y, k) - my * my)
-    vxy = cov * (_box_mean(x * y, k) - mx * my)
+    mx, my = _window_mean(x, k), _window_mean(y, k)
+    vx = cov * (_window_mean(x * x, k) - mx * mx)
+    vy = cov * (_window_mean(y * y, k) - my * my)
+    vxy = cov * (_window_mean(x * y, k) - mx * my)
+    mx += 128
+    my += 128
     c1, c2 = (_K1 * 255) ** 2, (_K2 * 255) ** 2
     s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return float(min(1.0, max(0.0, s.mean())))
+    return float(min(1.0, max(0.0, float(s.mean(dtype=np.float64)))))
 
 
 def _regions(heat: Any) -> list[tuple[int, int, int, int]]:
