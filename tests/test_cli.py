@@ -437,3 +437,17 @@ def test_ctrl_c_stops_a_fetch_at_once_with_one_line(sandbox: Any, make_image: An
     assert err.strip().splitlines()[-1].startswith("topaz-nb: error: interrupted: ")
     assert "Traceback" not in err and "%topaz" not in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_an_unreachable_api_names_the_command_line_setting(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("TOPAZ_API_KEY", "some-key")
+    code = main(["--api-url", f"http://127.0.0.1:{port}/v1", "--cache-dir", str(tmp_path),
+                 "links", str(uuid.uuid4())])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("topaz-nb: error: Could not reach the Topaz API")
+    assert "--api-url" in err and "base_url" not in err and "\n" not in err
