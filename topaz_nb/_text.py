@@ -54,6 +54,14 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def ago(when: _dt.datetime | None, *, now: _dt.datetime | None = None) -> str:
+    """``12 s ago``, ``3 min ago``, ``1.5 h ago``; ``""`` when the time is unknown."""
+    if when is None:
+        return ""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return f"{duration(max(0.0, (now - when).total_seconds()))} ago"
+
+
 def eta(when: _dt.datetime | None, *, now: _dt.datetime | None = None) -> str:
     """``ETA 12 s``, ``ETA passed``, or ``""`` when the server gave none."""
     if when is None:
