@@ -133,7 +133,10 @@ class Gallery:
         return self
 
     def wait(self, timeout: float | None = None) -> Gallery:
-        """Block until every card is fetched; Ctrl-C cancels the fetching."""
+        """Block until every card is fetched (at once when fetching never started);
+        Ctrl-C cancels the fetching."""
+        if self._thread is None:
+            return self
         try:
             self._finished.wait(timeout)
         except KeyboardInterrupt:
