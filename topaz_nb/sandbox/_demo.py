@@ -96,17 +96,17 @@ DEMO_JOBS: tuple[DemoJob, ...] = (
             age=16 * 3600.0),
     DemoJob("chelsea-flip", "chelsea.jpg", "CGI", "Enhance", variant="flip",
             age=18 * 3600.0),
-    DemoJob("chelsea-dark", "chelsea.jpg", "Face Recovery V1", "Enhance",
-            model_type="Generative", status="Failed", variant="dark", age=20 * 3600.0,
-            credits=4, message=_FAILED_FACE),
     DemoJob("astronaut-bright", "astronaut.jpg", "Standard", "Sharpen", variant="bright",
             output_format="jpeg", age=24 * 3600.0),
     DemoJob("rocket-cool", "rocket.jpg", "Text Refine", "Enhance", variant="cool",
             scale=2, age=30 * 3600.0),
+    DemoJob("chelsea-dark", "chelsea.jpg", "Face Recovery V1", "Enhance",
+            model_type="Generative", status="Failed", variant="dark", age=20 * 3600.0,
+            credits=4, message=_FAILED_FACE),
 )
 """``Sandbox.demo_ids`` keeps this order: the first is a Completed process (what
 ``topaz-nb --demo fetch first`` opens), the fourth finishes 30 s after the
-sandbox starts (for ``--wait``), the fifth and the twenty-second are Failed."""
+sandbox starts (for ``--wait``), the fifth and the last are Failed."""
 
 
 def _photo(name: str) -> Image.Image:
