@@ -62,6 +62,12 @@ def ago(when: _dt.datetime | None, *, now: _dt.datetime | None = None) -> str:
     return f"{duration(max(0.0, (now - when).total_seconds()))} ago"
 
 
+def process_line(filename: str | None, model: str | None, status: str | None,
+                 created: _dt.datetime | None) -> str:
+    """``astronaut.jpg · Standard V2 · Completed · 3.0 h ago``: one process in a list."""
+    return " · ".join(x for x in (filename or "(no file name)", model, status, ago(created)) if x)
+
+
 def eta(when: _dt.datetime | None, *, now: _dt.datetime | None = None) -> str:
     """``ETA 12 s``, ``ETA passed``, or ``""`` when the server gave none."""
     if when is None:
