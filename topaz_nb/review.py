@@ -343,7 +343,10 @@ class Review:
         self._shown = pid
         self._note.value = self.note(pid)
         try:
-            shown: Any = self._want(pid).result().widget("panel")
+            comparison = self._want(pid).result()
+            # The view alone when there is an output (the header carries the numbers);
+            # otherwise the input with the line saying why there is no output.
+            shown: Any = comparison.view if comparison.ready else comparison.widget("panel")
         except TopazError as exc:
             import ipywidgets as w
 
@@ -356,9 +359,14 @@ class Review:
             return
         card = self.gallery.card(self.current)
         decision = self._rows.get(self.current, {}).get("decision")
+        row = card.row
+        sizes = ""
+        if row.get("output_size"):
+            scale = f" ({row['scale']}×)" if row.get("scale") else ""
+            sizes = f"{row.get('input_size')} → {row['output_size']}{scale}"
         parts = [f"{self._index + 1} of {len(self.ids)}",
-                 card.filename or self.current, card.model or "", card.state
-                 if card.state != "fetching" else ""]
+                 card.filename or self.current, card.model or "",
+                 card.state if card.state != "fetching" else "", sizes]
         line = " · ".join(html.escape(p) for p in parts if p)
         mark = (f" <span class='topaz-review-decision'>{_MARKS[decision]} "
                 f"{decision}</span>") if decision else ""
