@@ -143,3 +143,18 @@ def test_reopening_resumes_at_the_first_undecided(page: Any, root: Path) -> None
     last.scroll_into_view_if_needed()
     page.locator(f"{REVIEW} .topaz-review-strip img").last.wait_for(timeout=30_000)
     screenshot(last, "review-resumed.png")
+
+
+def test_recent_gallery_cards_fill_in(page: Any) -> None:
+    run_code(page, "g = %topaz recent --limit 6\ndisplay(g)")
+    page.wait_for_function(
+        """(sel) => {
+            const cards = document.querySelectorAll(sel);
+            return cards.length === 6 && [...cards].filter(c => c.querySelector('img')).length >= 4;
+        }""", arg=f"{SHOWN} .topaz-card", timeout=60_000)
+    texts = page.locator(f"{SHOWN} .topaz-card").all_inner_texts()
+    assert any("Failed" in t or "failed:" in t for t in texts), texts
+    assert all("Input" in t and "Output" in t for t in texts)
+    grid = page.locator(f"{SHOWN} .topaz-card").first.locator("xpath=ancestor::*[contains(@class,'widget-gridbox')][1]")
+    grid.scroll_into_view_if_needed()
+    screenshot(grid, "recent-gallery.png")
