@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import os
-import threading
 from pathlib import Path
 
 import pytest

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from browser_support import (
     ARTIFACTS,
     hide_left_area,
