@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
@@ -60,3 +61,27 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
     monkeypatch.setattr(_retry, "_sleep", fake.sleep)
     monkeypatch.setattr(_retry, "_clock", fake.clock)
     return fake
+
+
+def wait_until(predicate: Callable[[], object], what: str, limit: float = 60.0) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` if it never does.
+
+    For waiting on another process or server (a request arriving, a line
+    printed).  ``limit`` only bounds a broken run: no assertion is made about
+    how long the wait took.
+    """
+    import time
+
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def interrupt_env(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
+    """Environment for a child process that talks to ``sandbox`` with its own cache."""
+    import os
+
+    return dict(os.environ, TOPAZ_API_URL=sandbox.base_url, TOPAZ_API_KEY=sandbox.api_key,
+                TOPAZ_NB_CACHE=str(tmp_path / "cache"), IPYTHONDIR=str(tmp_path / "ipython"))

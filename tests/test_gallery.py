@@ -214,3 +214,28 @@ def test_cancel_stops_the_batch(sandbox, parts, make_image):
     assert gallery.finished
     cancelled = [c for c in gallery.cards if c.error is not None]
     assert cancelled and all("cancel" in c.line.lower() for c in cancelled)
+
+
+def test_cancel_stops_every_process_of_the_batch(sandbox, parts, make_image):
+    """One event stops the whole batch, while a failure in one process stops only its own."""
+    import threading
+
+    from conftest import wait_until
+    from topaz_nb.errors import Cancelled
+
+    client, transfer = parts
+    held = [sandbox.add_job(make_image((64, 48)), make_image((128, 96))) for _ in range(3)]
+    for pid in held:
+        sandbox.inject("latency", server="storage", seconds=600, path=pid)
+    cancel = threading.Event()
+
+    def press_cancel() -> None:
+        wait_until(lambda: len({r.path for r in sandbox.requests if r.server == "storage"}) >= 2,
+                   "the batch to reach storage")
+        cancel.set()
+
+    presser = threading.Thread(target=press_cancel)
+    presser.start()
+    gallery = Gallery.fetch(held, client=client, transfer=transfer, max_workers=2, cancel=cancel)
+    presser.join()
+    assert [type(card.error) for card in gallery.cards] == [Cancelled] * 3

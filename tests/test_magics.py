@@ -13,8 +13,17 @@ from IPython.utils.capture import capture_output
 
 from topaz_nb.comparison import Comparison
 from topaz_nb.gallery import Gallery
+from topaz_nb.sandbox import STORAGE_PROFILES, Sandbox
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture(params=STORAGE_PROFILES)
+def sandbox(request):
+    """Every magic test runs against S3-like storage and against storage that
+    promises nothing (no ETag, no length, octet-stream, URLs ending in the ID)."""
+    with Sandbox(storage_profile=request.param) as box:
+        yield box
 
 
 @pytest.fixture
@@ -181,7 +190,10 @@ def test_meta_downloads_no_image(shell, sandbox):
     sandbox.clear_requests()
     result = shell.run_line_magic("topaz", f"{sandbox.demo_ids[0]} --meta")
     assert not result.downloaded and _storage_gets(sandbox) == []
-    assert any(r[0] == "File size" for r in result.rows())
+    labels = {r[0] for r in result.rows()}
+    assert "Link expires" in labels
+    # Only what storage's HEAD said is shown: bare storage announces no size.
+    assert ("File size" in labels) == (sandbox.storage_profile == "s3")
 
 
 def test_links_are_redacted_unless_asked_and_not_clickable(shell, sandbox):
@@ -409,3 +421,36 @@ def test_storage_redirect_to_a_malformed_url_is_one_line(shell, sandbox):
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+_INTERRUPTIBLE_CELL = """
+import sys
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+shell.run_line_magic("load_ext", "topaz_nb")
+result = shell.run_cell("r = %topaz " + sys.argv[1])
+print("cell ended with", type(result.error_in_exec).__name__, flush=True)
+"""
+
+
+def test_ctrl_c_stops_a_fetch_at_once_with_one_line(sandbox, make_image, tmp_path):
+    """A kernel interrupt while storage holds the download: the cell ends, one line, no wait."""
+    import signal
+
+    from conftest import interrupt_env, wait_until
+
+    pid = sandbox.add_job(make_image((64, 48)), make_image((256, 192)))
+    sandbox.inject("latency", server="storage", seconds=600, path=pid)  # never answers in time
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTIBLE_CELL, pid],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=interrupt_env(sandbox, tmp_path))
+    try:
+        wait_until(lambda: any(r.server == "storage" for r in sandbox.requests),
+                   "the fetch to reach storage")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)  # bounds a broken run; not a timing check
+    finally:
+        proc.kill()
+    assert "cell ended with UsageError" in out
+    assert "Interrupted: the downloads stopped" in err and "Traceback" not in err
+    assert proc.returncode == 0

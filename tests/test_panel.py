@@ -416,3 +416,21 @@ def test_recent_section_lists_the_account_and_opens_a_choice(panel: TopazPanel,
     assert panel._recent.value == sandbox.demo_ids[0]  # and it joins the History
     panel._account_button.click()
     assert len(panel._account_list.options) == len(sandbox.demo_ids)
+
+
+def test_cancel_stops_a_running_fetch_and_says_so(session: Session, panel: TopazPanel,
+                                                   make_image: Any) -> None:
+    from conftest import wait_until
+
+    sandbox = session.sandbox
+    assert sandbox is not None
+    pid = sandbox.add_job(make_image((64, 48)), make_image((128, 96)))
+    sandbox.inject("latency", server="storage", seconds=600, path=pid)
+    panel.fetch(pid, wait=False)
+    wait_until(lambda: any(r.server == "storage" for r in sandbox.requests),
+               "the fetch to reach storage")
+    assert panel.busy and panel._cancel_button.layout.display is None  # offered while running
+    panel.cancel()
+    assert panel.join(60) is None
+    assert not panel.busy and panel._cancel_button.layout.display == "none"
+    assert "Cancelled: the downloads stopped" in panel._status.value

@@ -211,6 +211,34 @@ def _inside(path: str, directory: str) -> bool:
     return common == os.path.abspath(directory)
 
 
+def address_setting(place: Place) -> str:
+    """Where the API address is set, in the words of ``place``."""
+    return {"python": "base_url= or TOPAZ_API_URL",
+            "magic": "%config Topaz.base_url or TOPAZ_API_URL",
+            "cli": "--api-url or TOPAZ_API_URL",
+            "panel": "TOPAZ_API_URL"}[place]
+
+
+def wrong_address(problem: str, place: Place, *, network: bool = False) -> str:
+    """``problem`` (the API answered oddly, or not at all) and where to fix the address."""
+    if network:
+        return (f"{problem}; check the network connection and the address "
+                f"({address_setting(place)}), then try again")
+    return f"{problem}; check the API address ({address_setting(place)})"
+
+
+def interrupted(place: Place) -> str:
+    """Ctrl-C or the Cancel button stopped a fetch; what arrived is kept for resume."""
+    if place == "cli":
+        return "interrupted: the downloads stopped; run the command again to resume them"
+    if place == "panel":
+        return "Cancelled: the downloads stopped; fetch again to resume them."
+    if place == "magic":
+        return ("Interrupted: the downloads stopped; what arrived is kept, so running the "
+                "cell again resumes them.")
+    return "Interrupted: the downloads stopped; fetch again to resume them."
+
+
 def not_found(process_id: str, place: Place) -> str:
     """Unknown process, or past the 7-day retention."""
     head = (f"Process {process_id} was not found: the ID is unknown to this API key, "
@@ -228,7 +256,14 @@ def say(exc: TopazError, place: Place) -> str:
     Errors that carry data are phrased here for the place; every other error
     already reads the same everywhere, so its own text is used.
     """
-    from .errors import AuthenticationError, MissingApiKey, NotFound, NotReady, ProcessFailed
+    from .errors import (
+        ApiError,
+        AuthenticationError,
+        MissingApiKey,
+        NotFound,
+        NotReady,
+        ProcessFailed,
+    )
 
     if isinstance(exc, MissingApiKey) and not exc.detail:
         return no_key(place)
@@ -242,6 +277,9 @@ def say(exc: TopazError, place: Place) -> str:
         return not_ready(exc.process_id, exc.status, exc.progress, exc.eta, place)
     if isinstance(exc, NotFound) and exc.process_id:
         return not_found(exc.process_id, place)
+    if exc.address_problem:
+        return wrong_address(exc.address_problem, place, network=exc.status_code is None
+                             if isinstance(exc, ApiError) else False)
     return one_line(str(exc))
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from . import _progress
 from ._ids import check_process_id
 from ._modes import DEFAULT_MODE, MODES
-from ._text import byte_size, file_problem, say
+from ._text import byte_size, file_problem, interrupted, say
 from ._version import __version__
 from .errors import NotReady, TopazError, WaitTimeout
 from .links import SIDES, expiry_text, redact_url
@@ -67,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(file_problem(exc, "cli", cache_dir=_cache_dir(args)))
         return 2
     except KeyboardInterrupt:
+        # Fetches in flight were cancelled on the way out (see _tasks.workers).
         print(file=sys.stderr)
+        _error(interrupted("cli"))
         return 130
 
 

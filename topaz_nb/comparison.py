@@ -14,12 +14,12 @@ import html
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._ids import check_process_id
+from ._tasks import cancellable, child_event, workers
 from ._text import Place, byte_size
 from .errors import ImageError, ImageTooLarge, NotReady, TopazError
 from .links import SIDES, Link, Side, expiry_text, redact_url, utc_text
@@ -83,6 +83,9 @@ class Comparison:
         result holds the input alone and ``not_ready``.  Setting ``cancel``
         stops both downloads within a second with
         :class:`~topaz_nb.errors.Cancelled`, keeping what arrived for resume.
+        Ctrl-C in the calling thread returns at once and sets ``cancel`` (see
+        :mod:`topaz_nb._tasks`), as does an error on one side, so no download
+        goes on behind a cell that has already stopped.
 
         A cached file that does not open is discarded and downloaded once
         more; only a second failure is reported.  Without that, a damaged
@@ -91,19 +94,21 @@ class Comparison:
         """
         pid = check_process_id(process_id)
         sides: dict[Side, _SideData] = {side: _SideData() for side in SIDES}
+        stop = child_event(cancel)  # a failing side stops this process only
 
         def one_side(side: Side) -> None:
             data = sides[side]
             source = client.link_source(pid, side)
-            data.link = source(False)
-            data.object = transfer.head(source, cancel=cancel)
+            data.link = cancellable(lambda: source(False), stop,
+                                    f"Cancelled: asking for the {side} link of {pid}")
+            data.object = transfer.head(source, cancel=stop)
             if not download:
                 return
             progress = (lambda done, total: on_progress(side, done, total)) if on_progress else None
 
             def get() -> None:
                 fetched = transfer.download(source, pid, side, info=data.object,
-                                            on_progress=progress, cancel=cancel)
+                                            on_progress=progress, cancel=stop)
                 data.fetched, data.file, data.from_cache = fetched, fetched.path, fetched.from_cache
                 from .imaging import load_image
 
@@ -129,12 +134,13 @@ class Comparison:
 
         def get_status() -> Status | None:
             try:
-                return client.status(pid)
+                return cancellable(lambda: client.status(pid), stop,
+                                   f"Cancelled: asking for the status of {pid}")
             except TopazError:
                 return None
 
         not_ready: NotReady | None = None
-        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="topaz-fetch") as pool:
+        with workers(3, "topaz-fetch", stop) as pool:
             status_future = pool.submit(get_status)
             futures = {side: pool.submit(one_side, side) for side in SIDES}
             for side in SIDES:

@@ -6,7 +6,10 @@ cards are fetched in the background through :func:`topaz_nb._tasks.workers`
 opens five hundred connections), and each card fills in as soon as its
 process is fetched: the first thumbnails appear while the rest are still
 downloading, and the kernel stays free meanwhile.  A process that fails to
-fetch becomes a card saying why instead of aborting the batch.
+fetch becomes a card saying why instead of aborting the batch; Ctrl-C (while
+waiting for the batch), :meth:`Gallery.cancel` or the ``cancel`` event given
+stops the whole batch at once (see :mod:`topaz_nb._tasks`), while a failure in
+one process stops only its own downloads.
 
 Memory stays bounded by the batch's *thumbnails*: a card keeps two small WebP
 thumbnails and a row of numbers, never the decoded images.  The full
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._ids import check_process_id
-from ._tasks import workers
+from ._tasks import child_event, workers
 from ._text import ago, byte_size, html_table, say
 from .comparison import Comparison
 from .errors import Cancelled, TopazError
@@ -88,13 +91,15 @@ class Gallery:
     order and ``len(gallery)`` its size; ``gallery[i]`` or
     ``gallery.open(pid)`` opens one comparison (from the disk cache).
     ``statuses`` (from :meth:`TopazClient.recent`) lets cards show the
-    filename, model and status before their thumbnails arrive.
+    filename, model and status before their thumbnails arrive.  Setting
+    ``cancel`` stops every download of the batch within a second.
     """
 
     def __init__(self, process_ids: Iterable[str], *, client: TopazClient, transfer: Transfer,
                  statuses: Iterable[Status] = (), max_workers: int = 4,
                  preview_size: int = 2048, mode: str = "swipe",
-                 on_done: Callable[[str], None] | None = None) -> None:
+                 on_done: Callable[[str], None] | None = None,
+                 cancel: threading.Event | None = None) -> None:
         ids = list(dict.fromkeys(check_process_id(p) for p in process_ids))
         known = {st.process_id: st for st in statuses}
         self.cards: list[Card] = [Card(pid, status=known.get(pid)) for pid in ids]
@@ -102,7 +107,7 @@ class Gallery:
         self._max_workers = max_workers
         self.preview_size, self.mode = preview_size, mode
         self._on_done = on_done
-        self._cancel = threading.Event()
+        self._cancel = child_event(cancel)  # the batch's: set by cancel() or by ``cancel``
         self._lock = threading.RLock()
         self._finished = threading.Event()
         self._thread: threading.Thread | None = None
@@ -174,7 +179,7 @@ class Gallery:
             result = Comparison.fetch(card.process_id, client=self._client,
                                       transfer=self._transfer, require_output=False,
                                       preview_size=self.preview_size, mode=self.mode,
-                                      cancel=self._cancel)
+                                      cancel=child_event(self._cancel))
             try:
                 thumbs: dict[str, bytes | None] = {}
                 for side in ("input", "output"):  # thumbnails now: a damaged file fails here

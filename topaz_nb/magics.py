@@ -23,7 +23,7 @@ from . import _progress
 from ._ids import check_process_id
 from ._modes import MODES
 from ._session import Session, set_default_session
-from ._text import file_problem, html_table, say
+from ._text import file_problem, html_table, interrupted, say
 from .comparison import Comparison
 from .errors import TopazError
 from .links import SIDES, Link, expiry_text, redact_url
@@ -93,6 +93,9 @@ class TopazMagics(Magics):
             return None
         try:
             return self._run(args)
+        except KeyboardInterrupt:
+            # The fetch's workers are already cancelled (see _tasks.workers).
+            raise UsageError(interrupted("magic")) from None
         except TopazError as exc:
             raise UsageError(say(exc, "magic")) from None
         except OSError as exc:  # the cache directory: read-only, full, or not a directory

@@ -30,8 +30,9 @@ import ipywidgets as w
 from ._ids import check_process_id
 from ._progress import Progress, WidgetBars
 from ._session import Session, default_session
-from ._text import byte_size, file_problem, process_line, progress_state, say
-from .errors import MissingApiKey, ProcessFailed, TopazError
+from ._tasks import cancellable
+from ._text import byte_size, file_problem, interrupted, process_line, progress_state, say
+from .errors import Cancelled, MissingApiKey, ProcessFailed, TopazError
 from .links import SIDES, Side, scrub_urls
 
 if TYPE_CHECKING:
@@ -52,17 +53,22 @@ class TopazPanel(w.VBox):
     the default is the one shared with ``%topaz``.  For scripts and tests:
     :meth:`fetch` (synchronous by default), :attr:`comparison` (the last
     result), :attr:`process_id` (the field, checked), :meth:`save`,
-    :meth:`use_demo`, :meth:`list_recent` and :meth:`join`.
+    :meth:`use_demo`, :meth:`list_recent`, :meth:`cancel` and :meth:`join`.
 
     The History list holds the processes fetched here; the Recent section
     lists the account's latest processes (file, model, status, age) from the
     API, and choosing one fetches it.
+
+    A running fetch stops within a second when the Cancel button is pressed,
+    when :meth:`cancel` is called, or when Ctrl-C interrupts :meth:`join`;
+    what arrived is kept, so fetching again resumes.
     """
 
     def __init__(self, session: Session | None = None) -> None:
         self._session = session if session is not None else default_session()
         self._comparison: Comparison | None = None
         self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
         self._busy = False
         self._quiet = False  # set while the recent list is refilled from code
         self._recent_ids: list[str] = []
@@ -78,6 +84,10 @@ class TopazPanel(w.VBox):
                                       button_style="primary", disabled=True,
                                       layout=w.Layout(width="auto", min_width="7em"),
                                       tooltip="Download the input and output (Enter in the field)")
+        self._cancel_button = w.Button(description="Cancel", icon="stop",
+                                       tooltip="Stop the fetch; fetching again resumes it",
+                                       layout=w.Layout(display="none", width="auto",
+                                                       min_width="7em"))
         self._wait_box = w.Checkbox(value=False, description="wait until ready", indent=False,
                                     layout=w.Layout(width="auto"))
         self._recent = w.Dropdown(options=[], value=None, description="History",
@@ -112,6 +122,7 @@ class TopazPanel(w.VBox):
         self._id_field.observe(self._on_id_change, names="value")
         self._id_field.on_msg(self._on_id_message)
         self._fetch_button.on_click(lambda _b: self.fetch(wait=False))
+        self._cancel_button.on_click(lambda _b: self.cancel())
         self._recent.observe(self._on_recent_change, names="value")
         self._account_button.on_click(lambda _b: self._run_guarded(self.list_recent))
         self._account_list.observe(self._on_account_choice, names="value")
@@ -119,7 +130,8 @@ class TopazPanel(w.VBox):
         self._save_button.on_click(lambda _b: self._run_guarded(self.save))
 
         super().__init__(children=[
-            w.HBox([self._id_field, self._fetch_button, self._wait_box, self._id_hint],
+            w.HBox([self._id_field, self._fetch_button, self._cancel_button, self._wait_box,
+                    self._id_hint],
                    layout=w.Layout(align_items="center", flex_flow="row wrap")),
             w.HBox([self._recent, self._demo_button],
                    layout=w.Layout(align_items="center", flex_flow="row wrap")),
@@ -185,11 +197,22 @@ class TopazPanel(w.VBox):
         return None
 
     def join(self, timeout: float | None = None) -> Comparison | None:
-        """Wait for a running fetch; the current comparison afterwards."""
+        """Wait for a running fetch; the current comparison afterwards.
+
+        Ctrl-C while waiting cancels the fetch (see :meth:`cancel`).
+        """
         thread = self._thread
         if thread is not None:
-            thread.join(timeout)
+            try:
+                thread.join(timeout)
+            except KeyboardInterrupt:
+                self.cancel()
+                raise
         return self._comparison
+
+    def cancel(self) -> None:
+        """Stop a running fetch within a second; what arrived is kept for resume."""
+        self._cancel.set()
 
     def save(self, directory: str | None = None) -> dict[Side, Any]:
         """Copy the last fetch's files into ``directory`` (default: the Save-to field)."""
@@ -216,7 +239,7 @@ class TopazPanel(w.VBox):
             self._id_field.value = ids[0]
         self._demo_button.layout.display = "none"
         self._set_status(f"Using the local demo sandbox at {sandbox.base_url}: "
-                         f"{len(ids)} demo processes are in the Recent list.")
+                         f"{len(ids)} demo processes are in the History list.")
         return ids
 
     def list_recent(self, limit: int = 50, status: str | None = None,
@@ -244,13 +267,16 @@ class TopazPanel(w.VBox):
     # -- fetching -----------------------------------------------------------
     def _start(self, pid: str) -> None:
         self._busy = True
+        self._cancel = threading.Event()
         self._fetch_button.disabled = True
         self._save_button.disabled = True
+        self._cancel_button.layout.display = None
         self._thread = threading.Thread(target=self._work, args=(pid,),
                                         name=f"topaz-panel-{pid[:8]}", daemon=True)
         self._thread.start()
 
     def _work(self, pid: str) -> None:
+        cancel = self._cancel
         self._comparison = None
         self._result.children = ()
         try:
@@ -258,18 +284,20 @@ class TopazPanel(w.VBox):
             session = self._session
             client = session.client()
             if self._wait_box.value:
-                self._wait(pid)
+                self._wait(pid, cancel)
             self._set_status(f"Fetching {pid} from {session.describe()}…")
             from .comparison import Comparison
 
             comparison = Comparison.fetch(
                 pid, client=client, transfer=session.transfer(), require_output=False,
                 on_progress=self._progress, preview_size=session.settings.preview_size,
-                mode=session.settings.mode)
+                mode=session.settings.mode, cancel=cancel)
             view = comparison.widget("panel")
         except MissingApiKey as exc:
             self._set_status(say(exc, "panel"), error=True)
             self._demo_button.layout.display = None
+        except Cancelled:
+            self._set_status(interrupted("panel"), error=True)
         except TopazError as exc:
             self._set_status(say(exc, "panel"), error=True)
         except OSError as exc:  # the cache directory: read-only, full, or not a directory
@@ -289,17 +317,22 @@ class TopazPanel(w.VBox):
             self._set_status(comparison.status_line("panel"), error=comparison.failed)
         finally:
             self._busy = False
+            self._cancel_button.layout.display = "none"
             self._fetch_button.disabled = self.process_id is None
 
-    def _wait(self, pid: str) -> None:
+    def _wait(self, pid: str, cancel: threading.Event) -> None:
         client = self._session.client()
         self._set_status(f"Waiting for {pid} to finish…")
 
         def show(st: Any) -> None:
+            if cancel.is_set():  # ends the abandoned polling at its next answer
+                raise Cancelled(f"Cancelled: waiting for {pid}")
             self._set_status(f"Waiting for {pid}: {progress_state(st.status, st.progress, st.eta)}")
 
         try:
-            client.wait(pid, timeout=self._session.settings.wait_timeout, on_progress=show)
+            cancellable(lambda: client.wait(pid, timeout=self._session.settings.wait_timeout,
+                                            on_progress=show),
+                        cancel, f"Cancelled: waiting for {pid}")
         except ProcessFailed as exc:
             raise TopazError(say(exc, "panel")) from None
 

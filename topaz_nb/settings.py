@@ -8,13 +8,12 @@ changed once applies everywhere in the session.
 from __future__ import annotations
 
 import os
-
-from ._modes import DEFAULT_MODE, MODES
-
 from typing import Any
 
 from traitlets import Enum, Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
+
+from ._modes import DEFAULT_MODE, MODES
 
 
 class _Mode(Enum):

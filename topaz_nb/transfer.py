@@ -67,7 +67,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import platformdirs
 import requests
@@ -75,10 +75,11 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-from ._version import __version__
+from ._ids import check_process_id
 from ._logsafe import install_log_filter
 from ._retry import DEFAULT_MAX_RETRY_AFTER, DEFAULT_MAX_RETRY_TIME, make_retry
-from ._ids import check_process_id
+from ._tasks import cancellable
+from ._version import __version__
 from .errors import Cancelled, LinkExpired, TransferError
 from .links import SIDES, Link, LinkSource, Side, redact_url
 
@@ -122,7 +123,6 @@ _INTERRUPTIONS = (requests.RequestException, urllib3.exceptions.HTTPError,
                   http.client.HTTPException, OSError)
 
 ProgressCallback = Callable[[int, "int | None"], None]
-_T = TypeVar("_T")
 
 
 def default_cache_dir() -> Path:
@@ -956,7 +956,7 @@ class Transfer:
             url = link.head_url if method == "HEAD" else link.download_url
             shown = redact_url(url)
             try:
-                response = _cancellable(
+                response = cancellable(
                     lambda: self._session.request(
                         method, url, headers=headers, stream=method == "GET",
                         timeout=self.timeout, allow_redirects=True),
@@ -1118,42 +1118,6 @@ def _restart(out: IO[bytes], digests: _Digests, on_progress: ProgressCallback | 
     return 0
 
 
-def _cancellable(work: Callable[[], _T], cancel: threading.Event | None, message: str) -> _T:
-    """Run ``work`` (a blocking request) so that ``cancel`` interrupts the wait.
-
-    The request runs on a helper thread; when cancelled, its answer is closed
-    whenever it comes and the caller gets :class:`Cancelled` at once.
-    """
-    if cancel is None:
-        return work()
-    if cancel.is_set():
-        raise Cancelled(message)
-    box: dict[str, Any] = {}
-    finished = threading.Event()
-    abandoned = threading.Event()
-    guard = threading.Lock()
-
-    def run() -> None:
-        try:
-            box["value"] = work()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            box["error"] = exc
-        with guard:
-            finished.set()
-            if abandoned.is_set() and "value" in box:
-                with contextlib.suppress(Exception):
-                    box["value"].close()
-
-    threading.Thread(target=run, name="topaz-transfer-request", daemon=True).start()
-    while not finished.wait(_POLL_SECONDS):
-        if cancel.is_set():
-            with guard:
-                if not finished.is_set():
-                    abandoned.set()
-                    raise Cancelled(message)
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
