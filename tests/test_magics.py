@@ -435,22 +435,12 @@ print("cell ended with", type(result.error_in_exec).__name__, flush=True)
 
 def test_ctrl_c_stops_a_fetch_at_once_with_one_line(sandbox, make_image, tmp_path):
     """A kernel interrupt while storage holds the download: the cell ends, one line, no wait."""
-    import signal
-
-    from conftest import interrupt_env, wait_until
+    from conftest import interrupted_child
 
     pid = sandbox.add_job(make_image((64, 48)), make_image((256, 192)))
     sandbox.inject("latency", server="storage", seconds=600, path=pid)  # never answers in time
-    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTIBLE_CELL, pid],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=interrupt_env(sandbox, tmp_path))
-    try:
-        wait_until(lambda: any(r.server == "storage" for r in sandbox.requests),
-                   "the fetch to reach storage")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)  # bounds a broken run; not a timing check
-    finally:
-        proc.kill()
+    code, out, err = interrupted_child(sandbox, [sys.executable, "-c", _INTERRUPTIBLE_CELL, pid],
+                                       tmp_path)
     assert "cell ended with UsageError" in out
     assert "Interrupted: the downloads stopped" in err and "Traceback" not in err
-    assert proc.returncode == 0
+    assert code == 0
