@@ -67,7 +67,6 @@ def _fidelity(workload: str) -> dict[str, Any]:
 def _first_view(ids: list[str], cache: str) -> dict[str, Any]:
     from topaz_nb.client import TopazClient
     from topaz_nb.comparison import Comparison
-    from topaz_nb.gallery import Gallery
     from topaz_nb.shootout import Shootout
     from topaz_nb.transfer import Transfer
 
@@ -79,8 +78,7 @@ def _first_view(ids: list[str], cache: str) -> dict[str, Any]:
         view = Comparison.fetch(ids[0], client=client, transfer=transfer).view
         sent = len(view.input_preview) + len(view.output_preview)
     else:
-        gallery = Gallery.fetch(ids, client=client, transfer=transfer, max_workers=4)
-        view = Shootout.from_gallery(gallery).view
+        view = Shootout.fetch(ids, client=client, transfer=transfer, max_workers=4).view
         sent = len(view.input_preview) + len(view.output_preview) + sum(
             len(p) for p in view.more_previews)
     seconds = time.perf_counter() - t0

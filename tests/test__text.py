@@ -7,7 +7,7 @@ import datetime as _dt
 import pytest
 
 from topaz_nb import _text
-from topaz_nb.errors import (AuthenticationError, MissingApiKey, NotFound, NotReady,
+from topaz_nb.errors import (ApiError, AuthenticationError, MissingApiKey, NotFound, NotReady,
                              ProcessFailed)
 
 PID = "1b2c3d4e-0000-4000-8000-000000000001"
@@ -86,3 +86,21 @@ def test_html_table_escapes_and_has_no_links() -> None:
                             caption="<cap>", row_headers=True)
     assert "&lt;b&gt;" in page and "<b>" not in page
     assert "&lt;cap&gt;" in page and "<a " not in page and "<td " in page and "<th " in page
+
+
+@pytest.mark.parametrize("place, setting", [("python", "base_url="),
+                                            ("magic", "%config Topaz.base_url"),
+                                            ("cli", "--api-url"), ("panel", "TOPAZ_API_URL")])
+def test_address_problems_name_the_setting_of_the_place(place: str, setting: str) -> None:
+    from topaz_nb.errors import ServerError
+
+    unreachable = ServerError("x", status_code=None)
+    unreachable.address_problem = "Could not reach the Topaz API at api.example"
+    odd = ApiError("x", status_code=200)
+    odd.address_problem = "The Topaz API at api.example sent something that is not JSON"
+    for exc in (unreachable, odd):
+        line = _text.say(exc, place)  # type: ignore[arg-type]
+        assert line.startswith(exc.address_problem) and setting in line
+        assert ("network" in line) == (exc is unreachable)
+    others = {"base_url=", "%config Topaz.base_url", "--api-url"} - {setting}
+    assert not any(word in _text.say(odd, place) for word in others)  # type: ignore[arg-type]

@@ -6,7 +6,6 @@ import pytest
 
 from topaz_nb.client import TopazClient
 from topaz_nb.errors import TopazError
-from topaz_nb.gallery import Gallery
 from topaz_nb.sandbox._demo import SHOOTOUT_MODELS, shootout_patch
 from topaz_nb.shootout import Shootout
 from topaz_nb.transfer import Transfer
@@ -21,7 +20,7 @@ def parts(sandbox, tmp_path):
 
 def _shootout(ids, parts) -> Shootout:
     client, transfer = parts
-    return Shootout.from_gallery(Gallery.fetch(ids, client=client, transfer=transfer))
+    return Shootout.fetch(ids, client=client, transfer=transfer)
 
 
 def test_the_demo_shootout_shows_the_input_once_and_every_output(sandbox, parts):

@@ -54,6 +54,20 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def ago(when: _dt.datetime | None, *, now: _dt.datetime | None = None) -> str:
+    """``12 s ago``, ``3 min ago``, ``1.5 h ago``; ``""`` when the time is unknown."""
+    if when is None:
+        return ""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return f"{duration(max(0.0, (now - when).total_seconds()))} ago"
+
+
+def process_line(filename: str | None, model: str | None, status: str | None,
+                 created: _dt.datetime | None) -> str:
+    """``astronaut.jpg · Standard V2 · Completed · 3.0 h ago``: one process in a list."""
+    return " · ".join(x for x in (filename or "(no file name)", model, status, ago(created)) if x)
+
+
 def eta(when: _dt.datetime | None, *, now: _dt.datetime | None = None) -> str:
     """``ETA 12 s``, ``ETA passed``, or ``""`` when the server gave none."""
     if when is None:
@@ -207,6 +221,22 @@ def _inside(path: str, directory: str) -> bool:
     return common == os.path.abspath(directory)
 
 
+def address_setting(place: Place) -> str:
+    """Where the API address is set, in the words of ``place``."""
+    return {"python": "base_url= or TOPAZ_API_URL",
+            "magic": "%config Topaz.base_url or TOPAZ_API_URL",
+            "cli": "--api-url or TOPAZ_API_URL",
+            "panel": "TOPAZ_API_URL"}[place]
+
+
+def wrong_address(problem: str, place: Place, *, network: bool = False) -> str:
+    """``problem`` (the API answered oddly, or not at all) and where to fix the address."""
+    if network:
+        return (f"{problem}; check the network connection and the address "
+                f"({address_setting(place)}), then try again")
+    return f"{problem}; check the API address ({address_setting(place)})"
+
+
 def interrupted(place: Place) -> str:
     """Ctrl-C or the Cancel button stopped a fetch; what arrived is kept for resume."""
     if place == "cli":
@@ -236,7 +266,14 @@ def say(exc: TopazError, place: Place) -> str:
     Errors that carry data are phrased here for the place; every other error
     already reads the same everywhere, so its own text is used.
     """
-    from .errors import AuthenticationError, MissingApiKey, NotFound, NotReady, ProcessFailed
+    from .errors import (
+        ApiError,
+        AuthenticationError,
+        MissingApiKey,
+        NotFound,
+        NotReady,
+        ProcessFailed,
+    )
 
     if isinstance(exc, MissingApiKey) and not exc.detail:
         return no_key(place)
@@ -250,6 +287,9 @@ def say(exc: TopazError, place: Place) -> str:
         return not_ready(exc.process_id, exc.status, exc.progress, exc.eta, place)
     if isinstance(exc, NotFound) and exc.process_id:
         return not_found(exc.process_id, place)
+    if exc.address_problem:
+        return wrong_address(exc.address_problem, place, network=exc.status_code is None
+                             if isinstance(exc, ApiError) else False)
     return one_line(str(exc))
 
 

@@ -29,6 +29,7 @@ import datetime as _dt
 import errno
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,6 +50,7 @@ from .errors import (
     ApiError,
     AuthenticationError,
     BadRequest,
+    InvalidFilter,
     MissingApiKey,
     NotFound,
     NotReady,
@@ -60,7 +62,8 @@ from .errors import (
 )
 from .links import Link, LinkSource, Side, redact_url, scrub_urls
 
-__all__ = ["DEFAULT_BASE_URL", "Status", "TopazClient"]
+__all__ = ["DEFAULT_BASE_URL", "STATUSES", "Status", "TopazClient", "parse_since",
+           "parse_status"]
 
 DEFAULT_BASE_URL = "https://api.topazlabs.com/image/v1"
 
@@ -68,6 +71,12 @@ _log = logging.getLogger("topaz_nb.client")
 
 _KEY_HINT = "pass api_key=..., or set TOPAZ_API_KEY"
 _TERMINAL = frozenset({"Completed", "Failed", "Cancelled"})
+STATUSES: tuple[str, ...] = ("Pending", "Processing", "Completed", "Failed", "Cancelled")
+"""Every status the API reports, as :meth:`TopazClient.recent` accepts them."""
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)\s*$", re.IGNORECASE)
+RETENTION = _dt.timedelta(days=7)
+"""How long the API keeps a process; older ones are gone from every list."""
 # Status fields a server may explain a failure in; the spec names none.
 _REASON_FIELDS = ("message", "error", "reason")
 # The spec allows at most 100 statuses per page; fewer pages, fewer requests.
@@ -227,10 +236,9 @@ class TopazClient:
         url = url.rstrip("/")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise TopazError(
-                f"{redact_url(url)!r} is not an API address: expected a URL such as "
-                f"{DEFAULT_BASE_URL!r} (check base_url or TOPAZ_API_URL)"
-            )
+            raise _address_error(
+                TopazError, f"{redact_url(url)!r} is not an API address: expected a URL such "
+                f"as {DEFAULT_BASE_URL!r}")
         self._base_url = url
         self._host = parts.netloc.rpartition("@")[2]
         self._timeout = timeout
@@ -325,11 +333,9 @@ class TopazClient:
                     and head_url and expiry is not None:
                 return Link(process_id=pid, side=side, download_url=download_url,
                             head_url=head_url, expiry=expiry)
-        raise ApiError(
-            f"The Topaz API at {self._host} sent an unexpected answer for the {side} link "
-            f"of {pid} (no download_url, head_url and expiry); check base_url",
-            status_code=200,
-        )
+        raise _address_error(
+            ApiError, f"The Topaz API at {self._host} sent an unexpected answer for the "
+            f"{side} link of {pid} (no download_url, head_url and expiry)", status_code=200)
 
     # ------------------------------------------------------------------ status
 
@@ -338,22 +344,64 @@ class TopazClient:
         pid = check_process_id(process_id)
         data = self._get_json(f"/status/{pid}", pid=pid)
         if not isinstance(data, dict):
-            raise ApiError(
-                f"The Topaz API at {self._host} sent an unexpected status answer for {pid}; "
-                "check base_url",
-                status_code=200,
-            )
+            raise _address_error(
+                ApiError, f"The Topaz API at {self._host} sent an unexpected status answer "
+                f"for {pid}", status_code=200)
         return Status.from_json(data)
 
     def statuses(self) -> list[Status]:
         """Every process the key can see (up to 7 days old), following all pages."""
         return list(self._iter_statuses())
 
+    def recent(self, limit: int | None = None, status: str | None = None,
+               since: str | float | _dt.timedelta | _dt.datetime | None = None) -> list[Status]:
+        """The account's processes, newest first, up to ``limit`` of them.
+
+        ``status`` keeps one status (``"Completed"``, ``"failed"``: any case);
+        ``since`` keeps those created at most that long ago: ``"30m"``,
+        ``"2h"``, ``"3d"``, seconds, a ``timedelta`` or an aware ``datetime``.
+        Both are checked before any request (:class:`~topaz_nb.errors.InvalidFilter`).
+        Pages (of at most ``limit``, and at most 100) are followed only until
+        ``limit`` processes are found, or until a page reaches past ``since``:
+        the API lists newest first.  A server that ignores pagination sends its
+        whole list at once, which is then sorted here.
+        """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise InvalidFilter(f"limit must be a whole number of at least 1, not {limit!r}")
+        wanted = parse_status(status) if status is not None else None
+        cutoff = parse_since(since) if since is not None else None
+        found: list[Status] = []
+        page_size = min(limit, _PAGE_LIMIT) if limit is not None else _PAGE_LIMIT
+        for items, paginated in self._pages(page_size):
+            for st in items:
+                if cutoff is not None and st.creation_time is not None \
+                        and st.creation_time < cutoff:
+                    continue
+                if wanted is None or st.status == wanted:
+                    found.append(st)
+            if not paginated:  # the whole list at once, in no promised order
+                break
+            # Pages come newest first: once a page reaches past ``since``, or
+            # enough processes are found, later pages can only hold older ones.
+            oldest = min((st.creation_time for st in items if st.creation_time), default=None)
+            if (limit is not None and len(found) >= limit) or (
+                    cutoff is not None and oldest is not None and oldest < cutoff):
+                break
+        found.sort(key=_newest_first)
+        return found[:limit] if limit is not None else found
+
     def _iter_statuses(self) -> Iterator[Status]:
+        for items, _ in self._pages():
+            yield from items
+
+    def _pages(self, page_size: int = _PAGE_LIMIT) -> Iterator[tuple[list[Status], bool]]:
+        """Each page of ``GET /status`` and whether it was a page (``paginated=true``
+        answered) or a server's whole list at once."""
         cursor: str | None = None
         seen: set[str] = set()
         while True:
-            params: dict[str, Any] = {"paginated": "true", "limit": _PAGE_LIMIT}
+            params: dict[str, Any] = {"paginated": "true", "limit": page_size}
             if cursor:
                 params["cursor"] = cursor
             data = self._get_json("/status", params=params)
@@ -363,14 +411,11 @@ class TopazClient:
             elif isinstance(data, dict) and isinstance(data.get("data"), list):
                 items, page = data["data"], data.get("pagination") or {}
             else:
-                raise ApiError(
-                    f"The Topaz API at {self._host} sent an unexpected list of statuses; "
-                    "check base_url",
-                    status_code=200,
-                )
-            for item in items:
-                if isinstance(item, dict):
-                    yield Status.from_json(item)
+                raise _address_error(
+                    ApiError, f"The Topaz API at {self._host} sent an unexpected list of "
+                    "statuses", status_code=200)
+            yield [Status.from_json(i) for i in items if isinstance(i, dict)], \
+                not isinstance(data, list)
             cursor = page.get("next_cursor") if isinstance(page, dict) else None
             if not (isinstance(page, dict) and page.get("has_next_page")) \
                     or not isinstance(cursor, str) or not cursor or cursor in seen:
@@ -445,11 +490,9 @@ class TopazClient:
             try:
                 return resp.json()
             except ValueError:
-                raise ApiError(
-                    f"The Topaz API at {self._host} answered GET {path} with something "
-                    "that is not JSON; check base_url",
-                    status_code=200,
-                ) from None
+                raise _address_error(
+                    ApiError, f"The Topaz API at {self._host} answered GET {path} with "
+                    "something that is not JSON", status_code=200) from None
         raise self._api_error(resp, path, pid=pid, side=side)
 
     def _network_error(self, exc: BaseException) -> ServerError:
@@ -484,11 +527,8 @@ class TopazClient:
                 status_code=None)
         else:
             what = f"the connection failed ({kind})"
-        return ServerError(
-            f"Could not reach the Topaz API at {self._host}: {what}; check the network "
-            "connection and the address (base_url or TOPAZ_API_URL), then try again",
-            status_code=None,
-        )
+        return _address_error(ServerError, f"Could not reach the Topaz API at {self._host}: "
+                              f"{what}", status_code=None)
 
     def _clean(self, text: str, limit: int = 200) -> str:
         """Server-sent text made safe to show: no key, no presigned query, one line."""
@@ -521,8 +561,8 @@ class TopazClient:
             return AuthenticationError(
                 f"The Topaz API {verb} ({said}); check the key: {_KEY_HINT}", **kw)
         if code == 404 and not pid:
-            return NotFound(f"The Topaz API at {self._host} has no {path} ({said}); "
-                            "check base_url", **kw)
+            return _address_error(
+                NotFound, f"The Topaz API at {self._host} has no {path} ({said})", **kw)
         if code == 404:
             return _phrased(NotFound("", **kw))
         if code == 409 and side == "output" and pid:
@@ -537,10 +577,9 @@ class TopazClient:
                 f"{self._attempts()}; try again later", **kw)
         if 300 <= code < 400:
             target = urlsplit(resp.headers.get("Location", "")).netloc.rpartition("@")[2]
-            return ApiError(
-                f"The Topaz API at {self._host} redirected GET {path} to "
-                f"{self._clean(target, 80) or 'elsewhere'}, which is not followed; "
-                "check base_url", **kw)
+            return _address_error(
+                ApiError, f"The Topaz API at {self._host} redirected GET {path} to "
+                f"{self._clean(target, 80) or 'elsewhere'}, which is not followed", **kw)
         return ApiError(f"The Topaz API answered GET {path} with {said}", **kw)
 
     def _attempts(self) -> str:
@@ -567,6 +606,51 @@ class TopazClient:
 _E = TypeVar("_E", bound=TopazError)
 
 
+def _newest_first(st: Status) -> float:
+    return -(st.creation_time.timestamp() if st.creation_time is not None else 0.0)
+
+
+def parse_status(value: str) -> str:
+    """``"failed"`` → ``"Failed"``: a status name in the API's spelling, or
+    :class:`InvalidFilter` naming the ones there are."""
+    for name in STATUSES:
+        if isinstance(value, str) and value.strip().lower() == name.lower():
+            return name
+    raise InvalidFilter(f"{value!r} is not a process status: use one of {', '.join(STATUSES)}")
+
+
+def parse_since(value: str | float | _dt.timedelta | _dt.datetime,
+                now: _dt.datetime | None = None) -> _dt.datetime:
+    """The aware UTC time ``value`` reaches back to: ``"2h"`` is two hours before now.
+
+    Durations are a number with ``s``, ``m``/``min``, ``h`` or ``d``; anything
+    else, a negative one, or one past the API's 7-day retention is
+    :class:`InvalidFilter`.
+    """
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            raise InvalidFilter("since needs a timezone-aware datetime (for example "
+                                "datetime.now(timezone.utc) - timedelta(hours=2))")
+        return value
+    if isinstance(value, _dt.timedelta):
+        span = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        span = _dt.timedelta(seconds=value)
+    else:
+        match = _SINCE.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise InvalidFilter(f"{value!r} is not a duration: use a number with s, m, h or d, "
+                                "such as 30m, 2h or 3d")
+        span = _dt.timedelta(seconds=float(match[1]) * _UNITS[match[2].lower()])
+    if span < _dt.timedelta(0):
+        raise InvalidFilter(f"since must reach back in time, not forward ({value!r})")
+    if span > RETENTION:
+        raise InvalidFilter(f"since reaches back {_text.duration(span.total_seconds())}, "
+                            "past the 7 days the API keeps processes: use 7d or less")
+    return now - span
+
+
 def _phrased(exc: _E) -> _E:
     """``exc`` with its message set by :func:`_text.say` for a library call.
 
@@ -575,6 +659,17 @@ def _phrased(exc: _E) -> _E:
     """
     exc.args = (_text.say(exc, "python"),)
     return exc
+
+
+def _address_error(cls: type[_E], problem: str, **kw: Any) -> _E:
+    """An error whose likely cure is another API address.
+
+    ``problem`` says what happened; the next step, which names the address
+    setting, is added by :func:`_text.say` in the words of each place.
+    """
+    exc = cls("", **kw)
+    exc.address_problem = problem
+    return _phrased(exc)
 
 
 def _is_gaierror(exc: BaseException) -> bool:

@@ -17,11 +17,24 @@ from typing import Any
 
 
 class TopazError(Exception):
-    """Base class of every error raised by topaz-nb."""
+    """Base class of every error raised by topaz-nb.
+
+    ``address_problem`` is set (to what went wrong, without a next step) when
+    the likely cure is a different API address: the next step then names the
+    setting of the place where the message appears (``base_url=``,
+    ``%config Topaz.base_url``, ``--api-url``), see :func:`topaz_nb._text.say`.
+    """
+
+    address_problem: str | None = None
 
 
 class InvalidProcessId(TopazError, ValueError):
     """A process ID that is not a UUID; raised before any request is sent."""
+
+
+class InvalidFilter(TopazError, ValueError):
+    """A ``since`` or ``status`` filter of :meth:`TopazClient.recent` that means nothing;
+    raised before any request is sent."""
 
 
 class MissingApiKey(TopazError):

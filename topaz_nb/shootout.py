@@ -18,16 +18,21 @@ from __future__ import annotations
 
 import hashlib
 import html
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._ids import check_process_id
 from ._modes import MAX_OUTPUTS
+from ._tasks import child_event, workers
 from ._text import html_table, psnr_text, ssim_text
 from .comparison import Comparison
 from .errors import TopazError
 
 if TYPE_CHECKING:
-    from .gallery import Gallery
+    from .client import TopazClient
+    from .transfer import Transfer
     from .widget import CompareView
 
 
@@ -48,15 +53,29 @@ class Shootout:
         self._view: CompareView | None = None
 
     @classmethod
-    def from_gallery(cls, gallery: Gallery, *, mode: str = "grid") -> Shootout:
-        """The shoot-out of a fetched gallery; the first process that could not be
-        fetched, or has no output, is the error."""
-        for pid, result in gallery.entries:
-            if isinstance(result, TopazError):
-                raise result
-            if not result.ready:
-                raise TopazError(result.status_line("python"))
-        return cls(gallery.comparisons, mode=mode)
+    def fetch(cls, process_ids: list[str], *, client: TopazClient, transfer: Transfer,
+              max_workers: int = 4, preview_size: int = 2048, mode: str = "grid",
+              on_done: Callable[[str], None] | None = None,
+              cancel: threading.Event | None = None) -> Shootout:
+        """Fetch every process (``max_workers`` at a time; all IDs checked first)
+        and make the shoot-out; the first that fails, or has no output, is the error.
+        Ctrl-C (or ``cancel``) stops every download at once."""
+        ids = list(dict.fromkeys(check_process_id(p) for p in process_ids))
+        if len(ids) > MAX_OUTPUTS:
+            raise TopazError(f"A shoot-out compares at most {MAX_OUTPUTS} outputs; got {len(ids)}.")
+        stop = child_event(cancel)
+
+        def one(pid: str) -> Comparison:
+            try:
+                return Comparison.fetch(pid, client=client, transfer=transfer,
+                                        preview_size=preview_size, mode=mode, cancel=stop)
+            finally:
+                if on_done is not None:
+                    on_done(pid)
+
+        with workers(max_workers, "topaz-shootout", stop) as pool:
+            comparisons = list(pool.map(one, ids))
+        return cls(comparisons, mode=mode)
 
     # -- what is compared ----------------------------------------------------
     @property

@@ -81,7 +81,7 @@ from ._retry import DEFAULT_MAX_RETRY_AFTER, DEFAULT_MAX_RETRY_TIME, make_retry
 from ._tasks import cancellable
 from ._version import __version__
 from .errors import Cancelled, LinkExpired, TransferError
-from .links import SIDES, Link, LinkSource, Side, redact_url
+from .links import SIDES, Link, LinkSource, Side, redact_url, scrub_urls
 
 try:
     import fcntl
@@ -117,7 +117,6 @@ _STEM = re.compile(r"(?:input|output)-[A-Za-z0-9_-]{1,80}")
 _DERIVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,80}")
 _PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*")
-_QUERY = re.compile(r"\?[^\s'\"<>)]*")
 _SIDECAR_VERSION = 1
 _INTERRUPTIONS = (requests.RequestException, urllib3.exceptions.HTTPError,
                   http.client.HTTPException, OSError)
@@ -911,7 +910,7 @@ class Transfer:
                         return done, received, None
                     if kind == "error":
                         if isinstance(value, _INTERRUPTIONS):
-                            reason = _scrub(f"{type(value).__name__}: {value}")
+                            reason = scrub_urls(f"{type(value).__name__}: {value}")
                             return done, received, reason.splitlines()[0][:200]
                         raise value
                     if done + len(value) > limit:
@@ -962,7 +961,7 @@ class Transfer:
                         timeout=self.timeout, allow_redirects=True),
                     cancel, f"Cancelled: the {method} of {what}; run it again to resume")
             except (requests.RequestException, ValueError) as exc:  # ValueError: a malformed redirect
-                reason = _scrub(f"{type(exc).__name__}: {exc}").splitlines()[0][:200]
+                reason = scrub_urls(f"{type(exc).__name__}: {exc}").splitlines()[0][:200]
                 raise TransferError(
                     f"{method} of {what} failed ({shown}): {reason}; "
                     "check the connection and run again") from None
@@ -1169,7 +1168,3 @@ def _sweep_stale_parts(parts: Iterator[Path]) -> None:
 def _shown_url(links: _Links) -> str:
     return redact_url(links.current().download_url)
 
-
-def _scrub(text: str) -> str:
-    """Remove query strings from text that may quote a presigned URL."""
-    return _QUERY.sub("?…", text)
