@@ -205,8 +205,10 @@ class Comparison:
                     "compare yet: fetch it again with --wait once it has finished."
                 )
             crop = self.status.crop_to_fill if self.status is not None else None
-            self._view = CompareView(inp, out, mode=self.mode, preview_size=self.preview_size,
-                                     crop_to_fill=crop)
+            view = CompareView(inp, out, preview_size=self.preview_size, crop_to_fill=crop)
+            view.fidelity_source = lambda _pane: self.fidelity  # cached beside the download
+            view.mode = self.mode
+            self._view = view
         return self._view
 
     @property

@@ -109,9 +109,11 @@ class Shootout:
             outputs = [c.source("output") for c in self.comparisons]
             crop = first.status.crop_to_fill if first.status is not None else None
             mode = self.mode if len(outputs) > 1 or self.mode != "grid" else "swipe"
-            self._view = CompareView(inp, *outputs, labels=self.labels, mode=mode,
-                                     preview_size=first.preview_size, crop_to_fill=crop)
-            self._view.fidelity_source = lambda k: self.comparisons[k - 1].fidelity
+            view = CompareView(inp, *outputs, labels=self.labels,
+                               preview_size=first.preview_size, crop_to_fill=crop)
+            view.fidelity_source = lambda k: self.comparisons[k - 1].fidelity
+            view.mode = mode  # after the source: fidelity mode reads the cached results
+            self._view = view
         return self._view
 
     def rows(self) -> list[tuple[str, str, str, str, str, str]]:
