@@ -78,7 +78,7 @@ from topaz_nb.widget import CompareView
 
 photo = Image.open({path!r}).convert("RGB")
 small = photo.resize((photo.width // 4, photo.height // 4), Image.Resampling.BILINEAR)
-view = CompareView(small, photo, height=560, position=0.5)
+view = CompareView(small, photo, height=560, position=0.5, input_filter="nearest")
 view
 """
 
@@ -559,8 +559,9 @@ def _near_source(img: Image.Image, sx: float, sy: float, seen: tuple[int, ...],
                  tol: int = 6) -> bool:
     """Whether ``seen`` is, within ``tol``, one of the pixels of ``img`` around ``(sx, sy)``.
 
-    The canvas enlarges without smoothing, so a canvas pixel is exactly one
-    source pixel; which neighbour it is depends on rounding at the edges.
+    The canvas enlarges without smoothing (the input with ``input_filter="nearest"``),
+    so a canvas pixel is exactly one source pixel; which neighbour it is depends on
+    rounding at the edges.
     """
     x, y = math.floor(sx), math.floor(sy)
     for yy in range(max(0, y - 1), min(img.height, y + 2)):
