@@ -564,3 +564,14 @@ def test_grid_and_fidelity_have_static_pictures() -> None:
     r, g, b = img.getpixel((128, 88))[:3]
     assert (r, g, b) != tuple(np.asarray(Image.fromarray(_gradient((64, 48)))
                                          .resize((256, 192)))[88, 128])
+
+
+def test_a_shootout_page_carries_every_preview(tmp_path: Path) -> None:
+    v = shootout(mode="fidelity")
+    page = v.save_html(tmp_path / "shootout.html").read_text(encoding="utf-8")
+    state = json.loads(re.search(r'id="topaz-compare-state">(.*?)</script>', page, re.S)
+                       .group(1).replace("<\\/", "</"))
+    assert state["panes"] == v.panes and state["mode"] == "fidelity"
+    assert [base64.b64decode(p["__b64__"]) for p in state["more_previews"]] == v.more_previews
+    assert base64.b64decode(state["fidelity_map"]["overlay"]["__b64__"]) == \
+        v.fidelity_map["overlay"]
