@@ -42,7 +42,7 @@ def test_the_demo_shootout_shows_the_input_once_and_every_output(sandbox, parts)
 def test_the_invented_patch_is_the_least_faithful_and_its_worst_region(sandbox, parts):
     ids = sandbox.add_shootout()
     shootout = _shootout(ids, parts)
-    lanczos, sharpen, invent = (c.fidelity for c in shootout.comparisons)
+    lanczos, _sharpen, invent = (c.fidelity for c in shootout.comparisons)
     assert invent.psnr <= lanczos.psnr - 3
     x, y, w, h = shootout_patch(invent.output_size)
     rx, ry, rw, rh = invent.regions[0]

@@ -523,7 +523,7 @@ def test_a_smooth_input_filter_interpolates_magnified_panes() -> None:
     v = shootout()
     v._on_tile_request(v, {**request(tiles=[(0, 0)]), "panes": [0, 1],
                            "input_filter": "smooth"}, [])
-    (msg, (smooth_png, out_png)), = v.sent
+    (msg, (smooth_png, _out_png)), = v.sent
     assert msg["input_filter"] == "smooth"
     smooth = decode(smooth_png)[..., :3].astype(int)
     blocks = _gradient((64, 48)).repeat(4, axis=0).repeat(4, axis=1).astype(int)
@@ -569,7 +569,7 @@ def test_grid_and_fidelity_have_static_pictures() -> None:
 def test_a_shootout_page_carries_every_preview(tmp_path: Path) -> None:
     v = shootout(mode="fidelity")
     page = v.save_html(tmp_path / "shootout.html").read_text(encoding="utf-8")
-    state = json.loads(re.search(r'id="topaz-compare-state">(.*?)</script>', page, re.S)
+    state = json.loads(re.search(r'id="topaz-compare-state">(.*?)</script>', page, re.DOTALL)
                        .group(1).replace("<\\/", "</"))
     assert state["panes"] == v.panes and state["mode"] == "fidelity"
     assert [base64.b64decode(p["__b64__"]) for p in state["more_previews"]] == v.more_previews

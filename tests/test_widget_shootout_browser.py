@@ -19,11 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from browser_support import (
-    REPO,
-    canvas_pixel,
-    close_to,
     jupyter_server,
     launch_chromium,
     new_page,
@@ -35,6 +31,7 @@ from browser_support import (
     wait_for_pixel,
     write_notebook,
 )
+
 from topaz_nb._composite import grid_shape
 from topaz_nb._fidelity import magma
 

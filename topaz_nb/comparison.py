@@ -27,8 +27,8 @@ from .links import SIDES, Link, Side, expiry_text, redact_url, utc_text
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .client import Status, TopazClient
     from ._fidelity import Fidelity
+    from .client import Status, TopazClient
     from .imaging import SourceImage
     from .transfer import Fetched, ObjectInfo, Transfer
     from .widget import CompareView
