@@ -54,6 +54,19 @@ front end keeps a bounded cache of tiles, drops answers for a level it has
 left, and keeps drawing the scaled preview until tiles arrive.  A failure is
 answered once with ``{"type": "tile-error", "view", "gen", "message"}``.
 
+**Panes.**  A view has panes: the input (0) and one or more outputs (a
+shoot-out), all on the first output's grid; ``pane_info`` says where each
+lies and ``more_previews`` carries the previews of panes 2 and on.  A
+"tiles" request may name the panes it wants and how magnified panes are
+resampled::
+
+    {"type": "tiles", ..., "panes": [0, 2], "input_filter": "smooth" | "nearest"}
+
+(default ``[0, 1]`` and ``"nearest"``); the answer repeats both and carries
+one buffer per pane, in that order.  The front end asks only for the panes it
+shows: all of them in grid mode, ``right`` in fidelity mode, ``left`` and
+``right`` otherwise.
+
 **Constants.**  Modes, tile size, maximum zoom and difference gain are
 defined in :mod:`topaz_nb._modes` and reach the front end as the read-only
 ``limits`` trait; the JavaScript repeats none of them.
@@ -129,7 +142,7 @@ def _default_labels(bases: tuple[str, str], inp: SourceImage, out: SourceImage,
     return label_in, label_out
 
 
-def _shootout_labels(sources: list[SourceImage], placements: list[Placement]) -> list[str]:
+def _shootout_labels(sources: list[SourceImage]) -> list[str]:
     """``Input W×H``, then ``Output k W×H (scale×)`` for every output."""
     iw, ih = sources[0].size
     labels = [f"Input {iw}×{ih}"]
@@ -322,7 +335,7 @@ class CompareView(anywidget.AnyWidget):
             if n == 2:
                 labels = _default_labels(("Input", "Output"), inp, out, self._placement_obj)
             else:
-                labels = _shootout_labels(self._all, self._pane_placements)
+                labels = _shootout_labels(self._all)
         elif len(labels) != n:
             what = "two strings (input, output)" if n == 2 else f"{n} strings (input, outputs)"
             raise t.TraitError(f"labels must be {what}; got {labels!r}.")
