@@ -228,20 +228,35 @@ def _planes(image: Image.Image) -> list[Any]:
 
 
 def _window_mean(a: Any, k: int) -> Any:
-    """Mean over every k×k window lying wholly inside ``a`` (float32, separable
-    running sums: each partial sum spans one axis only, so float32 keeps it exact
-    to well under a level)."""
-    np = _numpy()
-    c = np.cumsum(a, axis=0, dtype=np.float32)
-    rows = np.empty((a.shape[0] - k + 1, a.shape[1]), dtype=np.float32)
-    rows[0] = c[k - 1]
-    np.subtract(c[k:], c[:-k], out=rows[1:])
-    c = np.cumsum(rows, axis=1, dtype=np.float32)
-    out = np.empty((rows.shape[0], a.shape[1] - k + 1), dtype=np.float32)
-    out[:, 0] = c[:, k - 1]
-    np.subtract(c[:, k:], c[:, :-k], out=out[:, 1:])
-    out *= 1.0 / (k * k)
-    return out
+    """Mean over every k×k window lying wholly inside ``a``: running sums along
+    each axis by doubling (sums of 1, 2, 4, … neighbours), a few float32 adds a
+    pixel and no long partial sums to lose precision in."""
+    return _running_sum(_running_sum(a, k, 0), k, 1) * (1.0 / (k * k))
+
+
+def _running_sum(a: Any, k: int, axis: int) -> Any:
+    """Sums of ``k`` consecutive values along ``axis`` (length ``n - k + 1``)."""
+    n = a.shape[axis] - k + 1
+
+    def part(x: Any, start: int) -> Any:
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(start, start + n)
+        return x[tuple(index)]
+
+    total, offset, width, block = None, 0, 1, a
+    while k:
+        if k & 1:
+            piece = part(block, offset)
+            total = piece.copy() if total is None else total + piece
+            offset += width
+        k >>= 1
+        if k:
+            index = [slice(None)] * a.ndim
+            head, tail = list(index), list(index)
+            head[axis], tail[axis] = slice(None, -width), slice(width, None)
+            block = block[tuple(head)] + block[tuple(tail)]
+            width *= 2
+    return total
 
 
 def _compare(reference: list[Any], shrunk: list[Any]) -> tuple[float, float, Any]:
