@@ -7,6 +7,8 @@ import base64
 import io
 import json
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +265,58 @@ def test_reduced_levels_cover_more_of_the_image() -> None:
     assert decode(in_png).shape[:2] == (38, 238)
 
 
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    """Let the event loop run (tiles are cut on worker threads) until ``condition()``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for tiles"
+        await asyncio.sleep(0.005)
+
+
+class BlockingSource:
+    """A tile source whose cuts wait for ``release``; records every tile cut."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.cut: list[tuple[str, float, float]] = []
+        self._lock = threading.Lock()
+
+    def region(self, side: str, x: float, y: float, w: float, h: float,
+               zoom: float = 1.0) -> Image.Image:
+        with self._lock:
+            self.cut.append((side, x, y))
+        self.started.set()
+        assert self.release.wait(10)
+        return Image.new("RGB", (max(1, round(w * zoom)), max(1, round(h * zoom))))
+
+
+def test_tiles_are_cut_off_the_event_loop_and_superseded_ones_never_cut() -> None:
+    v = Captured(noise((64, 64)), noise((2048, 2048), 4), preview_size=64)
+    source = BlockingSource()
+    v._tile_source = source  # type: ignore[assignment]
+    handled: list[str] = []
+
+    async def interact() -> None:
+        v._on_tile_request(v, request("a", 1, tiles=[(0, 0), (1, 0), (2, 0), (3, 0)]), [])
+        await until(source.started.is_set)
+        # The first tile is blocked in its worker: the loop still takes messages.
+        v._on_tile_request(v, request("a", 2, tiles=[(3, 3)]), [])
+        handled.append("second request")
+        await asyncio.sleep(0.05)
+        assert v.sent == []  # nothing finished, nothing sent, and nothing hung
+        source.release.set()
+        await until(lambda: len(v.sent) == 2 and not v._busy)
+
+    asyncio.run(interact())
+    assert handled == ["second request"]
+    served = [(m["gen"], m["ix"], m["iy"]) for m, _ in v.sent]
+    assert served == [(1, 0, 0), (2, 3, 3)]
+    # Tiles (1, 0), (2, 0), (3, 0) of the first request were superseded: never cut.
+    cut_x = sorted({x for side, x, _ in source.cut if side == "output"})
+    assert cut_x == [0, 3 * TILE_PX]
+
+
 def test_newer_request_supersedes_queued_tiles_of_the_same_view() -> None:
     v = Captured(noise((64, 64)), noise((2048, 2048), 4), preview_size=64)
 
@@ -273,8 +327,7 @@ def test_newer_request_supersedes_queued_tiles_of_the_same_view() -> None:
         await asyncio.sleep(0)
         # The user panned: view "a" now wants one other tile only.
         v._on_tile_request(v, request("a", 2, tiles=[(3, 3)]), [])
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await until(lambda: len(v.sent) >= 2 and not v._busy and not v._queues)
 
     asyncio.run(interact())
     served = [(m["view"], m["gen"], m["ix"], m["iy"]) for m, _ in v.sent]
@@ -290,8 +343,7 @@ def test_an_empty_request_cancels_the_queue() -> None:
     async def interact() -> None:
         v._on_tile_request(v, request("a", 1, tiles=[(0, 0), (1, 0), (2, 0)]), [])
         v._on_tile_request(v, request("a", 2, tiles=[]), [])
-        for _ in range(10):
-            await asyncio.sleep(0)
+        await until(lambda: not v._busy and not v._queues)
 
     asyncio.run(interact())
     assert v.sent == []

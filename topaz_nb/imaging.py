@@ -29,6 +29,7 @@ import io
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import IO, Any, Union
 from PIL import Image, ImageFile
 
 from ._align import Placement, align
+from . import _pyramid
 from ._cache import DecodedCache, PreviewStore, default_budget
 from ._color import display_mode, profile_description, to_display
 from ._sniff import UnrecognisedImage, describe_non_image, open_header
@@ -158,9 +160,12 @@ class SourceImage:
 
     def __init__(self, opener: Callable[[], Any], *, label: str, cache: DecodedCache,
                  pil: Image.Image | None = None, file_size: int | None = None,
-                 path: Path | None = None) -> None:
+                 path: Path | None = None, pyramid_path: Path | None = None) -> None:
         self.label = label
         self._path = path if path is not None and PreviewStore.applies_to(path) else None
+        self._file_path = path
+        self._pyramid_path = pyramid_path if path is not None else None
+        self._pyramid_future: Future[_pyramid.Pyramid] | None = None
         self._opener = opener
         self._pil = pil
         self._cache = cache
@@ -168,6 +173,7 @@ class SourceImage:
         self._preview: tuple[int, Image.Image] | None = None
         self._encoded: dict[tuple[int, str], bytes] = {}
         self._lock = threading.Lock()
+        self._lock_pyr = threading.Lock()
         self._closed = False
         if pil is not None:
             self.info = _guarded(label, lambda: _read_info(pil, label, file_size))
@@ -224,6 +230,60 @@ class SourceImage:
                 store.save_encoded(tag, data)
         self._encoded[key] = data
         return data
+
+    @property
+    def has_pyramid(self) -> bool:
+        """Whether tiles of this image come from a pyramid on disk (see
+        :mod:`topaz_nb._pyramid`): a large file of the download cache whose
+        pixels are display pixels as they are.  Others are decoded whole."""
+        i = self.info
+        return (self._pyramid_path is not None and _pyramid.eligible(
+            width=i.width, height=i.height, mode=i.mode, bit_depth=i.bit_depth,
+            format=i.format, icc_srgb_or_none=i.icc_profile is None
+            or "srgb" in i.icc_profile.lower(), orientation=i.orientation))
+
+    def pyramid(self) -> _pyramid.Pyramid | None:
+        """This image's pyramid, opened from disk or built now (one streaming
+        decode, once: concurrent callers wait for the same build); ``None``
+        when the image does not get one (:attr:`has_pyramid`)."""
+        if not self.has_pyramid:
+            return None
+        self._check_open()
+        with self._lock_pyr:
+            future = self._pyramid_future
+            owner = future is None
+            if owner:
+                future = self._pyramid_future = Future()
+        assert future is not None
+        if not owner:
+            return future.result()
+        assert self._file_path is not None and self._pyramid_path is not None
+        try:
+            pyr = _pyramid.open_pyramid(self._pyramid_path, self._file_path)
+            if pyr is None:
+                pyr = _guarded(self.label, lambda: _pyramid.build(self._file_path,
+                                                                  self._pyramid_path))
+        except BaseException as exc:
+            with self._lock_pyr:
+                self._pyramid_future = None  # a later call may try again
+            future.set_exception(exc)
+            raise
+        future.set_result(pyr)
+        return pyr
+
+    def pyramid_ready(self) -> bool:
+        """Whether :meth:`pyramid` would return without building."""
+        future = self._pyramid_future
+        return future is not None and future.done() and future.exception() is None
+
+    def prepare_tiles(self) -> None:
+        """Make full-resolution tiles cheap: open or build the pyramid, or for
+        images without one decode the full image into the cache.  Meant for a
+        background thread once the first view is shown."""
+        if self.has_pyramid:
+            self.pyramid()
+        else:
+            self.full()
 
     def full(self, *, cache: DecodedCache | None = None) -> Image.Image:
         """The full-resolution display-ready image, decoded once and kept in
@@ -299,6 +359,16 @@ class SourceImage:
         cached = self._cache.get(self._key)
         if cached is not None:
             return _resample(cached, target)
+        if self.has_pyramid and self.info.format != "JPEG":
+            # A PNG has to be decoded whole for its preview anyway: that one
+            # decode writes the pyramid, and the preview is read from a level.
+            pyr = self.pyramid()
+            assert pyr is not None
+            return _resample(_pyramid.thumbnail(pyr, max(target)), target)
+        if self.info.format != "JPEG" and self.info.width * self.info.height < _pyramid.MIN_PIXELS:
+            # A small image is decoded whole for its preview anyway; keeping
+            # that decode in the cache means tiles never decode it again.
+            return _resample(self.full(), target)
         swap = self.info.orientation in (5, 6, 7, 8)
         file_target = (target[1], target[0]) if swap else target
         with self._header() as (im, owned):
@@ -314,7 +384,7 @@ class SourceImage:
                 work, owned_work = to_display(work, in_place=owned), True
             factor = _reduce_factor(work.size, file_target)
             if factor >= 2:
-                work, owned_work = work.reduce(factor), True
+                work, owned_work = _reduce(work, factor), True
             display = to_display(work, in_place=owned_work)
             del work
         oriented = _orient(display, self.info.orientation)
@@ -324,12 +394,18 @@ class SourceImage:
 
 
 def load_image(source: Source, *, label: str = "image",
-               cache: DecodedCache | None = None) -> SourceImage:
+               cache: DecodedCache | None = None,
+               pyramid_path: str | os.PathLike[str] | None = None) -> SourceImage:
     """Open ``source`` (a path, bytes, a PIL image or a numpy-style array) lazily.
 
     The header is read and checked now; pixels are decoded by
     :meth:`SourceImage.preview` / :meth:`SourceImage.full`.  Raises
     :class:`ImageError` (not an image, damaged) or :class:`ImageTooLarge`.
+
+    ``pyramid_path`` (for a path ``source`` only) is where a tiled pyramid of a
+    large image may be written and found again (see :mod:`topaz_nb._pyramid`);
+    whoever owns the files' layout chooses it.  Without it tiles are cut from
+    the fully decoded image.
     """
     cache = cache if cache is not None else default_cache
     if isinstance(source, Image.Image):
@@ -346,7 +422,8 @@ def load_image(source: Source, *, label: str = "image",
             raise ImageError(f"{label}: cannot read {path!r} ({exc.strerror or exc}); "
                              "check the path") from None
         return SourceImage(lambda: open(path, "rb"), label=label, cache=cache,
-                           file_size=file_size, path=Path(path))
+                           file_size=file_size, path=Path(path),
+                           pyramid_path=Path(pyramid_path) if pyramid_path is not None else None)
     if hasattr(source, "__array_interface__"):
         return SourceImage(_no_file, label=label, cache=cache,
                            pil=_from_array(source, label))
@@ -564,8 +641,31 @@ def _resample(im: Image.Image, size: tuple[int, int]) -> Image.Image:
         return im
     factor = _reduce_factor(im.size, size)
     if factor >= 2 and im.mode in _REDUCIBLE:
-        im = im.reduce(factor)
+        im = _reduce(im, factor)
     return im.resize(size, Image.Resampling.LANCZOS)
+
+
+_STRIP_PIXELS = 4_000_000
+"""Pixels per strip when reducing an image with alpha (see :func:`_reduce`)."""
+
+
+def _reduce(im: Image.Image, factor: int) -> Image.Image:
+    """``im.reduce(factor)`` without a full-size copy for images with alpha.
+
+    Pillow reduces ``RGBA``/``LA`` through a premultiplied copy of the whole
+    image: a 22000² RGBA PNG (1.9 GB decoded) peaked at 3.8 GB.  Reducing
+    horizontal strips whose height is a multiple of ``factor`` gives the same
+    pixels (box cells never straddle a strip) with a copy of one strip.
+    """
+    if im.mode not in ("RGBA", "LA") or im.width * im.height <= _STRIP_PIXELS:
+        return im.reduce(factor)
+    rows = max(factor, (_STRIP_PIXELS // im.width) // factor * factor)
+    out = Image.new(im.mode, (-(-im.width // factor), -(-im.height // factor)))
+    for top in range(0, im.height, rows):
+        strip = im.crop((0, top, im.width, min(im.height, top + rows)))
+        out.paste(strip.reduce(factor), (0, top // factor))
+        del strip
+    return out
 
 
 def _from_array(array: Any, label: str) -> Image.Image:

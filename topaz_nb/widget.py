@@ -41,15 +41,24 @@ listing, nearest the centre first, the visible tiles it lacks.  A tile is
 ``512 / level`` output pixels square (a 512×512 image at that level) and sits at
 ``(ix, iy)`` in that grid.  The list *replaces* whatever that view had queued:
 while the user pans, superseded tiles are never cut.  The kernel answers tile by
-tile, returning to its event loop in between so that newer requests take
-effect, with::
+tile.  Tiles are cut on worker threads, one tile pair of a widget at a time,
+never on the kernel's event loop: while a tile is being cut (or waits for the
+first full-resolution data) the kernel keeps handling messages, so a newer
+request replaces the queue and only the tile already started is finished.
+Each answer is::
 
     {"type": "tile", "view", "gen", "level", "ix", "iy", "x", "y", "w", "h"}
     buffers = [input PNG, output PNG]
 
 ``(x, y, w, h)`` is the tile's rectangle in output pixels; both images are
 ``round(w * level) × round(h * level)`` and lossless, cut by
-:class:`topaz_nb.imaging.TileSource` from the full-resolution images.  The
+:class:`topaz_nb.imaging.TileSource` from the full-resolution images (a large
+image's tiled pyramid on disk, or the decoded image).
+
+**Building ahead.**  Once the view has been displayed, each side's
+full-resolution data (its pyramid, or its decoded pixels) is prepared in the
+background, so that zooming to 100 % finds it ready; a tile asked for earlier
+waits for that same preparation instead of decoding again.  The
 front end keeps a bounded cache of tiles, drops answers for a level it has
 left, and keeps drawing the scaled preview until tiles arrive.  A failure is
 answered once with ``{"type": "tile-error", "view", "gen", "message"}``.
@@ -74,6 +83,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
+import threading
+from concurrent.futures import Future
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
@@ -128,6 +139,8 @@ def _default_labels(bases: tuple[str, str], inp: SourceImage, out: SourceImage,
 _PREVIEW_BUDGET = 2_000_000
 """Bytes one image may cost in the first view; lossless when it fits."""
 _TILE_POOL: ThreadPoolExecutor | None = None
+_WORK_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def _make_preview(src: SourceImage, max_side: int) -> tuple[Image.Image, bytes, str]:
@@ -147,9 +160,21 @@ def _make_preview(src: SourceImage, max_side: int) -> tuple[Image.Image, bytes, 
 def _tile_pool() -> ThreadPoolExecutor:
     """Two threads shared by every view: a tile pair's two sides compress in parallel."""
     global _TILE_POOL
-    if _TILE_POOL is None:
-        _TILE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="topaz-tile")
-    return _TILE_POOL
+    with _POOL_LOCK:
+        if _TILE_POOL is None:
+            _TILE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="topaz-tile")
+        return _TILE_POOL
+
+
+def _work_pool() -> ThreadPoolExecutor:
+    """Threads that keep slow work off the kernel's event loop: one tile pair
+    per widget at a time, and building ahead (pyramids, decodes).  Separate
+    from :func:`_tile_pool`, whose threads a tile pair waits on."""
+    global _WORK_POOL
+    with _POOL_LOCK:
+        if _WORK_POOL is None:
+            _WORK_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="topaz-work")
+        return _WORK_POOL
 
 
 def _source(image: Any, label: str) -> SourceImage:
@@ -245,6 +270,8 @@ class CompareView(anywidget.AnyWidget):
         self._tile_source: TileSource | None = None
         self._queues: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._drain_scheduled = False
+        self._busy = False
+        self._ahead: list[Future[None]] | None = None
         # Both previews at once: Pillow releases the GIL while it decodes,
         # resamples and encodes, so two sides take about as long as one.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="topaz-preview") as pool:
@@ -364,8 +391,12 @@ class CompareView(anywidget.AnyWidget):
         return {"view": view, "gen": gen, "level": level, "span": span, "tiles": tiles}
 
     def _schedule_drain(self) -> None:
-        """Cut tiles one per event-loop turn, so newer requests can supersede older ones."""
-        if self._drain_scheduled:
+        """Start the next queued tile on a worker thread, one at a time per widget.
+
+        Without a running event loop (a script, a test) tiles are cut here,
+        one after the other.
+        """
+        if self._drain_scheduled or self._busy:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -374,15 +405,35 @@ class CompareView(anywidget.AnyWidget):
                 pass
             return
         self._drain_scheduled = True
-        loop.call_soon(self._drain_step)
+        loop.call_soon(self._drain_step, loop)
 
-    def _drain_step(self) -> None:
+    def _drain_step(self, loop: asyncio.AbstractEventLoop) -> None:
         self._drain_scheduled = False
-        if self._serve_one():
-            self._schedule_drain()
+        if self._busy:
+            return
+        job = self._next_tile()
+        if job is None:
+            return
+        request, ix, iy = job
+        self._busy = True
+        future = _work_pool().submit(self._cut_pair, request, ix, iy)
 
-    def _serve_one(self) -> bool:
-        """Cut and send the next queued tile; ``False`` when nothing is queued."""
+        def finished(done: Future[tuple[dict[str, Any], list[bytes]]]) -> None:
+            try:
+                loop.call_soon_threadsafe(self._tile_done, request, done)
+            except RuntimeError:  # the loop has closed: nobody is listening any more
+                pass
+
+        future.add_done_callback(finished)
+
+    def _tile_done(self, request: dict[str, Any],
+                   done: Future[tuple[dict[str, Any], list[bytes]]]) -> None:
+        """On the event loop: send a cut tile (or its error), then start the next."""
+        self._busy = False
+        self._answer(request, done)
+        self._schedule_drain()
+
+    def _next_tile(self) -> tuple[dict[str, Any], int, int] | None:
         while self._queues:
             view, request = next(iter(self._queues.items()))
             # Round-robin between views of this widget.
@@ -391,17 +442,40 @@ class CompareView(anywidget.AnyWidget):
                 del self._queues[view]
                 continue
             ix, iy = request["tiles"].pop(0)
-            try:
-                self._send_tile(request, ix, iy)
-            except Exception as exc:  # noqa: BLE001 - reported to the view, not raised into the comm
-                self._queues.pop(view, None)
-                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                self.send({"type": "tile-error", "view": view, "gen": request["gen"],
-                           "message": f"Full-resolution tiles unavailable: {message}"})
-            return True
-        return False
+            return request, ix, iy
+        return None
 
-    def _send_tile(self, request: dict[str, Any], ix: int, iy: int) -> None:
+    def _serve_one(self) -> bool:
+        """Cut and send the next queued tile here; ``False`` when nothing is queued."""
+        job = self._next_tile()
+        if job is None:
+            return False
+        request, ix, iy = job
+        done: Future[tuple[dict[str, Any], list[bytes]]] = Future()
+        try:
+            done.set_result(self._cut_pair(request, ix, iy))
+        except Exception as exc:  # noqa: BLE001 - reported to the view by _answer
+            done.set_exception(exc)
+        self._answer(request, done)
+        return True
+
+    def _answer(self, request: dict[str, Any],
+                done: Future[tuple[dict[str, Any], list[bytes]]]) -> None:
+        exc = done.exception()
+        if exc is None:
+            content, buffers = done.result()
+            self.send(content, buffers)
+            return
+        view = request["view"]
+        if self._queues.get(view) is request:
+            self._queues.pop(view, None)
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        self.send({"type": "tile-error", "view": view, "gen": request["gen"],
+                   "message": f"Full-resolution tiles unavailable: {message}"})
+
+    def _cut_pair(self, request: dict[str, Any], ix: int,
+                  iy: int) -> tuple[dict[str, Any], list[bytes]]:
+        """Both sides of one tile, compressed (on a worker thread)."""
         if self._tile_source is None:
             self._tile_source = TileSource(self._sources["input"], self._sources["output"],
                                            placement=self._placement_obj)
@@ -418,9 +492,16 @@ class CompareView(anywidget.AnyWidget):
             return encode(tile, format="png")
 
         buffers = list(_tile_pool().map(cut, SIDES))
-        self.send({"type": "tile", "view": request["view"], "gen": request["gen"],
-                   "level": level, "ix": ix, "iy": iy, "x": x, "y": y, "w": w, "h": h},
-                  buffers)
+        return ({"type": "tile", "view": request["view"], "gen": request["gen"],
+                 "level": level, "ix": ix, "iy": iy, "x": x, "y": y, "w": w, "h": h},
+                buffers)
+
+    def _build_ahead(self) -> list[Future[None]]:
+        """Prepare both sides' full-resolution data in the background, once."""
+        if self._ahead is None:
+            self._ahead = [_work_pool().submit(self._sources[side].prepare_tiles)
+                           for side in SIDES]
+        return self._ahead
 
     # ---- static forms -----------------------------------------------------
 
@@ -480,4 +561,6 @@ class CompareView(anywidget.AnyWidget):
         jpeg = _composite.compact_jpeg(self.to_image(width=_FALLBACK_WIDTH),
                                        max_width=_FALLBACK_WIDTH, limit=_FALLBACK_LIMIT)
         data["image/jpeg"] = base64.b64encode(jpeg).decode("ascii")
+        # Shown: from now on, get 100 % ready while the user looks.
+        self._build_ahead()
         return data, dict(metadata or {})
