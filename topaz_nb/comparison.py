@@ -89,7 +89,8 @@ class Comparison:
             data.file, data.from_cache = fetched.path, fetched.from_cache
             from .imaging import load_image
 
-            data.image = load_image(data.file, label=f"{side} of {pid}")
+            data.image = load_image(data.file, label=f"{side} of {pid}",
+                                    pyramid_path=_pyramid_path(data.file))
 
         def get_status() -> Status | None:
             try:
@@ -332,6 +333,16 @@ class Comparison:
         width = max((len(r[0]) for r in rows), default=0)
         lines += [f"  {k:<{width}}  {a:<22} {b}" for k, a, b in rows]
         return "\n".join(lines)
+
+
+def _pyramid_path(file: Path) -> Path | None:
+    """Where a downloaded file's tile pyramid lives: hidden beside it, like its
+    stored previews; none for files outside the download cache."""
+    from ._cache import PreviewStore
+
+    if not PreviewStore.applies_to(file):
+        return None
+    return file.with_name(f".{file.name}.pyramid.tif")
 
 
 def _image_widget(image: SourceImage | None, size: int) -> Any:
