@@ -317,6 +317,49 @@ def test_tiles_are_cut_off_the_event_loop_and_superseded_ones_never_cut() -> Non
     assert cut_x == [0, 3 * TILE_PX]
 
 
+def test_a_shown_view_builds_ahead_and_an_early_zoom_waits_for_that_build(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from topaz_nb import _pyramid
+
+    if not _pyramid.available():
+        pytest.skip("pyvips is not installed")
+    monkeypatch.setattr(_pyramid, "MIN_PIXELS", 10_000)
+    big = noise((1400, 1000), 6)
+    out_path = tmp_path / "out.jpg"  # a JPEG preview is drafted: no full decode for the view
+    Image.fromarray(big).save(out_path, quality=95)
+    started, release = threading.Event(), threading.Event()
+    real_build = _pyramid.build
+
+    def slow_build(*args: Any, **kwargs: Any) -> Any:
+        started.set()
+        assert release.wait(10)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(_pyramid, "build", slow_build)
+    before = _pyramid.builds
+    out = load_image(out_path, label="output", pyramid_path=tmp_path / "out.tif")
+    v = Captured(noise((350, 250), 7), out, preview_size=256)
+    assert not started.is_set()  # the first view did not build anything
+    v._repr_mimebundle_()
+    assert started.wait(10)  # shown: the build starts in the background
+
+    async def zoom() -> None:
+        v._on_tile_request(v, request(tiles=[(1, 1)]), [])
+        await asyncio.sleep(0.05)
+        assert v.sent == []  # waiting for the build under way, loop still free
+        release.set()
+        await until(lambda: len(v.sent) == 1)
+
+    asyncio.run(zoom())
+    for future in v._build_ahead():
+        future.result(10)
+    assert _pyramid.builds == before + 1  # one decode, shared by build-ahead and the tile
+    (msg, (_, out_png)), = v.sent
+    assert msg["type"] == "tile"
+    expected = np.asarray(Image.open(out_path).convert("RGB"))[512:1000, 512:1024]
+    assert np.array_equal(decode(out_png), expected)
+
+
 def test_newer_request_supersedes_queued_tiles_of_the_same_view() -> None:
     v = Captured(noise((64, 64)), noise((2048, 2048), 4), preview_size=64)
 
