@@ -95,9 +95,12 @@ def main() -> None:
     names = sys.argv[1:] or ["S", "L-png", "L-jpeg", "XL"]
     for work in wl.ensure(names, log=False):
         src = str(work.output_path)
-        row = _run("pillow", src, "-")
-        print(json.dumps({"workload": work.name, "method": "pillow decode", **row}), flush=True)
-        for choice in CHOICES:
+        wanted = os.environ.get("PYR_CHOICES", "pillow," + ",".join(CHOICES)).split(",")
+        if "pillow" in wanted:
+            row = _run("pillow", src, "-")
+            print(json.dumps({"workload": work.name, "method": "pillow decode", **row}),
+                  flush=True)
+        for choice in (c for c in CHOICES if c in wanted):
             row = _run("pyramid", src, choice)
             print(json.dumps({"workload": work.name, "method": choice, **row}), flush=True)
 

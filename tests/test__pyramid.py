@@ -159,3 +159,14 @@ def test_a_damaged_large_file_fails_with_one_line(small_threshold: None, tmp_pat
         image.preview(100)
     assert "output of x" in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_flat_images_are_deflated_and_photos_are_not(tmp_path: Path) -> None:
+    flat = Image.new("RGBA", (1500, 1200), (10, 200, 30, 128))
+    src = _write(tmp_path, "flat.png", flat)
+    pyr = _pyramid.build(src, tmp_path / "flat.tif")
+    assert (tmp_path / "flat.tif").stat().st_size < 1500 * 1200 * 4 // 20
+    assert pyr.region(0, (0, 0, 600, 600)).tobytes() == flat.crop((0, 0, 600, 600)).tobytes()
+    photo = _write(tmp_path, "photo.png", _noise((1500, 1200)))
+    _pyramid.build(photo, tmp_path / "photo.tif")
+    assert (tmp_path / "photo.tif").stat().st_size >= 1500 * 1200 * 3

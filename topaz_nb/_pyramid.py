@@ -30,7 +30,7 @@ Which images get one (:func:`eligible`):
   display conversion in :mod:`topaz_nb._color`, which libvips would not
   reproduce pixel for pixel; they keep the decoded-LRU path.
 
-Compression: see :data:`COMPRESSION`.
+Compression: see :data:`COMPRESSION` and :data:`FLAT_COMPRESSION`.
 """
 
 from __future__ import annotations
@@ -52,10 +52,21 @@ __all__ = ["COMPRESSION", "MIN_PIXELS", "TILE", "Pyramid", "available", "build",
 MIN_PIXELS = 16_000_000
 #: Tile side in the file, the same as the widget's tiles so one tile is read per tile.
 TILE = 512
-#: Lossless compression of the pyramid's tiles, chosen by measurement on the
-#: bench's photo-like workloads (``bench/pyramid_compression.py``): deflate
-#: with the horizontal predictor.  Rationale and figures in ``bench/README.md``.
+#: Tiles of photographic images are stored uncompressed.  Measured with
+#: ``bench/pyramid_compression.py`` on the bench's photo-like outputs (build,
+#: disk, tile p95): at 48 MP none 0.70 s / 202 MB / 3.6 ms, deflate+predictor
+#: 2.54 s / 205 MB / 14 ms, LZW+predictor 3.94 s / 177 MB / 19 ms; at 201 MP
+#: none 3.57 s / 806 MB, deflate 10.8 s / 816 MB.  Grain does not compress, so
+#: compression only costs time; zstd is not built into pyvips-binary's libtiff.
 COMPRESSION: dict[str, Any] = {"compression": "none"}
+#: Tiles of images whose lossless file is small for its pixels (flat colour,
+#: graphics, big transparent areas) are deflated: on a 22000² RGBA PNG of
+#: 20 MB, none took 8.9 s and 2.6 GB, deflate+predictor 4.6 s and 57 MB.
+FLAT_COMPRESSION: dict[str, Any] = {"compression": "deflate", "predictor": "horizontal",
+                                    "level": 1}
+#: Below this many file bytes a pixel a lossless source counts as flat (photos
+#: as PNG take ~2 B/px, the flat RGBA PNG above 0.04).
+FLAT_BYTES_PER_PIXEL = 0.5
 
 _VERSION = 1
 _BANDS_TO_MODE = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
@@ -200,7 +211,12 @@ def build(source: Path, path: Path, *, compression: dict[str, Any] | None = None
             image.remove(field)
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.part")
-    options = dict(COMPRESSION if compression is None else compression)
+    if compression is None:
+        flat = (image.get("vips-loader") if "vips-loader" in image.get_fields() else "") \
+            in ("pngload", "pngload_source", "tiffload", "tiffload_source") \
+            and stamp["size"] < FLAT_BYTES_PER_PIXEL * image.width * image.height
+        compression = FLAT_COMPRESSION if flat else COMPRESSION
+    options = dict(compression)
     try:
         image.tiffsave(os.fspath(part), tile=True, tile_width=TILE, tile_height=TILE,
                        pyramid=True, bigtiff=True, **options)
