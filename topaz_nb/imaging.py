@@ -16,7 +16,10 @@ up to :data:`MAX_SIDE` px a side and :data:`MAX_PIXELS` px in all.  So:
   (:class:`~topaz_nb._cache.PreviewStore`) together with its encodings, so
   viewing a process again, even from a new kernel, decodes nothing.
 * :meth:`SourceImage.full` decodes once into a shared byte-bounded
-  :class:`DecodedCache`; deep-zoom tiles (:class:`TileSource`) are cut from it.
+  :class:`DecodedCache`.  Deep-zoom tiles (:class:`TileSource`) of a large
+  download are read from its tiled pyramid on disk (:mod:`topaz_nb._pyramid`;
+  for a PNG the preview's one decode writes it), and of other images cut
+  from the decoded image, which a small image's preview keeps in the cache.
 * Display pixels are always 8-bit sRGB ``RGB`` or ``RGBA``, EXIF-oriented.
 
 Coordinates: every view works in the output's pixel grid; :func:`align`
@@ -298,6 +301,7 @@ class SourceImage:
         """Drop the decoded pixels and the preview; the image cannot be used after."""
         self._closed = True
         self._preview = None
+        self._pyramid_future = None
         self._cache.discard(self._key)
         self._pil = None
 
