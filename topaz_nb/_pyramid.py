@@ -233,12 +233,17 @@ def build(source: Path, path: Path, *, compression: dict[str, Any] | None = None
     return opened
 
 
-def thumbnail(pyramid: Pyramid, max_side: int) -> Image.Image:
-    """The smallest level whose long side is at least ``max_side`` (or the
-    full resolution), read whole; the caller resamples the last step."""
+def thumbnail(pyramid: Pyramid, max_side: int, *, slack: float = 1.0) -> Image.Image:
+    """The smallest level whose long side is at least ``slack × max_side`` (or
+    the full resolution), read whole; the caller resamples the last step, if any.
+
+    With ``slack`` under 1 a level a little smaller than asked is taken as it
+    is, as a drafted JPEG is: 8000 px asked at 2048 reads the 2000-px level
+    (12 MB) instead of the 4000-px one (48 MB) and resamples nothing.
+    """
     index = 0
     for i, (w, h) in enumerate(pyramid.level_sizes):
-        if max(w, h) >= max_side:
+        if max(w, h) >= max_side * slack:
             index = i
     w, h = pyramid.level_sizes[index]
     return pyramid.region(index, (0, 0, w, h))

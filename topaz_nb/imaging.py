@@ -33,7 +33,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -176,6 +176,7 @@ class SourceImage:
         self._key = object()
         self._preview: tuple[int, Image.Image] | None = None
         self._encoded: dict[tuple[int, str], bytes] = {}
+        self._made: set[int] = set()
         self._lock = threading.Lock()
         self._lock_pyr = threading.Lock()
         self._closed = False
@@ -204,11 +205,14 @@ class SourceImage:
             if self._preview is not None and self._preview[0] == max_side:
                 return self._preview[1]
             store = PreviewStore(self._path, max_side) if self._path is not None else None
+            if store is not None:
+                _stored_by_now(store.source)
             image = store.load_image() if store is not None else None
             if image is None:
                 image = _guarded(self.label, lambda: self._make_preview(max_side))
+                self._made.add(max_side)
                 if store is not None:
-                    store.save_image(image)
+                    _store_later(store.source, store.save_image, image)
             self._preview = (max_side, image)
             return image
 
@@ -226,12 +230,17 @@ class SourceImage:
         data = self._encoded.get(key)
         if data is not None:
             return data
+        # A preview this object has just made has no stored encoding worth
+        # waiting for: its own entries are still being written.
+        fresh = max_side in self._made
         store = PreviewStore(self._path, max_side) if self._path is not None else None
-        data = store.load_encoded(tag) if store is not None else None
+        if store is not None and not fresh:
+            _stored_by_now(store.source)
+        data = store.load_encoded(tag) if store is not None and not fresh else None
         if data is None:
             data = encode(image, format=format, quality=quality, lossless=lossless)
             if store is not None:
-                store.save_encoded(tag, data)
+                _store_later(store.source, store.save_encoded, tag, data)
         self._encoded[key] = data
         return data
 
@@ -369,7 +378,10 @@ class SourceImage:
             # decode writes the pyramid, and the preview is read from a level.
             pyr = self.pyramid()
             assert pyr is not None
-            return _resample(_pyramid.thumbnail(pyr, max(target)), target)
+            level = _pyramid.thumbnail(pyr, max(target), slack=_DRAFT_SLACK)
+            if level.width <= target[0] and level.height <= target[1]:
+                return level  # a level just under the size: taken as it is
+            return _resample(level, target)
         if self.info.format != "JPEG" and self.info.width * self.info.height < _pyramid.MIN_PIXELS:
             # A small image is decoded whole for its preview anyway; keeping
             # that decode in the cache means tiles never decode it again.
@@ -470,6 +482,45 @@ def encode(img: Image.Image, *, format: str = "webp", quality: int = 85,
 
 
 # -- private -------------------------------------------------------------------
+
+_STORE_WRITER: ThreadPoolExecutor | None = None
+_STORE_LOCK = threading.Lock()
+_STORE_PENDING: dict[Path, list[Future[None]]] = {}
+
+
+def _store_later(source: Path, write: Callable[..., None], *args: Any) -> None:
+    """Write a preview store entry of ``source`` on a background thread.
+
+    The entries serve the *next* view; writing the raw preview (9 MB for
+    2000×1500) took ~30 ms of each side's first view.  The executor's thread
+    is joined at interpreter exit, so entries are not lost when a script ends.
+    """
+    global _STORE_WRITER
+    with _STORE_LOCK:
+        if _STORE_WRITER is None:
+            _STORE_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topaz-store")
+        future = _STORE_WRITER.submit(write, *args)
+        _STORE_PENDING.setdefault(source, []).append(future)
+    future.add_done_callback(lambda done: _forget_pending(source, done))
+
+
+def _forget_pending(source: Path, done: Future[None]) -> None:
+    with _STORE_LOCK:
+        pending = _STORE_PENDING.get(source, [])
+        if done in pending:
+            pending.remove(done)
+        if not pending:
+            _STORE_PENDING.pop(source, None)
+
+
+def _stored_by_now(source: Path) -> None:
+    """Wait for this file's entries still being written, so that a second view
+    in the same process reads them instead of decoding again."""
+    with _STORE_LOCK:
+        pending = list(_STORE_PENDING.get(source, ()))
+    for future in pending:
+        future.exception()  # waits; a failed write just means no entry
+
 
 def _no_file() -> IO[bytes]:
     raise AssertionError("an in-memory image has no file")
