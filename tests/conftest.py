@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 from PIL import Image
+
+from topaz_nb import _retry
 
 from topaz_nb.sandbox import Sandbox
 
@@ -33,3 +36,52 @@ def make_image() -> Callable[..., Image.Image]:
         return image
 
     return make
+
+
+class FakeTime:
+    """Retry timing for tests: each wait asked for is recorded, and the clock
+    moves by exactly that much, so budgets are checked without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.waits: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    """Every retry wait of the package, recorded instead of slept."""
+    fake = FakeTime()
+    monkeypatch.setattr(_retry, "_sleep", fake.sleep)
+    monkeypatch.setattr(_retry, "_clock", fake.clock)
+    return fake
+
+
+def wait_until(predicate: Callable[[], object], what: str, limit: float = 60.0) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` if it never does.
+
+    For waiting on another process or server (a request arriving, a line
+    printed).  ``limit`` only bounds a broken run: no assertion is made about
+    how long the wait took.
+    """
+    import time
+
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def interrupt_env(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
+    """Environment for a child process that talks to ``sandbox`` with its own cache."""
+    import os
+
+    return dict(os.environ, TOPAZ_API_URL=sandbox.base_url, TOPAZ_API_KEY=sandbox.api_key,
+                TOPAZ_NB_CACHE=str(tmp_path / "cache"), IPYTHONDIR=str(tmp_path / "ipython"))

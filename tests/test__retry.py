@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import FakeTime
 import requests
 from PIL import Image
 
@@ -22,27 +23,6 @@ from topaz_nb.sandbox import Sandbox
 from topaz_nb.transfer import Transfer
 
 
-class FakeTime:
-    """Records each wait asked for and moves a fake clock by exactly that much."""
-
-    def __init__(self) -> None:
-        self.now = 5000.0
-        self.waits: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def waits(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-    fake = FakeTime()
-    monkeypatch.setattr(_retry, "_sleep", fake.sleep)
-    monkeypatch.setattr(_retry, "_clock", fake.clock)
-    return fake
 
 
 @pytest.fixture

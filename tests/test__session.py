@@ -48,3 +48,29 @@ def test_demo_switches_to_an_in_process_sandbox_and_login_leaves_it(monkeypatch,
     session.login("some-real-key")
     assert session.sandbox is None and "sandbox" not in session.describe()
     session.close()
+
+
+def test_retry_after_cap_setting_reaches_the_client(waits):
+    """``%config Topaz.max_retry_after`` bounds what a server's Retry-After can make us wait."""
+    session = Session(Topaz(max_retry_after=2.5))
+    session.use_demo()
+    try:
+        box = session.sandbox
+        box.inject("status", code=503, retry_after=86400, times=1)
+        assert session.client().status(box.demo_ids[0]).done
+        assert waits.waits == [2.5]
+    finally:
+        session.close()
+
+
+def test_retry_after_cap_setting_reaches_the_storage_downloads(waits, tmp_path):
+    session = Session(Topaz(max_retry_after=1.5, cache_dir=str(tmp_path)))
+    box = session.use_demo()
+    try:
+        pid = box.demo_ids[0]
+        source = session.client().link_source(pid, "output")
+        box.inject("status", server="storage", code=503, retry_after=86400, times=1)
+        assert session.transfer().head(source).size
+        assert waits.waits == [1.5]
+    finally:
+        session.close()

@@ -90,15 +90,116 @@ def test_not_ready_says_to_wait_and_wait_works(
     assert main(["fetch", pid, "-o", str(tmp_path / "o")]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "not ready" in line and "--wait" in line and "%topaz" not in line
+    assert "TopazClient" not in line
     assert main(["fetch", pid, "-o", str(tmp_path / "o"), "--wait"]) == 0
     assert len(list((tmp_path / "o").iterdir())) == 2
 
 
-def test_failed_process_says_it_has_no_output(
+
+def test_failed_process_says_why_and_never_to_wait(
         keyed: Any, make_image: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pid = keyed.add_job(make_image(), status="Failed")
-    assert main(["fetch", pid, "-o", str(tmp_path)]) == 2
-    assert "Failed and has no output" in _one_error_line(capsys.readouterr().err)
+    pid = keyed.add_job(make_image(), status="Failed", message="Input image is too small")
+    for extra in ([], ["--wait"]):
+        assert main(["fetch", pid, "-o", str(tmp_path), *extra]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert f"process {pid} failed: Input image is too small; it has no output" in line
+        assert "--wait" not in line and "not ready" not in line and "%topaz" not in line
+    plain = keyed.add_job(make_image(), status="Cancelled")
+    assert main(["links", plain]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"process {plain} was cancelled; it has no output" in line
+
+
+def test_wrong_key_and_unknown_id_speak_of_the_command_line(
+        keyed: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(uuid.uuid4())
+    assert main(["links", missing]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "not found" in line and "check the ID" in line
+    assert "TopazClient" not in line and "%topaz" not in line
+    monkeypatch.setenv("TOPAZ_API_KEY", "sbx_WRONG_key")
+    assert main(["links", keyed.demo_ids[0]]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "refused the key" in line and "TOPAZ_API_KEY" in line
+    assert "%topaz" not in line and "api_key=" not in line and "sbx_WRONG_key" not in line
+
+
+def test_output_onto_a_file_or_unwritable_dir_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    for target in (taken, Path("/proc/topaz-nb-test")):
+        assert main(["--demo", "--cache-dir", str(tmp_path / "c"), "fetch", "first",
+                     "-o", str(target)]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert "Could not save into" in line and "choose a directory" in line
+
+
+def test_unwritable_cache_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["--demo", "--cache-dir", str(blocker / "cache"), "fetch", "first",
+                 "-o", str(tmp_path / "out")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "download cache" in line and "--cache-dir" in line and "%config" not in line
+
+
+def test_storage_redirect_to_a_malformed_url_is_one_line(
+        keyed: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import http.server
+    import threading
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "http://[bad")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        keyed._signer.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert main(["fetch", keyed.demo_ids[0], "-o", str(tmp_path / "o")]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert "X-Amz-Signature" not in line
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_sandbox_on_a_taken_port_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["sandbox", "--port", str(port)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"port {port}" in line and "--port" in line
+
+
+def test_demo_on_a_taken_port_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    notebook = tmp_path / "demo.ipynb"
+    notebook.write_text("{}")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["demo", "--port", str(port), "--no-browser", "--notebook",
+                     str(notebook)]) == 2
+    captured = capsys.readouterr()
+    line = _one_error_line(captured.err)
+    assert f"port {port} is taken" in line and "--port" in line
+    assert "JupyterLab:" not in captured.out
 
 
 def test_links_are_redacted_unless_asked(capsys: pytest.CaptureFixture[str]) -> None:
@@ -161,6 +262,7 @@ def test_missing_key_says_how_to_set_one(capsys: pytest.CaptureFixture[str]) -> 
     assert main(["links", str(uuid.uuid4())]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "export TOPAZ_API_KEY=" in line and "--demo" in line
+    assert "%topaz" not in line and "api_key=" not in line
 
 
 def test_first_needs_demo(capsys: pytest.CaptureFixture[str]) -> None:
@@ -274,16 +376,12 @@ def test_demo_runs_jupyterlab_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         base = _read_until(proc, r"sandbox API:\s+(http://\S+)", 60).group(1)
-        deadline = time.monotonic() + 60
-        answer = None
-        while time.monotonic() < deadline:
-            try:
-                answer = requests.get(f"http://127.0.0.1:{port}/api/contents/demo.ipynb",
-                                      params={"token": "t0k"}, timeout=5)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.3)
-        assert answer is not None and answer.status_code == 200, "JupyterLab did not start"
+        lab = _read_until(proc, r"JupyterLab:\s+(http://\S+)", 120).group(1)
+        assert re.fullmatch(rf"http://[^/]+:{port}/lab/tree/demo\.ipynb\?token=t0k", lab)
+        assert requests.get(lab, timeout=10).status_code == 200
+        answer = requests.get(f"http://127.0.0.1:{port}/api/contents/demo.ipynb",
+                              params={"token": "t0k"}, timeout=5)
+        assert answer.status_code == 200
         assert answer.json()["type"] == "notebook"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
@@ -303,8 +401,11 @@ def test_compare_rejects_an_unknown_mode(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     page = tmp_path / "p.html"
     assert main(["--demo", "compare", "first", "-o", str(page), "--mode", "wipe"]) == 2
-    assert "is not a mode" in _one_error_line(capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert "invalid choice: 'wipe'" in err and "side-by-side" in err and "Traceback" not in err
     assert not page.exists()
+    assert main(["--demo", "compare", "first", "-o", str(page), "--mode", "Blend"]) == 0
+    assert '"mode": "blend"' in page.read_text(encoding="utf-8")
 
 
 def test_demo_finds_the_quickstart_notebook_of_the_checkout(
@@ -313,3 +414,40 @@ def test_demo_finds_the_quickstart_notebook_of_the_checkout(
 
     monkeypatch.chdir(tmp_path)  # not from the CWD: from next to the package
     assert _find_notebook(None) == _ROOT / "notebooks" / "01-quickstart.ipynb"
+
+
+def test_ctrl_c_stops_a_fetch_at_once_with_one_line(sandbox: Any, make_image: Any,
+                                                    tmp_path: Path) -> None:
+    from conftest import interrupt_env, wait_until
+
+    pid = sandbox.add_job(make_image((64, 48)), make_image((256, 192)))
+    sandbox.inject("latency", server="storage", seconds=600, path=pid)  # never answers in time
+    proc = subprocess.Popen([sys.executable, "-m", "topaz_nb.cli", "fetch", pid,
+                             "-o", str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=interrupt_env(sandbox, tmp_path))
+    try:
+        wait_until(lambda: any(r.server == "storage" for r in sandbox.requests),
+                   "the fetch to reach storage")
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)  # bounds a broken run; not a timing check
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1].startswith("topaz-nb: error: interrupted: ")
+    assert "Traceback" not in err and "%topaz" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_an_unreachable_api_names_the_command_line_setting(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("TOPAZ_API_KEY", "some-key")
+    code = main(["--api-url", f"http://127.0.0.1:{port}/v1", "--cache-dir", str(tmp_path),
+                 "links", str(uuid.uuid4())])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("topaz-nb: error: Could not reach the Topaz API")
+    assert "--api-url" in err and "base_url" not in err and "\n" not in err

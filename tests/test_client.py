@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import FakeTime
 import requests
 from PIL import Image
 
-from topaz_nb import _retry, _text, errors
+from topaz_nb import _text, errors
 from topaz_nb import client as client_module
 from topaz_nb.client import DEFAULT_BASE_URL, Status, TopazClient
 from topaz_nb.links import Link
@@ -36,29 +37,6 @@ def images() -> tuple[Image.Image, Image.Image]:
     return Image.new("RGB", (8, 6), (200, 30, 30)), Image.new("RGB", (16, 12), (30, 200, 30))
 
 
-class FakeTime:
-    """Retry timing for tests: each wait asked for is recorded, and the clock
-    moves by exactly that much, so budgets are checked without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.waits: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def waits(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-    """Every retry wait of the package, recorded instead of slept."""
-    fake = FakeTime()
-    monkeypatch.setattr(_retry, "_sleep", fake.sleep)
-    monkeypatch.setattr(_retry, "_clock", fake.clock)
-    return fake
 
 
 def make_client(sb: Sandbox, **kw: object) -> TopazClient:

@@ -147,3 +147,152 @@ def test_view_and_display_bundle(sandbox, client, transfer):
     bundle = result._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert result.process_id in bundle["text/plain"]
+
+
+# -- presentation ----------------------------------------------------------------
+
+def test_file_sizes_are_decimal_like_everywhere_else(sandbox, client, transfer, make_image):
+    from topaz_nb._text import byte_size
+
+    pid = sandbox.add_job(make_image((400, 300)), make_image((800, 600)), input_format="png")
+    result = Comparison.fetch(pid, client=client, transfer=transfer)
+    sizes = {r[0]: r[1:] for r in result.rows()}["File size"]
+    expected = tuple(byte_size(result.info[side]["file_size"]) for side in ("input", "output"))
+    assert sizes == expected and all(s.endswith((" B", " kB", " MB")) for s in sizes)
+    assert "KB" not in result._text_summary()
+
+
+
+def test_failed_process_status_line_says_why(sandbox, client, transfer, make_image):
+    pid = sandbox.add_job(make_image(), status="Failed", message="Unsupported colour space")
+    result = Comparison.fetch(pid, client=client, transfer=transfer, require_output=False)
+    assert result.failed and result.reason == "Unsupported colour space"
+    for place in ("magic", "cli", "panel", "python"):
+        line = result.status_line(place)
+        assert "failed: Unsupported colour space" in line
+        assert "wait" not in line.lower() and "not ready" not in line and "ETA" not in line
+    assert "(failed)" in repr(result)
+
+
+def test_metadata_table_is_the_shared_table_and_wraps_below_the_view(sandbox, client, transfer):
+    result = Comparison.fetch(sandbox.demo_ids[0], client=client, transfer=transfer)
+    page = result.metadata_html()
+    assert page.startswith('<table class="topaz-meta"') and "<th " in page
+    assert f">{result.process_id}</caption>" in page
+    box = result.widget()
+    view, table = box.children
+    assert box.layout.flex_flow == "row wrap"
+    # The table keeps its width (never squeezed and cut off) and wraps below instead.
+    assert table.layout.flex == "0 0 auto" and table.layout.max_width == "100%"
+    assert view.layout.flex.startswith("1 1")
+
+
+def test_save_onto_a_file_is_a_one_line_error(sandbox, client, transfer, tmp_path):
+    result = Comparison.fetch(sandbox.demo_ids[0], client=client, transfer=transfer)
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    with pytest.raises(TopazError) as bad:
+        result.save(taken)
+    assert "Could not save into" in str(bad.value) and "\n" not in str(bad.value)
+    with pytest.raises(TopazError, match="Could not save into"):
+        result.save("/proc/topaz-nb-test")
+
+
+# -- a cache that heals itself ------------------------------------------------
+
+
+def _overwrite_keeping_stamp(path: Path, data: bytes) -> None:
+    """Replace a file's bytes as a disk fault would: same size, same mtime."""
+    import os
+
+    stat = path.stat()
+    assert len(data) == stat.st_size
+    path.write_bytes(data)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def _noise_png(make_image):
+    import hashlib
+    import io
+
+    size = (300, 200)
+    raw = hashlib.shake_256(b"noise").digest(size[0] * size[1] * 3)
+    buf = io.BytesIO()
+    Image.frombytes("RGB", size, raw).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def test_cached_error_page_is_discarded_and_downloaded_once_more(sandbox, client, transfer,
+                                                                  make_image):
+    pid = sandbox.add_job(make_image((40, 30)), make_image((160, 120), "blue"))
+    first = Comparison.fetch(pid, client=client, transfer=transfer)
+    path = first.files()["output"]
+    good = path.read_bytes()
+    page = b"<html><body>Access Denied</body></html>"
+    _overwrite_keeping_stamp(path, (page + b" " * len(good))[:len(good)])
+    sandbox.clear_requests()
+
+    again = Comparison.fetch(pid, client=client, transfer=transfer).prepare()
+
+    assert again.output.getpixel((100, 100))[:3] == (0, 0, 255)
+    assert again.files()["output"].read_bytes() == good
+    gets = _storage(sandbox, "GET")
+    assert len(gets) == 1 and "/output" in gets[0].path  # exactly one new GET
+
+
+def test_flipped_bytes_found_at_decode_heal_in_prepare(sandbox, client, transfer, make_image):
+    png = _noise_png(make_image)
+    pid = sandbox.add_job(make_image((30, 20)), png)
+    first = Comparison.fetch(pid, client=client, transfer=transfer)
+    path = first.files()["output"]
+    damaged = bytearray(png)
+    for i in range(len(png) // 2, len(png) // 2 + 64):
+        damaged[i] ^= 0xFF  # pixel data: the header still reads
+    _overwrite_keeping_stamp(path, bytes(damaged))
+    sandbox.clear_requests()
+
+    again = Comparison.fetch(pid, client=client, transfer=transfer)
+    assert again.source("output").info.width == 300  # the header opens: nothing seen yet
+    assert _storage(sandbox, "GET") == []
+    again.prepare()
+
+    assert again.files()["output"].read_bytes() == png
+    assert again.output.size == (300, 200)
+    assert len(_storage(sandbox, "GET")) == 1
+
+
+def test_cached_file_failing_its_sidecar_is_downloaded_again(sandbox, client, transfer,
+                                                            make_image):
+    pid = sandbox.add_job(make_image((40, 30)), make_image((160, 120), "blue"))
+    first = Comparison.fetch(pid, client=client, transfer=transfer)
+    first.files()["output"].write_bytes(b"<!doctype html><title>Error</title>")
+    sandbox.clear_requests()
+    again = Comparison.fetch(pid, client=client, transfer=transfer).prepare()
+    assert again.output.size == (160, 120)
+    assert len(_storage(sandbox, "GET")) == 1
+
+
+def test_damage_that_a_new_download_does_not_cure_is_reported(sandbox, client, transfer,
+                                                              make_image):
+    from topaz_nb.errors import ImageError
+
+    page = b"<html><body>not an image</body></html>"
+    pid = sandbox.add_job(make_image((40, 30)), page)
+    with pytest.raises(ImageError, match="HTML"):  # a fresh download is not retried
+        Comparison.fetch(pid, client=client, transfer=transfer)
+    sandbox.clear_requests()
+    with pytest.raises(ImageError, match="HTML"):  # from the cache: one more try, then reported
+        Comparison.fetch(pid, client=client, transfer=transfer)
+    assert len(_storage(sandbox, "GET")) == 1
+
+
+def test_cancel_reaches_the_transfers(sandbox, client, transfer, make_image):
+    from topaz_nb.errors import Cancelled
+
+    pid = sandbox.add_job(make_image((40, 30)), make_image((160, 120)))
+    cancel = threading.Event()
+    cancel.set()
+    sandbox.clear_requests()
+    with pytest.raises(Cancelled):
+        Comparison.fetch(pid, client=client, transfer=transfer, cancel=cancel)
+    assert [r for r in sandbox.requests if r.server == "storage"] == []

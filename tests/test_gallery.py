@@ -29,7 +29,14 @@ def test_fetches_all_keeps_order_and_reports_failures_per_process(sandbox, parts
 
     assert [pid for pid, _ in gallery.entries] == ids
     assert len(gallery.comparisons) == len(sandbox.demo_ids)
-    assert list(gallery.errors) == [MISSING] and "not found" in gallery.errors[MISSING].lower()
+    failed = [pid for pid, r in gallery.entries if pid != MISSING and r.failed]
+    assert failed, "the demo data has a failed process"
+    # A failed process is counted with those that could not be fetched.
+    assert list(gallery.errors) == failed + [MISSING]
+    assert "not found" in gallery.errors[MISSING].lower()
+    assert all("failed" in gallery.errors[pid] and "wait" not in gallery.errors[pid]
+               for pid in failed)
+    assert f"{len(failed) + 1} failed" in repr(gallery)
     rows = {r["process_id"]: r for r in gallery.summary()}
     first = rows[sandbox.demo_ids[0]]
     assert first["status"] == "Completed" and first["scale"] == pytest.approx(4.0)
@@ -84,7 +91,7 @@ def test_compare_button_opens_the_comparison(sandbox, parts):
     views = [w for w in shown.children if isinstance(w, CompareView)]
     assert len(views) == 1 and views[0] is gallery.comparisons[1].view
     bundle = gallery._repr_mimebundle_()
-    assert "application/vnd.jupyter.widget-view+json" in bundle and "<table>" in bundle["text/html"]
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "<table " in bundle["text/html"]
 
 
 def test_a_damaged_file_fails_its_card_only(sandbox, parts, make_image):
@@ -93,3 +100,58 @@ def test_a_damaged_file_fails_its_card_only(sandbox, parts, make_image):
     gallery = Gallery.fetch([sandbox.demo_ids[0], page], client=client, transfer=transfer)
     assert len(gallery.comparisons) == 1 and "HTML" in gallery.errors[page]
     assert gallery.summary()[1]["status"] == "error"
+
+
+def _texts(widget):
+    import ipywidgets as w
+
+    out, stack = [], [widget]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, w.HTML):
+            out.append(item.value)
+        stack.extend(getattr(item, "children", ()))
+    return out
+
+
+def test_cards_label_thumbnails_and_say_why_a_process_failed(sandbox, parts, make_image):
+    client, transfer = parts
+    pid = sandbox.add_job(make_image(), status="Failed")
+    job = sandbox.job(pid)
+    plain = job.status_json
+    job.status_json = lambda now: {**plain(now), "message": "Model unavailable"}
+    gallery = Gallery.fetch([sandbox.demo_ids[0], pid], client=client, transfer=transfer)
+    cards = gallery.widget().children[0].children
+    good, bad = (" ".join(_texts(card)) for card in cards)
+    assert "<small>Input</small>" in good and "<small>Output</small>" in good
+    assert "failed: Model unavailable" in bad
+    assert gallery.errors[pid].endswith("It has no output: start it again with other settings "
+                                        "or another input.")
+    page = gallery._repr_mimebundle_()["text/html"]
+    assert 'class="topaz-gallery"' in page and "Model unavailable" in page
+    assert " kB" in page or " MB" in page  # output bytes as a decimal size
+
+
+def test_cancel_stops_every_process_of_the_batch(sandbox, parts, make_image):
+    """One event stops the whole batch, while a failure in one process stops only its own."""
+    import threading
+
+    from conftest import wait_until
+    from topaz_nb.errors import Cancelled
+
+    client, transfer = parts
+    held = [sandbox.add_job(make_image((64, 48)), make_image((128, 96))) for _ in range(3)]
+    for pid in held:
+        sandbox.inject("latency", server="storage", seconds=600, path=pid)
+    cancel = threading.Event()
+
+    def press_cancel() -> None:
+        wait_until(lambda: len({r.path for r in sandbox.requests if r.server == "storage"}) >= 2,
+                   "the batch to reach storage")
+        cancel.set()
+
+    presser = threading.Thread(target=press_cancel)
+    presser.start()
+    gallery = Gallery.fetch(held, client=client, transfer=transfer, max_workers=2, cancel=cancel)
+    presser.join()
+    assert [type(result) for result in (gallery[i] for i in range(3))] == [Cancelled] * 3

@@ -13,8 +13,17 @@ from IPython.utils.capture import capture_output
 
 from topaz_nb.comparison import Comparison
 from topaz_nb.gallery import Gallery
+from topaz_nb.sandbox import STORAGE_PROFILES, Sandbox
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture(params=STORAGE_PROFILES)
+def sandbox(request):
+    """Every magic test runs against S3-like storage and against storage that
+    promises nothing (no ETag, no length, octet-stream, URLs ending in the ID)."""
+    with Sandbox(storage_profile=request.param) as box:
+        yield box
 
 
 @pytest.fixture
@@ -108,8 +117,9 @@ def test_wait_polls_until_ready(shell, sandbox, make_image):
 
 def test_wait_on_failed_process_is_a_usage_error(shell, sandbox):
     failed = sandbox.demo_ids[-1]
-    with pytest.raises(UsageError, match="(?i)failed"):
+    with pytest.raises(UsageError, match="(?i)failed") as exc:
         shell.run_line_magic("topaz", f"{failed} --wait 5")
+    assert "--wait" not in str(exc.value)
 
 
 def test_mode_preview_size_and_config(shell, sandbox):
@@ -128,19 +138,108 @@ def test_meta_downloads_no_image(shell, sandbox):
     sandbox.clear_requests()
     result = shell.run_line_magic("topaz", f"{sandbox.demo_ids[0]} --meta")
     assert not result.downloaded and _storage_gets(sandbox) == []
-    assert any(r[0] == "File size" for r in result.rows())
+    labels = {r[0] for r in result.rows()}
+    assert "Link expires" in labels
+    # Only what storage's HEAD said is shown: bare storage announces no size.
+    assert ("File size" in labels) == (sandbox.storage_profile == "s3")
 
 
-def test_links_are_redacted_unless_asked(shell, sandbox, capsys):
+def test_links_are_redacted_unless_asked_and_not_clickable(shell, sandbox):
     pid = sandbox.demo_ids[0]
-    assert shell.run_line_magic("topaz", f"{pid} --links") is None
-    out = capsys.readouterr().out
-    lines = out.strip().splitlines()
+    table = shell.run_line_magic("topaz", f"{pid} --links")
+    lines = repr(table).splitlines()
     assert len(lines) == 2 and all(ln.startswith(pid) and "expires" in ln for ln in lines)
-    assert "Signature" not in out and "?…" in out
-    shell.run_line_magic("topaz", f"{pid} --links --show-urls")
-    full = capsys.readouterr().out
-    assert "Signature" in full or "signature" in full
+    page = table._repr_html_()
+    # A notebook shows the HTML table, where a URL is text in a cell: nothing
+    # turns the redacted address (a 403 without its signature) into a link.
+    assert "?…" in page and "Signature" not in page and "<a " not in page
+    assert "Signature" not in repr(table)
+    full = shell.run_line_magic("topaz", f"{pid} --links --show-urls")
+    assert "Signature" in repr(full) or "signature" in repr(full)
+
+
+def test_not_ready_assigned_still_says_one_line_on_stderr(shell, sandbox, make_image):
+    pid = sandbox.add_job(make_image(), make_image((128, 96)), status="Processing", progress=30)
+    res, cap = _cell(shell, f"r = %topaz {pid}")
+    assert res.success and shell.user_ns["r"].output is None
+    lines = [ln for ln in cap.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and pid in lines[0] and "not ready" in lines[0]
+    assert "--wait" in lines[0] and "30%" in lines[0]
+
+
+
+def test_failed_process_says_failed_with_the_reason_never_wait(shell, sandbox, make_image):
+    pid = sandbox.add_job(make_image(), status="Failed",
+                          message="Input image is too small for this model")
+    res, cap = _cell(shell, f"r = %topaz {pid}")
+    assert res.success
+    line = cap.stderr.strip()
+    assert "\n" not in line and "failed: Input image is too small" in line
+    assert "not ready" not in line and "--wait" not in line and "ETA" not in line
+    result = shell.user_ns["r"]
+    assert result.failed and result.status_line() == line
+    assert "(failed)" in repr(result)
+    with pytest.raises(UsageError) as waited:
+        shell.run_line_magic("topaz", f"{pid} --wait 5")
+    assert "too small" in str(waited.value) and "--wait" not in str(waited.value)
+
+
+def test_cancelled_process_without_reason(shell, sandbox, make_image):
+    pid = sandbox.add_job(make_image(), status="Cancelled")
+    result = shell.run_line_magic("topaz", pid)
+    assert result.status_line() == (f"Process {pid} was cancelled. It has no output: start it "
+                                    "again with other settings or another input.")
+
+
+def test_no_key_points_to_demo_not_api_key(shell, monkeypatch):
+    monkeypatch.delenv("TOPAZ_API_KEY")
+    with pytest.raises(UsageError) as missing:
+        shell.run_line_magic("topaz", "00000000-0000-4000-8000-000000000000")
+    text = str(missing.value)
+    assert "%topaz demo" in text and "%topaz login" in text and "api_key=" not in text
+
+
+def test_not_found_wording_fits_the_notebook(shell):
+    with pytest.raises(UsageError) as missing:
+        shell.run_line_magic("topaz", "00000000-0000-4000-8000-000000000000")
+    text = str(missing.value)
+    assert "not found" in text and "check the ID" in text
+    assert "TopazClient" not in text and "\n" not in text
+
+
+def test_unwritable_cache_is_one_line_with_the_setting_to_change(shell, sandbox, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    shell.run_cell(f"%config Topaz.cache_dir = {str(blocker / 'cache')!r}")
+    with pytest.raises(UsageError) as bad:
+        shell.run_line_magic("topaz", sandbox.demo_ids[0])
+    text = str(bad.value)
+    assert "\n" not in text and "cache" in text and "%config Topaz.cache_dir" in text
+    res, cap = _cell(shell, f"%topaz {sandbox.demo_ids[1]}")
+    assert "Traceback" not in cap.stdout + cap.stderr
+
+
+def test_save_onto_a_file_is_one_line(shell, sandbox, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("a file")
+    with pytest.raises(UsageError) as bad:
+        shell.run_line_magic("topaz", f"{sandbox.demo_ids[0]} --save {target}")
+    text = str(bad.value)
+    assert "\n" not in text and "Could not save into" in text and "choose a directory" in text
+    with pytest.raises(UsageError, match="Could not save into"):
+        shell.run_line_magic("topaz", f"{sandbox.demo_ids[0]} --save /proc/topaz-nb-test")
+
+
+def test_bogus_mode_setting_is_one_line(shell, caplog):
+    with caplog.at_level("ERROR"):
+        res, cap = _cell(shell, '%config Topaz.mode = "bogus"')
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert "Topaz.mode cannot be 'bogus'" in messages[0] and "side-by-side" in messages[0]
+    assert "Traceback" not in cap.stdout + cap.stderr
+    assert _magics(shell).settings.mode == "swipe"
+    shell.run_cell('%config Topaz.mode = "Blend"')
+    assert _magics(shell).settings.mode == "blend"
 
 
 def test_save_and_no_cache(shell, sandbox, tmp_path, capsys):
@@ -237,3 +336,69 @@ def test_corrupt_or_non_image_objects_are_one_line_errors(shell, sandbox, make_i
     with pytest.raises(UsageError, match="truncated|corrupt") as cut:
         shell.run_line_magic("topaz", truncated)
     assert "output" in str(cut.value) and "\n" not in str(cut.value)
+
+
+def test_storage_redirect_to_a_malformed_url_is_one_line(shell, sandbox):
+    import http.server
+    import threading
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(302)
+            self.send_header("Location", "http://[bad")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # Links the sandbox signs from now on point at the redirecting "storage".
+        sandbox._signer.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(UsageError) as bad:
+            shell.run_line_magic("topaz", f"{sandbox.demo_ids[0]} --no-cache")
+        text = str(bad.value)
+        assert "\n" not in text and ("input" in text or "output" in text)
+        assert "X-Amz-Signature" not in text
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+_INTERRUPTIBLE_CELL = """
+import sys
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+shell.run_line_magic("load_ext", "topaz_nb")
+result = shell.run_cell("r = %topaz " + sys.argv[1])
+print("cell ended with", type(result.error_in_exec).__name__, flush=True)
+"""
+
+
+def test_ctrl_c_stops_a_fetch_at_once_with_one_line(sandbox, make_image, tmp_path):
+    """A kernel interrupt while storage holds the download: the cell ends, one line, no wait."""
+    import signal
+
+    from conftest import interrupt_env, wait_until
+
+    pid = sandbox.add_job(make_image((64, 48)), make_image((256, 192)))
+    sandbox.inject("latency", server="storage", seconds=600, path=pid)  # never answers in time
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTIBLE_CELL, pid],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=interrupt_env(sandbox, tmp_path))
+    try:
+        wait_until(lambda: any(r.server == "storage" for r in sandbox.requests),
+                   "the fetch to reach storage")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)  # bounds a broken run; not a timing check
+    finally:
+        proc.kill()
+    assert "cell ended with UsageError" in out
+    assert "Interrupted: the downloads stopped" in err and "Traceback" not in err
+    assert proc.returncode == 0

@@ -50,3 +50,34 @@ def test_panel_works_in_voila(tmp_path, monkeypatch):
         canvas.wait_for(timeout=30_000)
         assert canvas.bounding_box()["width"] > 200
         screenshot(page, "panel-voila.png")
+
+        # On a narrow page (820 px) nothing is cut off: the metadata table wraps
+        # below the comparison, the buttons and the placeholder show whole.
+        page.set_viewport_size({"width": 820, "height": 1100})
+        page.wait_for_timeout(300)  # one layout pass after the resize
+        layout = page.evaluate("""() => {
+            const width = document.documentElement.clientWidth;
+            const tables = [...document.querySelectorAll('table.topaz-meta')]
+                .filter(t => t.offsetParent);
+            const cut = tables.filter(t => {
+                const r = t.getBoundingClientRect();
+                let box = t.parentElement;
+                while (box && getComputedStyle(box).overflowX === 'visible') box = box.parentElement;
+                const limit = box ? box.getBoundingClientRect().right : width;
+                return r.right > Math.min(limit, width) + 1;
+            }).length;
+            const buttons = [...document.querySelectorAll('button')]
+                .filter(b => b.offsetParent && b.scrollWidth > b.clientWidth + 1)
+                .map(b => b.textContent.trim());
+            const input = [...document.querySelectorAll('input[placeholder]')]
+                .find(i => i.placeholder.includes('process ID'));
+            const ctx = document.createElement('canvas').getContext('2d');
+            ctx.font = getComputedStyle(input).font;
+            return {tables: tables.length, cut, buttons,
+                    placeholderFits: ctx.measureText(input.placeholder).width <= input.clientWidth};
+        }""")
+        assert layout["tables"] >= 1 and layout["cut"] == 0, layout
+        assert layout["buttons"] == [] and layout["placeholderFits"], layout
+        field.fill(second)
+        assert page.get_by_text("valid ID", exact=True).count() >= 1
+        screenshot(page, "panel-voila-820.png")

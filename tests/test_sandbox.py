@@ -21,7 +21,7 @@ import pytest
 import requests
 from PIL import Image
 
-from topaz_nb.sandbox import RecordedRequest, Sandbox
+from topaz_nb.sandbox import STORAGE_PROFILES, RecordedRequest, Sandbox
 from topaz_nb.sandbox._demo import DEMO_JOBS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -435,6 +435,58 @@ def test_storage_ranges_206_and_416(sandbox: Sandbox, make_image: Callable) -> N
     assert stale.status_code == 200 and stale.content == data
     fresh = ranged("bytes=9000-", **{"If-Range": tail.headers["ETag"]})
     assert fresh.status_code == 206
+
+
+# -- storage profiles ----------------------------------------------------------
+
+
+def test_storage_profiles_are_listed_and_checked() -> None:
+    assert STORAGE_PROFILES == ("s3", "bare")
+    assert Sandbox().storage_profile == "s3"
+    with pytest.raises(ValueError, match="storage_profile"):
+        Sandbox(storage_profile="gcs")
+
+
+def test_bare_storage_sends_none_of_what_the_api_does_not_promise(
+        make_image: Callable) -> None:
+    import socket
+
+    output = os.urandom(20_000)  # stored as it is
+    with Sandbox(storage_profile="bare", demo=False) as sb:
+        pid = sb.add_job(make_image(), output)
+        body = link(sb, pid)
+        assert urlsplit(body["download_url"]).path.endswith("/" + pid)
+        assert urlsplit(body["head_url"]).path.endswith("/" + pid)
+        head = requests.head(body["head_url"], timeout=5)
+        got = requests.get(body["download_url"], timeout=5)
+        for r in (head, got):
+            assert r.status_code == 200
+            assert r.headers["Content-Type"] == "application/octet-stream"
+            for absent in ("ETag", "Last-Modified", "Content-Length"):
+                assert absent not in r.headers
+        assert got.headers["Transfer-Encoding"] == "chunked" and got.content == output
+        tail = requests.get(body["download_url"], headers={"Range": "bytes=100-"}, timeout=5)
+        assert tail.status_code == 206 and tail.content == output[100:]
+        assert tail.headers["Content-Range"] == f"bytes 100-{len(output) - 1}/{len(output)}"
+        # A chunked body cut short lacks its last chunk: a reader can tell.
+        sb.inject("truncate", server="storage", after_bytes=1000)
+        host, port = urlsplit(body["download_url"]).netloc.split(":")
+        target = body["download_url"].split(f"{host}:{port}", 1)[1]
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            raw = b""
+            while chunk := conn.recv(65536):
+                raw += chunk
+        assert b"Transfer-Encoding: chunked" in raw and not raw.endswith(b"0\r\n\r\n")
+        # The other profile's URL shape is not served.
+        s3_path = f"/topaz-sandbox-images/{pid}/output.png"
+        assert requests.get(sb.storage_url + s3_path, timeout=5).status_code in (403, 404)
+
+
+def test_s3_storage_urls_end_in_the_file_name(sandbox: Sandbox, make_image: Callable) -> None:
+    pid = sandbox.add_job(make_image(), make_image((64, 64)))
+    assert sandbox.storage_profile == "s3"
+    assert urlsplit(link(sandbox, pid)["download_url"]).path.endswith(f"/{pid}/output.png")
 
 
 def test_storage_refuses_expired_tampered_and_wrong_method(sandbox: Sandbox,

@@ -30,3 +30,14 @@ def test_config_object_sets_traits():
 def test_preview_size_is_bounded():
     with pytest.raises(TraitError, match="between 64 and 8192"):
         Topaz(preview_size=10)
+
+
+def test_mode_is_an_enum_of_the_modes():
+    from topaz_nb._modes import MODES
+
+    assert tuple(Topaz.class_traits()["mode"].values) == MODES
+    assert Topaz(mode="Side-By-Side").mode == "side-by-side"
+    with pytest.raises(TraitError) as bad:
+        Topaz(mode="bogus")
+    text = str(bad.value)
+    assert "\n" not in text and "Topaz.mode cannot be 'bogus'" in text and "toggle" in text

@@ -18,16 +18,16 @@ import time
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import platformdirs
 import pytest
 import requests
 from PIL import Image
 
-from topaz_nb.errors import InvalidProcessId, LinkExpired, TransferError
+from topaz_nb.errors import Cancelled, InvalidProcessId, LinkExpired, TransferError
 from topaz_nb.links import Link, Side, redact_url
-from topaz_nb.sandbox import Sandbox
+from topaz_nb.sandbox import STORAGE_PROFILES, Sandbox
 from topaz_nb.transfer import Fetched, ObjectInfo, Transfer, default_cache_dir
 
 MIB = 1 << 20
@@ -58,9 +58,17 @@ def small_jpeg() -> bytes:
     return buf.getvalue()
 
 
+@pytest.fixture(params=STORAGE_PROFILES)
+def sb(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    """A sandbox under each storage profile: S3's headers, and none at all."""
+    with Sandbox(storage_profile=request.param) as sandbox:
+        yield sandbox
+
+
 @pytest.fixture
-def sb() -> Iterator[Sandbox]:
-    with Sandbox() as sandbox:
+def s3() -> Iterator[Sandbox]:
+    """A sandbox whose storage sends S3's headers (ETag, Last-Modified, length)."""
+    with Sandbox(storage_profile="s3") as sandbox:
         yield sandbox
 
 
@@ -110,7 +118,9 @@ def storage(sb: Sandbox, method: str | None = None) -> list:
 
 
 def files_in(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    """Visible files: downloads and ``.part`` files, not sidecars, locks or previews."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")) \
+        if root.exists() else []
 
 
 def complete_files(root: Path) -> list[Path]:
@@ -126,8 +136,10 @@ def assert_one_line_without_secret(message: str, *secrets: str) -> None:
 # ------------------------------------------------------------- HEAD / GET
 
 
-def test_head_reports_object_info(sb: Sandbox, job: str, big_png: bytes,
+def test_head_reports_object_info(s3: Sandbox, small_jpeg: bytes, big_png: bytes,
                                   transfer: Transfer) -> None:
+    sb = s3
+    job = sb.add_job(small_jpeg, big_png)
     src = Source(sb, job)
     info = transfer.head(src)
     assert info.size == len(big_png)
@@ -145,6 +157,21 @@ def test_head_reports_object_info(sb: Sandbox, job: str, big_png: bytes,
     assert storage(sb, "GET") == []
 
 
+def test_bare_storage_tells_nothing(sb: Sandbox, job: str, big_png: bytes,
+                                    transfer: Transfer) -> None:
+    if sb.storage_profile != "bare":
+        pytest.skip("the bare profile only")
+    src = Source(sb, job)
+    info = transfer.head(src)
+    assert (info.size, info.etag, info.last_modified) == (None, None, None)
+    assert info.content_type == "application/octet-stream"
+    assert src.link is not None and src.link.download_url.partition("?")[0].endswith(job)
+    fetched = transfer.download(src, job, "output", info=info)
+    assert fetched.path.read_bytes() == big_png and fetched.path.suffix == ".png"
+    get = storage(sb, "GET")[-1]
+    assert get.path.endswith("/output/" + job)
+
+
 def test_download_streams_with_progress_identity_and_big_chunks(
         sb: Sandbox, job: str, big_png: bytes, transfer: Transfer) -> None:
     assert transfer.chunk_size >= MIB
@@ -157,11 +184,12 @@ def test_download_streams_with_progress_identity_and_big_chunks(
     assert fetched.path.suffix == ".png"
     assert (fetched.process_id, fetched.side, fetched.from_cache) == (job, "output", False)
     assert fetched.bytes_downloaded == len(big_png)
-    # One callback per chunk of chunk_size bytes, monotone, ending at the total.
-    assert len(progress) == math.ceil(len(big_png) / transfer.chunk_size)
+    # One callback each time another chunk_size bytes arrived, monotone, ending at the total.
+    assert len(big_png) // transfer.chunk_size <= len(progress) \
+        <= math.ceil(len(big_png) / transfer.chunk_size)
     dones = [d for d, _ in progress]
     assert dones == sorted(dones) and dones[-1] == len(big_png)
-    assert {t for _, t in progress} == {len(big_png)}
+    assert {t for _, t in progress} == {len(big_png) if sb.storage_profile == "s3" else None}
     reqs = storage(sb)
     assert [r.method for r in reqs] == ["HEAD", "GET"]
     assert all(r.headers.get("Accept-Encoding") == "identity" for r in reqs)
@@ -172,7 +200,7 @@ def test_chunk_size_is_honoured(sb: Sandbox, job: str, big_png: bytes, tmp_path:
     progress: list[int] = []
     with Transfer(tmp_path, chunk_size=256 * 1024) as t:
         t.fetch(Source(sb, job), job, "output", on_progress=lambda d, _t: progress.append(d))
-    assert len(progress) == math.ceil(len(big_png) / (256 * 1024))
+    assert len(big_png) // (256 * 1024) <= len(progress) <= math.ceil(len(big_png) / (256 * 1024))
 
 
 def test_second_fetch_is_one_head_per_side_and_no_get(sb: Sandbox, job: str, tmp_path: Path,
@@ -240,7 +268,8 @@ def test_truncated_body_resumes_with_range(sb: Sandbox, job: str, big_png: bytes
     assert "Range" not in gets[0].headers
     start = int(gets[1].headers["Range"].removeprefix("bytes=").rstrip("-"))
     assert 0 < start <= 1_500_000
-    assert gets[1].headers["If-Range"] == f'"{info.etag}"'
+    if sb.storage_profile == "s3":
+        assert gets[1].headers["If-Range"] == f'"{info.etag}"'
     assert fetched.bytes_downloaded == len(big_png)  # nothing fetched twice
     assert progress == sorted(progress) and progress[-1] == len(big_png)
     assert src.refreshes == 0
@@ -262,27 +291,35 @@ def test_truncation_that_never_recovers_leaves_no_file(sb: Sandbox, job: str, tm
         assert redact_url(src.link.download_url) in message
         assert len(storage(sb, "GET")) == 3  # first try + 2 resumes
         assert complete_files(cache) == []
+        parts = [p for p in files_in(cache) if p.name.endswith(".part")]
+        assert len(parts) == 1 and 0 < parts[0].stat().st_size < len(big_png)  # kept
+        kept = parts[0].stat().st_size
         assert t.cached(job, "output", info) is None
-        # After the failure nothing is served from the cache: the next fetch downloads.
+        # After the failure nothing is served from the cache: the next fetch resumes.
         sb.clear_faults()
         sb.clear_requests()
         fetched = t.fetch(src, job, "output")
     assert not fetched.from_cache and fetched.path.read_bytes() == big_png
-    assert len(storage(sb, "GET")) == 1
-    assert complete_files(cache) == [fetched.path]
+    gets = storage(sb, "GET")
+    assert len(gets) == 1 and gets[0].headers["Range"] == f"bytes={kept}-"
+    assert complete_files(cache) == [fetched.path] == files_in(cache)
 
 
 def test_leftover_part_files_are_never_used(sb: Sandbox, job: str, big_png: bytes,
                                             tmp_path: Path) -> None:
     with Transfer(tmp_path / "a") as t:
         name = t.fetch(Source(sb, job), job, "output").path.name
+    stem = name.rpartition(".")[0]
     cache = tmp_path / "b"
     folder = cache / job
     folder.mkdir(parents=True)
-    # A kill mid-download leaves a .part with the right length but wrong bytes.
-    stale = folder / f"{name}.0123456789abcdef.part"
-    stale.write_bytes(b"\0" * len(big_png))
-    old = time.time() - 3600
+    # A kill mid-download leaves a .part with the right length but wrong bytes,
+    # and with no record of which object it is the start of: it must not be resumed.
+    unrecorded = folder / f"{stem}.part"
+    unrecorded.write_bytes(b"\0" * 1000)
+    stale = folder / f"{name}.0123456789abcdef.part"  # an old one, from any version
+    stale.write_bytes(b"\0" * 10)
+    old = time.time() - 2 * 24 * 3600
     os.utime(stale, (old, old))
     live = folder / f"{name}.fedcba9876543210.part"  # as if another process is writing it
     live.write_bytes(b"\0" * 10)
@@ -292,9 +329,27 @@ def test_leftover_part_files_are_never_used(sb: Sandbox, job: str, big_png: byte
         assert t.cached(job, "output", info) is None
         fetched = t.fetch(Source(sb, job), job, "output")
     assert not fetched.from_cache and fetched.path.read_bytes() == big_png
-    assert len(storage(sb, "GET")) == 1
-    assert not stale.exists()  # old leftovers are swept after a success
+    gets = storage(sb, "GET")
+    assert len(gets) == 1 and "Range" not in gets[0].headers
+    assert not stale.exists()  # leftovers older than a day are swept by any fetch
     assert live.exists()  # a recent one may belong to a live download
+    assert not unrecorded.exists()  # became the complete file
+
+
+def test_stale_parts_are_swept_even_on_a_cache_hit(sb: Sandbox, job: str,
+                                                   tmp_path: Path) -> None:
+    with Transfer(tmp_path) as t:
+        fetched = t.fetch(Source(sb, job), job, "output")
+    other = tmp_path / "0b7f6c1e-2a8d-4c65-9e43-0123456789ab"
+    other.mkdir()
+    stale = [fetched.path.parent / "output-any.part", other / "input-size-5.part"]
+    for path in stale:
+        path.write_bytes(b"x")
+        old = time.time() - 2 * 24 * 3600
+        os.utime(path, (old, old))
+    with Transfer(tmp_path) as t:
+        assert t.fetch(Source(sb, job), job, "output").from_cache
+    assert not any(p.exists() for p in stale)
 
 
 def test_restart_from_zero_when_server_ignores_range(tmp_path: Path, big_png: bytes) -> None:
@@ -356,7 +411,10 @@ def test_restart_from_zero_when_server_ignores_range(tmp_path: Path, big_png: by
 @pytest.mark.parametrize("omitted", [["ETag"], ["Last-Modified"], ["Content-Length"],
                                      ["ETag", "Last-Modified", "Content-Length"]])
 def test_missing_storage_headers_still_download_and_cache(
-        sb: Sandbox, job: str, big_png: bytes, tmp_path: Path, omitted: list[str]) -> None:
+        s3: Sandbox, small_jpeg: bytes, big_png: bytes, tmp_path: Path,
+        omitted: list[str]) -> None:
+    sb = s3
+    job = sb.add_job(small_jpeg, big_png)
     sb.inject("omit_headers", server="storage", times=None, headers=omitted)
     progress: list[tuple[int, int | None]] = []
     with Transfer(tmp_path) as t:
@@ -376,7 +434,9 @@ def test_missing_storage_headers_still_download_and_cache(
     assert storage(sb, "GET") == []
 
 
-def test_validators_decide_the_cache_file(sb: Sandbox, small_jpeg: bytes, tmp_path: Path) -> None:
+def test_validators_decide_the_cache_file(s3: Sandbox, small_jpeg: bytes,
+                                         tmp_path: Path) -> None:
+    sb = s3
     pid = sb.add_job(small_jpeg, small_jpeg)
     t = Transfer(tmp_path)
     names = set()
@@ -636,3 +696,578 @@ def test_object_info_repr_has_no_headers() -> None:
     info = ObjectInfo(1, "image/png", "e", None, {"X-Secret": "v"}, "http://h/p?…")
     assert "X-Secret" not in repr(info)
     assert hash(info) == hash(ObjectInfo(1, "image/png", "e", None, {}, "http://h/p?…"))
+
+
+# ------------------------------------------------- hostile storage servers
+
+PID = "0b7f6c1e-2a8d-4c65-9e43-0123456789ab"
+STORAGE_HOST = "127.0.0.2"  # not the sandbox's address: storage is its own host
+
+
+class Hostile:
+    """A storage server on its own loopback address whose answers a test scripts.
+
+    ``get(handler, n)`` answers the ``n``-th GET (from 0) and ``head(handler)``
+    every HEAD; ``requests`` logs ``(method, headers)`` in arrival order and
+    ``release`` unblocks handlers told to wait on it.
+    """
+
+    def __init__(self, get: Callable[[BaseHTTPRequestHandler, int], None],
+                 head: Callable[[BaseHTTPRequestHandler], None] | None = None) -> None:
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                outer.requests.append(("HEAD", dict(self.headers)))
+                if head is None:
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                else:
+                    head(self)
+
+            def do_GET(self) -> None:
+                n = len(outer.gets())
+                outer.requests.append(("GET", dict(self.headers)))
+                try:
+                    get(self, n)
+                except (ConnectionError, OSError):
+                    self.close_connection = True
+
+        self.server = ThreadingHTTPServer((STORAGE_HOST, 0), Handler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        base = f"http://{STORAGE_HOST}:{self.server.server_address[1]}/bucket/{PID}"
+        self.link = Link(PID, "output", base + "?X-Amz-Signature=s3cr3tg",
+                         base + "?X-Amz-Signature=s3cr3th",
+                         expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+
+    def source(self, refresh: bool) -> Link:
+        return self.link
+
+    def gets(self) -> list[dict[str, str]]:
+        return [h for m, h in self.requests if m == "GET"]
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[..., Hostile]]:
+    made: list[Hostile] = []
+
+    def make(get: Callable[[BaseHTTPRequestHandler, int], None],
+             head: Callable[[BaseHTTPRequestHandler], None] | None = None) -> Hostile:
+        made.append(Hostile(get, head))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.close()
+
+
+def answer(h: BaseHTTPRequestHandler, status: int, headers: dict[str, str],
+           body: bytes = b"") -> None:
+    h.send_response(status)
+    for name, value in headers.items():
+        h.send_header(name, value)
+    h.end_headers()
+    if body and h.command != "HEAD":
+        h.wfile.write(body)
+        h.wfile.flush()
+
+
+def head_of(size: int | None, etag: str | None = None,
+            ctype: str = "application/octet-stream") -> Callable[[BaseHTTPRequestHandler], None]:
+    def head(h: BaseHTTPRequestHandler) -> None:
+        headers = {"Content-Type": ctype}
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        else:
+            headers["Transfer-Encoding"] = "chunked"
+        if etag:
+            headers["ETag"] = f'"{etag}"'
+        answer(h, 200, headers)
+    return head
+
+
+def chunked(h: BaseHTTPRequestHandler, status: int, headers: dict[str, str], data: bytes, *,
+            end: bool = True, piece: int = 65536) -> None:
+    """Send ``data`` chunked; without ``end`` the terminating chunk never comes."""
+    h.send_response(status)
+    for name, value in {**headers, "Transfer-Encoding": "chunked"}.items():
+        h.send_header(name, value)
+    h.end_headers()
+    for start in range(0, len(data), piece):
+        block = data[start:start + piece]
+        h.wfile.write(f"{len(block):x}\r\n".encode() + block + b"\r\n")
+    if end:
+        h.wfile.write(b"0\r\n\r\n")
+    h.wfile.flush()
+
+
+def reset(h: BaseHTTPRequestHandler) -> None:
+    """End the connection with a RST, which a reader sees as an error, not an end."""
+    import socket
+    import struct
+
+    h.wfile.flush()
+    h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    h.connection.close()
+    h.close_connection = True
+
+
+def ranged(h: BaseHTTPRequestHandler, data: bytes, etag: str | None = None, *,
+           framing: str = "length") -> None:
+    """Answer a GET as a well-behaved server: 206 for a Range, else 200."""
+    headers: dict[str, str] = {"Content-Type": "application/octet-stream"}
+    if etag:
+        headers["ETag"] = f'"{etag}"'
+    rng = h.headers.get("Range")
+    status, body = 200, data
+    if rng:
+        start = int(rng.removeprefix("bytes=").rstrip("-"))
+        status, body = 206, data[start:]
+        headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+    if framing == "chunked":
+        chunked(h, status, headers, body)
+    else:
+        answer(h, status, {**headers, "Content-Length": str(len(body))}, body)
+
+
+def parts_in(root: Path) -> list[Path]:
+    return [p for p in files_in(root) if p.name.endswith(".part")]
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_body_ending_in_error_without_length_is_never_cached(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path, framing: str) -> None:
+    cut = 1_000_000
+
+    def get(h: BaseHTTPRequestHandler, n: int) -> None:
+        if framing == "chunked":
+            chunked(h, 200, {}, big_png[:cut], end=False)
+        else:
+            answer(h, 200, {"Connection": "close"}, big_png[:cut])
+        reset(h)
+
+    server = hostile(get, head_of(None))
+    with Transfer(tmp_path, retries=1) as t:
+        with pytest.raises(TransferError) as caught:
+            t.fetch(server.source, PID, "output")
+        assert_one_line_without_secret(str(caught.value), "s3cr3t")
+        info = t.head(server.source)
+        assert t.cached(PID, "output", info) is None
+    assert complete_files(tmp_path) == []
+    [part] = parts_in(tmp_path)
+    assert 0 < part.stat().st_size <= cut  # kept, to be resumed
+
+
+def test_body_without_length_is_resumed_then_cached(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path) -> None:
+    def get(h: BaseHTTPRequestHandler, n: int) -> None:
+        if n == 0:
+            chunked(h, 200, {}, big_png[:1_000_000], end=False)
+            reset(h)
+        else:
+            ranged(h, big_png, framing="chunked")
+
+    server = hostile(get, head_of(None))
+    with Transfer(tmp_path) as t:
+        fetched = t.fetch(server.source, PID, "output")
+    assert fetched.path.read_bytes() == big_png and fetched.path.suffix == ".png"
+    gets = server.gets()
+    assert len(gets) == 2 and "Range" not in gets[0]
+    assert 0 < int(gets[1]["Range"].removeprefix("bytes=").rstrip("-")) <= 1_000_000
+
+
+def test_get_length_differing_from_head_is_an_error(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path) -> None:
+    short = big_png[:-100]
+    server = hostile(lambda h, n: answer(h, 200, {"Content-Length": str(len(short))}, short),
+                     head_of(len(big_png)))
+    with Transfer(tmp_path) as t, pytest.raises(TransferError) as caught:
+        t.fetch(server.source, PID, "output")
+    message = str(caught.value)
+    assert_one_line_without_secret(message, "s3cr3t")
+    assert str(len(short)) in message and str(len(big_png)) in message
+    assert files_in(tmp_path) == []
+
+
+def test_body_longer_than_head_stops_at_the_head_size(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path) -> None:
+    announced = 500_000
+    server = hostile(lambda h, n: chunked(h, 200, {}, big_png), head_of(announced))
+    with Transfer(tmp_path) as t, pytest.raises(TransferError, match="more than the 500000"):
+        t.fetch(server.source, PID, "output")
+    assert files_in(tmp_path) == []
+
+
+def test_endless_body_without_size_stops_at_the_ceiling(
+        hostile: Callable[..., Hostile], tmp_path: Path) -> None:
+    sent: list[int] = []
+
+    def endless(h: BaseHTTPRequestHandler, n: int) -> None:
+        h.send_response(200)
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        block = b"\x89PNG" + b"\0" * 65532
+        while len(sent) < 1000:  # 64 MB, far past the ceiling: a bound for old code
+            h.wfile.write(f"{len(block):x}\r\n".encode() + block + b"\r\n")
+            sent.append(len(block))
+        h.wfile.write(b"0\r\n\r\n")
+
+    server = hostile(endless, head_of(None))
+    with Transfer(tmp_path, max_bytes=1_000_000) as t, pytest.raises(TransferError) as caught:
+        t.fetch(server.source, PID, "output")
+    message = str(caught.value)
+    assert_one_line_without_secret(message, "s3cr3t")
+    assert "1000000 bytes" in message and "Topaz.max_download_bytes" in message
+    assert files_in(tmp_path) == []
+    assert len(server.gets()) == 1
+
+
+def test_default_ceiling_and_stall_timeout_are_settings() -> None:
+    from topaz_nb._session import Session
+    from topaz_nb.settings import Topaz
+
+    settings = Topaz()
+    assert settings.max_download_bytes == 4_000_000_000 == Transfer().max_bytes
+    assert settings.stall_timeout == 30.0 == Transfer().stall_timeout
+    settings.max_download_bytes, settings.stall_timeout = 123_456, 7.5
+    session = Session(settings)
+    try:
+        t = session.transfer()
+        assert (t.max_bytes, t.stall_timeout) == (123_456, 7.5)
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("mismatch", ["etag", "total"])
+def test_resume_that_would_splice_two_objects_restarts_from_zero(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path, mismatch: str) -> None:
+    other = _png((1100, 1000), 2)
+    if mismatch == "total":
+        other += b"\0" * 10  # the same ETag, another size
+    assert other != big_png
+
+    def get(h: BaseHTTPRequestHandler, n: int) -> None:
+        if n == 0:
+            answer(h, 200, {"Content-Length": str(len(big_png)), "ETag": f'"{md5(big_png)}"'},
+                   big_png[:1_500_000])
+            reset(h)
+        elif n == 1:  # ignores If-Range, as S3 does, and continues another object
+            start = int(h.headers["Range"].removeprefix("bytes=").rstrip("-"))
+            body = other[start:]
+            etag = md5(other) if mismatch == "etag" else md5(big_png)
+            answer(h, 206, {"Content-Length": str(len(body)), "ETag": f'"{etag}"',
+                            "Content-Range": f"bytes {start}-{len(other) - 1}/{len(other)}"},
+                   body)
+        else:
+            ranged(h, big_png, md5(big_png))
+
+    server = hostile(get, head_of(len(big_png), md5(big_png)))
+    progress: list[int] = []
+    with Transfer(tmp_path) as t:
+        fetched = t.fetch(server.source, PID, "output", on_progress=lambda d, _t: progress.append(d))
+    assert fetched.path.read_bytes() == big_png
+    gets = server.gets()
+    assert len(gets) == 3
+    assert "Range" not in gets[0] and "Range" in gets[1] and "Range" not in gets[2]
+    assert 0 in progress and progress[-1] == len(big_png)
+
+
+def test_content_not_matching_the_md5_etag_is_refused(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path) -> None:
+    flipped = bytearray(big_png)
+    flipped[2_000_000] ^= 0xFF
+    server = hostile(lambda h, n: answer(h, 200, {"Content-Length": str(len(flipped)),
+                                                  "ETag": f'"{md5(big_png)}"'}, bytes(flipped)),
+                     head_of(len(big_png), md5(big_png)))
+    with Transfer(tmp_path) as t, pytest.raises(TransferError, match="MD5") as caught:
+        t.fetch(server.source, PID, "output")
+    assert_one_line_without_secret(str(caught.value), "s3cr3t")
+    assert files_in(tmp_path) == []  # no file, and no .part to resume wrong bytes from
+
+
+def test_multipart_etag_is_not_taken_for_an_md5(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path) -> None:
+    etag = md5(b"whatever") + "-3"
+    server = hostile(lambda h, n: ranged(h, big_png, etag), head_of(len(big_png), etag))
+    with Transfer(tmp_path) as t:
+        assert t.fetch(server.source, PID, "output").path.read_bytes() == big_png
+
+
+def test_sidecar_records_the_file_and_a_hit_checks_it(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path) -> None:
+    import json
+
+    server = hostile(lambda h, n: ranged(h, big_png, md5(big_png)),
+                     head_of(len(big_png), md5(big_png)))
+    with Transfer(tmp_path) as t:
+        fetched = t.fetch(server.source, PID, "output")
+        entry = t.entry(PID, "output", fetched.info)
+        assert entry.file == fetched.path
+        meta = json.loads(entry.sidecar.read_text())
+        stat = fetched.path.stat()
+        assert meta["size"] == len(big_png) == stat.st_size
+        assert meta["mtime_ns"] == stat.st_mtime_ns
+        assert meta["sha256"] == hashlib.sha256(big_png).hexdigest()
+        assert meta["etag"] == md5(big_png) and meta["file"] == fetched.path.name
+        assert t.fetch(server.source, PID, "output").from_cache
+        # Touched behind our back (same bytes, new mtime): not a hit, downloaded once more.
+        os.utime(fetched.path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        again = t.fetch(server.source, PID, "output")
+    assert not again.from_cache and again.path.read_bytes() == big_png
+    assert len(server.gets()) == 2
+
+
+def test_extension_comes_from_the_bytes_not_the_content_type(
+        hostile: Callable[..., Hostile], tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    Image.new("P", (8, 8)).save(buf, "GIF")
+    gif = buf.getvalue()
+    server = hostile(lambda h, n: answer(h, 200, {"Content-Type": "text/html",
+                                                  "Content-Length": str(len(gif))}, gif),
+                     head_of(len(gif), ctype="text/html"))
+    with Transfer(tmp_path) as t:
+        fetched = t.fetch(server.source, PID, "output")
+    assert fetched.path.suffix == ".gif" and fetched.path.read_bytes() == gif
+
+
+def test_error_page_is_saved_as_bin(hostile: Callable[..., Hostile], tmp_path: Path) -> None:
+    page = b"<!doctype html><html><body>Access denied</body></html>"
+    server = hostile(lambda h, n: answer(h, 200, {"Content-Type": "image/png",
+                                                  "Content-Length": str(len(page))}, page),
+                     head_of(len(page), ctype="image/png"))
+    with Transfer(tmp_path) as t:
+        assert t.fetch(server.source, PID, "output").path.suffix == ".bin"
+
+
+def trickle(data: bytes, *, first: int = 0, started: threading.Event | None = None,
+            release: threading.Event | None = None, length: bool = True
+            ) -> Callable[[BaseHTTPRequestHandler, int], None]:
+    """A GET that sends ``first`` bytes at once, then one byte every 50 ms."""
+    def get(h: BaseHTTPRequestHandler, n: int) -> None:
+        headers = {"Content-Length": str(len(data))} if length else {"Connection": "close"}
+        answer(h, 200, headers, data[:first])
+        if started is not None:
+            started.set()
+        for i in range(first, len(data)):
+            if release is not None and release.wait(0.05):
+                return
+            h.wfile.write(data[i:i + 1])
+            h.wfile.flush()
+    return get
+
+
+@pytest.mark.parametrize("length", [True, False])
+def test_trickling_body_is_abandoned_as_stalled(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path, length: bool) -> None:
+    server = hostile(trickle(big_png, first=100_000, release=threading.Event(), length=length),
+                     head_of(len(big_png) if length else None))
+    with Transfer(tmp_path, stall_timeout=0.5) as t, pytest.raises(TransferError) as caught:
+        t.fetch(server.source, PID, "output")
+    message = str(caught.value)
+    assert_one_line_without_secret(message, "s3cr3t")
+    assert "stalled" in message and "resume" in message
+    assert complete_files(tmp_path) == []
+    [part] = parts_in(tmp_path)
+    assert part.stat().st_size >= 100_000  # kept for resume
+    assert len(server.gets()) == 1
+
+
+def test_cancel_from_another_thread_keeps_the_part(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path) -> None:
+    server = hostile(trickle(big_png, first=200_000, release=threading.Event()),
+                     head_of(len(big_png)))
+    reached, cancel = threading.Event(), threading.Event()
+    setter = threading.Thread(target=lambda: reached.wait(10) and cancel.set())
+    setter.start()
+
+    def on_progress(done: int, total: int | None) -> None:
+        if done >= 3 * 65536:
+            reached.set()  # the trickle has begun: now cancel from the other thread
+
+    with Transfer(tmp_path, chunk_size=65536) as t, pytest.raises(Cancelled) as caught:
+        t.fetch(server.source, PID, "output", cancel=cancel, on_progress=on_progress)
+    setter.join(5)
+    message = str(caught.value)
+    assert message.startswith("Cancelled:") and "run it again to resume" in message
+    assert_one_line_without_secret(message, "s3cr3t")
+    assert complete_files(tmp_path) == []
+    [part] = parts_in(tmp_path)
+    kept = part.stat().st_size
+    assert kept >= 3 * 65536
+    # Running it again resumes from the kept bytes.
+    server2 = hostile(lambda h, n: ranged(h, big_png), head_of(len(big_png)))
+    with Transfer(tmp_path) as t:
+        fetched = t.fetch(server2.source, PID, "output")
+    assert fetched.path.read_bytes() == big_png
+    assert [g["Range"] for g in server2.gets()] == [f"bytes={kept}-"]
+
+
+def test_cancel_while_waiting_for_the_head(hostile: Callable[..., Hostile],
+                                           tmp_path: Path) -> None:
+    arrived = threading.Event()
+    server: Hostile
+
+    def slow_head(h: BaseHTTPRequestHandler) -> None:
+        arrived.set()
+        server.release.wait(30)
+        answer(h, 200, {"Content-Length": "10"})
+
+    server = hostile(lambda h, n: None, slow_head)
+    cancel = threading.Event()
+    setter = threading.Thread(target=lambda: arrived.wait(10) and cancel.set())
+    setter.start()
+    with Transfer(tmp_path) as t, pytest.raises(Cancelled, match="HEAD"):
+        t.head(server.source, cancel=cancel)
+    setter.join(5)
+    assert not server.release.is_set()  # the answer had not come: the wait was cut short
+
+
+_CHILD = """
+import sys
+from datetime import datetime, timedelta, timezone
+from topaz_nb.links import Link
+from topaz_nb.transfer import Transfer
+
+url, cache, pid = sys.argv[1:4]
+link = Link(pid, "output", url, url, expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+with Transfer(cache, chunk_size=65536) as t:
+    t.fetch(lambda refresh: link, pid, "output",
+            on_progress=lambda done, total: print(done, flush=True))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs SIGKILL and flock")
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_download_killed_with_its_process_is_resumed_by_the_next(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path, framing: str) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    stall_at = 8 * 65536
+    etag = md5(big_png) if framing == "length" else None  # the MD5 continues over the .part
+
+    def get(h: BaseHTTPRequestHandler, n: int) -> None:
+        if n == 0:  # the doomed process: N bytes, then nothing until the test ends
+            headers = {"ETag": f'"{etag}"'} if etag else {}
+            if framing == "chunked":
+                chunked(h, 200, headers, big_png[:stall_at], end=False)
+            else:
+                answer(h, 200, {**headers, "Content-Length": str(len(big_png))},
+                       big_png[:stall_at])
+            server.release.wait(60)
+            return
+        ranged(h, big_png, etag, framing=framing)
+
+    server = hostile(get, head_of(len(big_png) if framing == "length" else None, etag))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, server.link.download_url, str(tmp_path), PID],
+        stdout=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:  # progress lines: the bytes are on disk when printed
+            if int(line) >= stall_at:
+                break
+        else:
+            pytest.fail(f"the child ended early with {child.wait()}")
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(10) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        assert child.stdout is not None
+        child.stdout.close()
+    [part] = parts_in(tmp_path)
+    assert part.stat().st_size == stall_at and complete_files(tmp_path) == []
+    with Transfer(tmp_path) as t:  # the lock died with its holder
+        fetched = t.fetch(server.source, PID, "output")
+    assert fetched.path.read_bytes() == big_png
+    assert fetched.bytes_downloaded == len(big_png) - stall_at
+    gets = server.gets()
+    assert len(gets) == 2 and gets[1]["Range"] == f"bytes={stall_at}-"
+    assert parts_in(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs flock")
+def test_a_second_process_waits_for_the_one_writing_the_part(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import fcntl
+
+    server = hostile(lambda h, n: ranged(h, big_png, md5(big_png)),
+                     head_of(len(big_png), md5(big_png)))
+    with Transfer(tmp_path) as t:
+        info = t.head(server.source)
+        entry = t.entry(PID, "output", info)
+    entry.directory.mkdir(parents=True)
+    # Another process holds the object's lock (flock is per open file, so an
+    # open of our own stands for it).
+    holder = os.open(entry.lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    waiting = threading.Event()
+
+    class Signal(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for another process" in record.getMessage():
+                waiting.set()
+
+    caplog.set_level(logging.INFO, logger="topaz_nb.transfer")
+    signal_handler = Signal()
+    logging.getLogger("topaz_nb.transfer").addHandler(signal_handler)
+    results: list[Fetched] = []
+    try:
+        with Transfer(tmp_path) as t:
+            worker = threading.Thread(
+                target=lambda: results.append(t.download(server.source, PID, "output",
+                                                         info=info)))
+            worker.start()
+            assert waiting.wait(10)
+            assert server.gets() == [] and parts_in(tmp_path) == []  # nothing written meanwhile
+            os.close(holder)
+            worker.join(30)
+    finally:
+        logging.getLogger("topaz_nb.transfer").removeHandler(signal_handler)
+    assert results and results[0].path.read_bytes() == big_png
+    assert len(server.gets()) == 1
+
+
+def test_cancel_while_waiting_for_another_process(
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    server = hostile(lambda h, n: ranged(h, big_png), head_of(len(big_png)))
+    with Transfer(tmp_path) as t:
+        info = t.head(server.source)
+        entry = t.entry(PID, "output", info)
+        entry.directory.mkdir(parents=True)
+        holder = os.open(entry.lock, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        try:
+            cancel = threading.Event()
+            cancel.set()
+            with pytest.raises(Cancelled, match="another process"):
+                t.download(server.source, PID, "output", info=info, cancel=cancel)
+        finally:
+            os.close(holder)
+    assert server.gets() == []

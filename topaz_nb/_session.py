@@ -30,7 +30,7 @@ class Session:
         self._sandbox: Sandbox | None = None
         self._client: TopazClient | None = None
         self._client_args: tuple | None = None
-        self._transfers: dict[tuple[str, bool], Transfer] = {}
+        self._transfers: dict[tuple[str, bool, int, float], Transfer] = {}
 
     def __repr__(self) -> str:
         return f"<Session {self.describe()}>"
@@ -96,23 +96,30 @@ class Session:
                 # Read the environment each time, so `%env TOPAZ_API_KEY=...` takes effect.
                 key = self._api_key or os.environ.get("TOPAZ_API_KEY", "").strip() or None
                 url = self.settings.base_url
-            args = (key, url, self.settings.timeout)
+            args = (key, url, self.settings.timeout, self.settings.max_retry_after)
             if self._client is None or self._client_args != args:
                 if self._client is not None:
                     self._client.close()
-                self._client = TopazClient(api_key=key, base_url=url, timeout=self.settings.timeout)
+                self._client = TopazClient(api_key=key, base_url=url, timeout=self.settings.timeout,
+                                           max_retry_after=self.settings.max_retry_after)
                 self._client_args = args
             return self._client
 
     def transfer(self, *, use_cache: bool = True) -> Transfer:
-        """The presigned-object downloader for the configured cache dir."""
+        """The presigned-object downloader for the configured cache dir, ceiling
+        (``Topaz.max_download_bytes``) and stall limit (``Topaz.stall_timeout``);
+        a changed setting gives a new one."""
         from .transfer import Transfer
 
         with self._lock:
-            key = (self.settings.cache_dir, use_cache)
+            s = self.settings
+            key = (s.cache_dir, use_cache, s.max_download_bytes, s.stall_timeout,
+                   s.max_retry_after)
             if key not in self._transfers:
                 self._transfers[key] = Transfer(
-                    self.settings.cache_dir, use_cache=use_cache, timeout=max(self.settings.timeout, 60.0)
+                    s.cache_dir, use_cache=use_cache, timeout=max(s.timeout, 60.0),
+                    max_bytes=s.max_download_bytes, stall_timeout=s.stall_timeout,
+                    max_retry_after=s.max_retry_after,
                 )
             return self._transfers[key]
 

@@ -122,6 +122,109 @@ def failed(process_id: str, status: str | None, reason: str | None, place: Place
             "with other settings or another input.")
 
 
+    reason = getattr(status, "reason", None)
+    if isinstance(reason, str) and reason.strip():
+        return reason.strip()
+    raw = getattr(status, "raw", None) or {}
+    for key in ("message", "error", "reason"):
+        value = raw.get(key) if isinstance(raw, dict) else None
+        if isinstance(value, dict):
+            value = value.get("message")
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def wrong_key(status_code: int | None, server_message: str | None, place: Place) -> str:
+    """The API refused the key that was sent."""
+    said = " ".join(str(x) for x in (status_code, server_message) if x) or "refused"
+    if place == "magic":
+        return (f"The Topaz API refused the key ({one_line(said, 120)}): run %topaz login, "
+                "or %env TOPAZ_API_KEY=<your key>; %topaz demo needs no key.")
+    if place == "cli":
+        return (f"the Topaz API refused the key ({one_line(said, 120)}); check TOPAZ_API_KEY, "
+                "or try the local sandbox with `topaz-nb --demo …`")
+    if place == "panel":
+        return (f"The Topaz API refused the key ({one_line(said, 120)}): check TOPAZ_API_KEY, "
+                "or use the demo sandbox.")
+    return (f"The Topaz API refused the key ({one_line(said, 120)}): pass another api_key=..., "
+            "or set TOPAZ_API_KEY.")
+
+
+def cache_unusable(cache_dir: str, exc: OSError, place: Place) -> str:
+    """The download cache cannot be written (read-only, full, or not a directory)."""
+    why = exc.strerror or type(exc).__name__
+    head = f"the download cache {cache_dir} cannot be written ({why})"
+    if place == "magic":
+        return (f"{head[0].upper()}{head[1:]}. Point it at a writable directory: "
+                "%config Topaz.cache_dir = '<directory>', or set TOPAZ_NB_CACHE.")
+    if place == "cli":
+        return f"{head}; give a writable one with --cache-dir DIR or TOPAZ_NB_CACHE"
+    if place == "panel":
+        return (f"{head[0].upper()}{head[1:]}. Set TOPAZ_NB_CACHE, or "
+                "%config Topaz.cache_dir, to a writable directory.")
+    return f"{head[0].upper()}{head[1:]}. Pass Topaz(cache_dir=...) a writable directory."
+
+
+def file_problem(exc: OSError, place: Place, *, cache_dir: str | None = None) -> str:
+    """One line for a file-system error that reached an entry point."""
+    name = str(exc.filename or "")
+    if cache_dir and name and _inside(name, cache_dir):
+        return cache_unusable(cache_dir, exc, place)
+    why = exc.strerror or type(exc).__name__
+    text = f"could not use {name or 'a file'} ({why}); check the path and the free disk space"
+    return text if place == "cli" else text[0].upper() + text[1:] + "."
+
+
+def cannot_save(target: object, exc: OSError) -> str:
+    """Saving into a directory failed: the same words in every place."""
+    why = exc.strerror or type(exc).__name__
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        why = "a file is in the way"
+    return (f"Could not save into {str(target)!r} ({why}); "
+            "choose a directory you can write to.")
+
+
+
+
+def _inside(path: str, directory: str) -> bool:
+    import os
+
+    try:
+        common = os.path.commonpath([os.path.abspath(path), os.path.abspath(directory)])
+    except ValueError:
+        return False
+    return common == os.path.abspath(directory)
+
+
+def address_setting(place: Place) -> str:
+    """Where the API address is set, in the words of ``place``."""
+    return {"python": "base_url= or TOPAZ_API_URL",
+            "magic": "%config Topaz.base_url or TOPAZ_API_URL",
+            "cli": "--api-url or TOPAZ_API_URL",
+            "panel": "TOPAZ_API_URL"}[place]
+
+
+def wrong_address(problem: str, place: Place, *, network: bool = False) -> str:
+    """``problem`` (the API answered oddly, or not at all) and where to fix the address."""
+    if network:
+        return (f"{problem}; check the network connection and the address "
+                f"({address_setting(place)}), then try again")
+    return f"{problem}; check the API address ({address_setting(place)})"
+
+
+def interrupted(place: Place) -> str:
+    """Ctrl-C or the Cancel button stopped a fetch; what arrived is kept for resume."""
+    if place == "cli":
+        return "interrupted: the downloads stopped; run the command again to resume them"
+    if place == "panel":
+        return "Cancelled: the downloads stopped; fetch again to resume them."
+    if place == "magic":
+        return ("Interrupted: the downloads stopped; what arrived is kept, so running the "
+                "cell again resumes them.")
+    return "Interrupted: the downloads stopped; fetch again to resume them."
+
+
 def not_found(process_id: str, place: Place) -> str:
     """Unknown process, or past the 7-day retention."""
     head = (f"Process {process_id} was not found: the ID is unknown to this API key, "
@@ -139,10 +242,19 @@ def say(exc: TopazError, place: Place) -> str:
     Errors that carry data are phrased here for the place; every other error
     already reads the same everywhere, so its own text is used.
     """
-    from .errors import MissingApiKey, NotFound, NotReady, ProcessFailed
+    from .errors import (
+        ApiError,
+        AuthenticationError,
+        MissingApiKey,
+        NotFound,
+        NotReady,
+        ProcessFailed,
+    )
 
     if isinstance(exc, MissingApiKey) and not exc.detail:
         return no_key(place)
+    if isinstance(exc, AuthenticationError) and place != "python":
+        return wrong_key(exc.status_code, exc.server_message, place)
     if isinstance(exc, ProcessFailed) and exc.process_id:
         return failed(exc.process_id, exc.status, exc.reason, place)
     if isinstance(exc, NotReady) and exc.process_id:
@@ -151,6 +263,9 @@ def say(exc: TopazError, place: Place) -> str:
         return not_ready(exc.process_id, exc.status, exc.progress, exc.eta, place)
     if isinstance(exc, NotFound) and exc.process_id:
         return not_found(exc.process_id, place)
+    if exc.address_problem:
+        return wrong_address(exc.address_problem, place, network=exc.status_code is None
+                             if isinstance(exc, ApiError) else False)
     return one_line(str(exc))
 
 

@@ -21,14 +21,17 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
-from ._version import __version__
+from . import _progress
 from ._ids import check_process_id
-from .errors import MissingApiKey, NotReady, TopazError
-from .links import SIDES, Side, expiry_text, redact_url
+from ._modes import DEFAULT_MODE, MODES
+from ._text import byte_size, file_problem, interrupted, say
+from ._version import __version__
+from .errors import NotReady, TopazError, WaitTimeout
+from .links import SIDES, expiry_text, redact_url
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -57,15 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
-    except MissingApiKey:
-        _error("no Topaz API key: set one with `export TOPAZ_API_KEY=<your key>` "
-               "(from your Topaz account), or try the local sandbox with `topaz-nb --demo …`")
-        return 2
     except TopazError as exc:
-        _error(str(exc))
+        _error(say(exc, "cli"))
+        return 2
+    except OSError as exc:  # the cache directory: read-only, full, or not a directory
+        _error(file_problem(exc, "cli", cache_dir=_cache_dir(args)))
         return 2
     except KeyboardInterrupt:
+        # Fetches in flight were cancelled on the way out (see _tasks.workers).
         print(file=sys.stderr)
+        _error(interrupted("cli"))
         return 130
 
 
@@ -128,12 +132,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("process_id", metavar="ID")
     p.add_argument("-o", "--output", metavar="PAGE", type=Path, required=True,
                    help="HTML file to write")
-    p.add_argument("--mode", default=None,
-                   help="initial mode: swipe, side-by-side, blend, difference or toggle "
-                        "(default: swipe)")
+    p.add_argument("--mode", default=None, type=_mode, choices=MODES,
+                   help=f"initial mode: {', '.join(MODES)} (default: {DEFAULT_MODE})")
     p.add_argument("--wait", action="store_true", help="wait for the process to finish first")
     p.set_defaults(command="compare", run=_cmd_compare)
     return parser
+
+
+def _mode(text: str) -> str:
+    return text.strip().lower()
 
 
 def _port(text: str) -> int:
@@ -163,7 +170,7 @@ def _cmd_links(args: argparse.Namespace) -> int:
         try:
             links = {side: client.link(pid, side) for side in SIDES}
         except NotReady as exc:
-            raise TopazError(_not_ready_message(pid, exc)) from None
+            raise TopazError(say(exc, "cli")) from None
         print(f"Links of {pid}:")
         for side, link in links.items():
             url = link.download_url if args.show_urls else redact_url(link.download_url)
@@ -185,13 +192,6 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     page = args.output
-    if args.mode is not None:
-        from .widget import MODES
-
-        mode = args.mode.strip().lower()
-        if mode not in MODES:
-            raise _Failure(f"--mode {args.mode!r} is not a mode: use one of {', '.join(MODES)}")
-        args.mode = mode
     if page.is_dir():
         raise _Failure(f"{str(page)!r} is a directory: give the HTML file to write, "
                        "e.g. -o page.html")
@@ -203,7 +203,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise _Failure(f"could not write {str(page)!r}: "
                            f"{exc.strerror or type(exc).__name__}") from None
-        print(f"Wrote {page} ({page.stat().st_size / 1e6:.1f} MB): "
+        print(f"Wrote {page} ({byte_size(page.stat().st_size)}): "
               f"{comparison.process_id}, open it in any browser")
     return 0
 
@@ -213,13 +213,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return _demo_check(args)
     notebook = _find_notebook(args.notebook)
     extra = [a for a in args.jupyter_args if a != "--"]
+    if args.port:
+        _check_port_free(args.port)
     from .sandbox import Sandbox
 
     with Sandbox() as sb:
         env = dict(os.environ, TOPAZ_API_URL=sb.base_url, TOPAZ_API_KEY=sb.api_key,
                    TOPAZ_PROCESS_IDS=" ".join(sb.demo_ids), TOPAZ_NB_DEMO="1")
+        # No port retries: a Jupyter that moved to the next port would not be
+        # where this command says it is.
         command = [sys.executable, "-m", "jupyter", "lab", str(notebook),
-                   f"--ServerApp.root_dir={notebook.parent}", f"--ServerApp.port={args.port}"]
+                   f"--ServerApp.root_dir={notebook.parent}", f"--ServerApp.port={args.port}",
+                   "--ServerApp.port_retries=0"]
         if args.no_browser:
             command.append("--no-browser")
         if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
@@ -230,9 +235,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"  sandbox API:  {sb.base_url}  (local, demo data only)",
             "  demo processes:",
             *(f"    {pid}" for pid in sb.demo_ids),
-            f"  JupyterLab:   http://127.0.0.1:{args.port}/lab (link with token below)",
             f"  notebook:     {notebook}",
-            "Press Ctrl-C to stop both.",
+            "Starting JupyterLab… (Ctrl-C stops both)",
         ]), flush=True)
         try:
             # Its own session: Ctrl-C reaches this process only, so Jupyter does
@@ -243,6 +247,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
         try:
+            url = _lab_url(proc, env, notebook.name)
+            if url is None:
+                raise _Failure(f"JupyterLab stopped before serving (exit code {proc.poll()}); "
+                               "its messages are above")
+            print(f"  JupyterLab:   {url}", flush=True)
             return proc.wait()
         except KeyboardInterrupt:
             print("Stopping JupyterLab and the sandbox…", file=sys.stderr, flush=True)
@@ -251,6 +260,58 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             _stop_child(proc)
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _check_port_free(port: int) -> None:
+    """Fail before starting anything when JupyterLab's port is taken."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise _Failure(f"port {port} is taken ({exc.strerror or exc}); choose another "
+                           "with --port N, or --port 0 for any free port") from None
+
+
+def _lab_url(proc: subprocess.Popen[bytes], env: dict[str, str], notebook: str,
+             timeout: float = 180.0) -> str | None:
+    """The address JupyterLab really serves, opening ``notebook``, once it is up.
+
+    A Jupyter server writes ``jpserver-<pid>.json`` (its URL, port and token)
+    into the runtime directory when it starts listening; that file, not the
+    port asked for, says where it is.  ``None`` if the server exits first.
+    """
+    import json
+    from urllib.parse import quote
+
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    saved = os.environ.get("JUPYTER_RUNTIME_DIR")
+    try:
+        if "JUPYTER_RUNTIME_DIR" in env:
+            os.environ["JUPYTER_RUNTIME_DIR"] = env["JUPYTER_RUNTIME_DIR"]
+        info_file = Path(jupyter_runtime_dir()) / f"jpserver-{proc.pid}.json"
+    finally:
+        if saved is None:
+            os.environ.pop("JUPYTER_RUNTIME_DIR", None)
+        else:
+            os.environ["JUPYTER_RUNTIME_DIR"] = saved
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return None
+        try:
+            info = json.loads(info_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            time.sleep(0.2)
+            continue
+        base = str(info.get("url") or f"http://127.0.0.1:{info.get('port')}/")
+        token = info.get("token")
+        return (base.rstrip("/") + "/lab/tree/" + quote(notebook)
+                + (f"?token={token}" if token else ""))
+    return None
 
 
 def _demo_check(args: argparse.Namespace) -> int:
@@ -268,9 +329,10 @@ def _demo_check(args: argparse.Namespace) -> int:
             links = {side: client.link(pid, side) for side in SIDES}
             from .comparison import Comparison
 
-            comparison = Comparison.fetch(pid, client=client, transfer=session.transfer(),
-                                          on_progress=_progress_printer(sys.stderr))
-            _end_progress(sys.stderr)
+            with _progress.in_terminal(SIDES, sys.stderr) as progress:
+                comparison = Comparison.fetch(
+                    pid, client=client, transfer=session.transfer(),
+                    on_progress=progress if progress.shown else None)
             images = {side: getattr(comparison, side) for side in SIDES}
             _print_table(comparison.rows(), pid)
             for side in SIDES:
@@ -328,58 +390,42 @@ def _fetch(args: argparse.Namespace, session: Session, *, use_cache: bool = True
     pid = _resolve_id(args.process_id, session)
     client = session.client()
     if args.wait:
-        show = sys.stderr.isatty()
-        client.wait(pid, timeout=session.settings.wait_timeout,
-                    on_progress=(lambda st: print(f"\r{pid}: {st.describe():<40}", end="",
-                                                  file=sys.stderr, flush=True)) if show else None)
-        if show:
-            print(file=sys.stderr)
+        _wait(pid, session)
     try:
-        return Comparison.fetch(pid, client=client, transfer=session.transfer(use_cache=use_cache),
-                                on_progress=_progress_printer(sys.stderr),
-                                preview_size=session.settings.preview_size,
-                                mode=mode or session.settings.mode)
+        with _progress.in_terminal(SIDES, sys.stderr) as progress:
+            return Comparison.fetch(pid, client=client,
+                                    transfer=session.transfer(use_cache=use_cache),
+                                    on_progress=progress if progress.shown else None,
+                                    preview_size=session.settings.preview_size,
+                                    mode=mode or session.settings.mode)
     except NotReady as exc:
-        raise TopazError(_not_ready_message(pid, exc)) from None
-    finally:
-        _end_progress(sys.stderr)
+        raise TopazError(say(exc, "cli")) from None
 
 
-def _not_ready_message(pid: str, exc: NotReady) -> str:
-    """The client's message speaks to notebooks; on the command line the next step is --wait."""
-    if exc.status in ("Failed", "Cancelled"):
-        return f"process {pid} is {exc.status} and has no output; start it again"
-    state = exc.status or "not finished"
-    if exc.progress is not None:
-        state += f", {exc.progress}%"
-    return f"the output of {pid} is not ready ({state}); add --wait to wait for it"
+def _wait(pid: str, session: Session) -> None:
+    """Wait for the process, its state on one rewritten line when on a terminal."""
+    timeout = session.settings.wait_timeout
+    with _progress.in_terminal(["processing"], sys.stderr, unit="percent") as progress:
+        try:
+            _progress.wait_for(session.client(), pid, timeout=timeout, progress=progress,
+                               place="cli")
+        except WaitTimeout:
+            raise TopazError(f"process {pid} did not finish within {timeout:.0f} s; "
+                             "run the command again later") from None
 
 
-def _progress_printer(stream: IO[str]) -> Callable[[Side, int, int | None], None] | None:
-    """Byte counts on one rewritten line, for people watching a terminal only."""
-    if not stream.isatty():
+
+
+
+def _cache_dir(args: argparse.Namespace) -> str | None:
+    if getattr(args, "cache_dir", None):
+        return str(args.cache_dir)
+    try:
+        from .settings import Topaz
+
+        return Topaz().cache_dir
+    except Exception:  # noqa: BLE001 -- only used to phrase an error
         return None
-    lock = threading.Lock()
-    state: dict[Side, str] = {}
-    last = [0.0]
-
-    def show(side: Side, done: int, total: int | None) -> None:
-        with lock:
-            state[side] = (f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total
-                           else f"{done / 1e6:.1f} MB")
-            now = time.monotonic()
-            if now - last[0] < 0.1 and not (total and done >= total):
-                return
-            last[0] = now
-            text = "  ".join(f"{s} {state[s]}" for s in SIDES if s in state)
-            print(f"\r{text:<60}", end="", file=stream, flush=True)
-
-    return show
-
-
-def _end_progress(stream: IO[str]) -> None:
-    if stream.isatty():
-        print(file=stream, flush=True)
 
 
 def _print_table(rows: list[tuple[str, str, str]], title: str) -> None:

@@ -41,10 +41,10 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NameResolutionError
 
 from . import _text
-from ._version import __version__
 from ._ids import check_process_id
 from ._logsafe import install_log_filter
 from ._retry import CONNECT_TIMEOUT, DEFAULT_MAX_RETRY_AFTER, is_unreachable, make_retry
+from ._version import __version__
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -227,10 +227,9 @@ class TopazClient:
         url = url.rstrip("/")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise TopazError(
-                f"{redact_url(url)!r} is not an API address: expected a URL such as "
-                f"{DEFAULT_BASE_URL!r} (check base_url or TOPAZ_API_URL)"
-            )
+            raise _address_error(
+                TopazError, f"{redact_url(url)!r} is not an API address: expected a URL such "
+                f"as {DEFAULT_BASE_URL!r}")
         self._base_url = url
         self._host = parts.netloc.rpartition("@")[2]
         self._timeout = timeout
@@ -325,11 +324,9 @@ class TopazClient:
                     and head_url and expiry is not None:
                 return Link(process_id=pid, side=side, download_url=download_url,
                             head_url=head_url, expiry=expiry)
-        raise ApiError(
-            f"The Topaz API at {self._host} sent an unexpected answer for the {side} link "
-            f"of {pid} (no download_url, head_url and expiry); check base_url",
-            status_code=200,
-        )
+        raise _address_error(
+            ApiError, f"The Topaz API at {self._host} sent an unexpected answer for the "
+            f"{side} link of {pid} (no download_url, head_url and expiry)", status_code=200)
 
     # ------------------------------------------------------------------ status
 
@@ -338,11 +335,9 @@ class TopazClient:
         pid = check_process_id(process_id)
         data = self._get_json(f"/status/{pid}", pid=pid)
         if not isinstance(data, dict):
-            raise ApiError(
-                f"The Topaz API at {self._host} sent an unexpected status answer for {pid}; "
-                "check base_url",
-                status_code=200,
-            )
+            raise _address_error(
+                ApiError, f"The Topaz API at {self._host} sent an unexpected status answer "
+                f"for {pid}", status_code=200)
         return Status.from_json(data)
 
     def statuses(self) -> list[Status]:
@@ -363,11 +358,9 @@ class TopazClient:
             elif isinstance(data, dict) and isinstance(data.get("data"), list):
                 items, page = data["data"], data.get("pagination") or {}
             else:
-                raise ApiError(
-                    f"The Topaz API at {self._host} sent an unexpected list of statuses; "
-                    "check base_url",
-                    status_code=200,
-                )
+                raise _address_error(
+                    ApiError, f"The Topaz API at {self._host} sent an unexpected list of "
+                    "statuses", status_code=200)
             for item in items:
                 if isinstance(item, dict):
                     yield Status.from_json(item)
@@ -445,11 +438,9 @@ class TopazClient:
             try:
                 return resp.json()
             except ValueError:
-                raise ApiError(
-                    f"The Topaz API at {self._host} answered GET {path} with something "
-                    "that is not JSON; check base_url",
-                    status_code=200,
-                ) from None
+                raise _address_error(
+                    ApiError, f"The Topaz API at {self._host} answered GET {path} with "
+                    "something that is not JSON", status_code=200) from None
         raise self._api_error(resp, path, pid=pid, side=side)
 
     def _network_error(self, exc: BaseException) -> ServerError:
@@ -484,11 +475,8 @@ class TopazClient:
                 status_code=None)
         else:
             what = f"the connection failed ({kind})"
-        return ServerError(
-            f"Could not reach the Topaz API at {self._host}: {what}; check the network "
-            "connection and the address (base_url or TOPAZ_API_URL), then try again",
-            status_code=None,
-        )
+        return _address_error(ServerError, f"Could not reach the Topaz API at {self._host}: "
+                              f"{what}", status_code=None)
 
     def _clean(self, text: str, limit: int = 200) -> str:
         """Server-sent text made safe to show: no key, no presigned query, one line."""
@@ -521,8 +509,8 @@ class TopazClient:
             return AuthenticationError(
                 f"The Topaz API {verb} ({said}); check the key: {_KEY_HINT}", **kw)
         if code == 404 and not pid:
-            return NotFound(f"The Topaz API at {self._host} has no {path} ({said}); "
-                            "check base_url", **kw)
+            return _address_error(
+                NotFound, f"The Topaz API at {self._host} has no {path} ({said})", **kw)
         if code == 404:
             return _phrased(NotFound("", **kw))
         if code == 409 and side == "output" and pid:
@@ -537,10 +525,9 @@ class TopazClient:
                 f"{self._attempts()}; try again later", **kw)
         if 300 <= code < 400:
             target = urlsplit(resp.headers.get("Location", "")).netloc.rpartition("@")[2]
-            return ApiError(
-                f"The Topaz API at {self._host} redirected GET {path} to "
-                f"{self._clean(target, 80) or 'elsewhere'}, which is not followed; "
-                "check base_url", **kw)
+            return _address_error(
+                ApiError, f"The Topaz API at {self._host} redirected GET {path} to "
+                f"{self._clean(target, 80) or 'elsewhere'}, which is not followed", **kw)
         return ApiError(f"The Topaz API answered GET {path} with {said}", **kw)
 
     def _attempts(self) -> str:
@@ -575,6 +562,17 @@ def _phrased(exc: _E) -> _E:
     """
     exc.args = (_text.say(exc, "python"),)
     return exc
+
+
+def _address_error(cls: type[_E], problem: str, **kw: Any) -> _E:
+    """An error whose likely cure is another API address.
+
+    ``problem`` says what happened; the next step, which names the address
+    setting, is added by :func:`_text.say` in the words of each place.
+    """
+    exc = cls("", **kw)
+    exc.address_problem = problem
+    return _phrased(exc)
 
 
 def _is_gaierror(exc: BaseException) -> bool:

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import logging
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._ids import check_process_id
-from .errors import NotReady, TopazError
+from ._tasks import cancellable, child_event, workers
+from ._text import Place, byte_size
+from .errors import ImageError, ImageTooLarge, NotReady, TopazError
 from .links import SIDES, Link, Side, expiry_text, redact_url, utc_text
 
 if TYPE_CHECKING:
@@ -26,8 +29,10 @@ if TYPE_CHECKING:
 
     from .client import Status, TopazClient
     from .imaging import SourceImage
-    from .transfer import ObjectInfo, Transfer
+    from .transfer import Fetched, ObjectInfo, Transfer
     from .widget import CompareView
+
+_log = logging.getLogger("topaz_nb.comparison")
 
 ProgressFn = Callable[[Side, int, "int | None"], None]
 """Called as ``(side, bytes_done, bytes_total_or_None)`` while downloading."""
@@ -40,6 +45,9 @@ class _SideData:
     file: Path | None = None
     from_cache: bool = False
     image: SourceImage | None = None
+    fetched: Fetched | None = None
+    # Discards the cached file and downloads it once more (set for downloads only).
+    heal: Callable[[], None] | None = None
 
 
 class Comparison:
@@ -67,39 +75,76 @@ class Comparison:
     def fetch(cls, process_id: str, *, client: TopazClient, transfer: Transfer,
               download: bool = True, require_output: bool = True,
               on_progress: ProgressFn | None = None, preview_size: int = 2048,
-              mode: str = "swipe") -> Comparison:
+              mode: str = "swipe", cancel: threading.Event | None = None) -> Comparison:
         """Fetch both sides of ``process_id`` concurrently and open them.
 
         ``download=False`` stops after the links and HEADs (metadata only).
         With ``require_output=False`` an unfinished output is not an error: the
-        result holds the input alone and ``not_ready``.
+        result holds the input alone and ``not_ready``.  Setting ``cancel``
+        stops both downloads within a second with
+        :class:`~topaz_nb.errors.Cancelled`, keeping what arrived for resume.
+        Ctrl-C in the calling thread returns at once and sets ``cancel`` (see
+        :mod:`topaz_nb._tasks`), as does an error on one side, so no download
+        goes on behind a cell that has already stopped.
+
+        A cached file that does not open is discarded and downloaded once
+        more; only a second failure is reported.  Without that, a damaged
+        file (an error page saved by an older version, a disk fault) would
+        fail on every run until the cache was cleared by hand.
         """
         pid = check_process_id(process_id)
         sides: dict[Side, _SideData] = {side: _SideData() for side in SIDES}
+        stop = child_event(cancel)  # a failing side stops this process only
 
         def one_side(side: Side) -> None:
             data = sides[side]
             source = client.link_source(pid, side)
-            data.link = source(False)
-            data.object = transfer.head(source)
+            data.link = cancellable(lambda: source(False), stop,
+                                    f"Cancelled: asking for the {side} link of {pid}")
+            data.object = transfer.head(source, cancel=stop)
             if not download:
                 return
             progress = (lambda done, total: on_progress(side, done, total)) if on_progress else None
-            fetched = transfer.download(source, pid, side, info=data.object, on_progress=progress)
-            data.file, data.from_cache = fetched.path, fetched.from_cache
-            from .imaging import load_image
 
-            data.image = load_image(data.file, label=f"{side} of {pid}",
-                                    pyramid_path=_pyramid_path(data.file))
+            def get() -> None:
+                fetched = transfer.download(source, pid, side, info=data.object,
+                                            on_progress=progress, cancel=stop)
+                data.fetched, data.file, data.from_cache = fetched, fetched.path, fetched.from_cache
+                from .imaging import load_image
+
+                # A large image's tile pyramid goes where the cache layout says, so
+                # it is discarded with its download and counted in the cache.
+                data.image = load_image(data.file, label=f"{side} of {pid}",
+                                        pyramid_path=transfer.derived_path(data.file,
+                                                                           "pyramid.tif"))
+
+            def heal() -> None:
+                assert data.fetched is not None
+                _log.info("the cached %s of %s is damaged; downloading it again", side, pid)
+                if data.image is not None:
+                    data.image.close()
+                    data.image = None
+                transfer.discard(data.fetched)
+                data.heal = None  # once: a second failure is reported
+                get()
+
+            data.heal = heal
+            try:
+                get()
+            except ImageError as exc:
+                if not _healable(data, exc):
+                    raise
+                heal()
 
         def get_status() -> Status | None:
             try:
-                return client.status(pid)
+                return cancellable(lambda: client.status(pid), stop,
+                                   f"Cancelled: asking for the status of {pid}")
             except TopazError:
                 return None
 
         not_ready: NotReady | None = None
-        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="topaz-fetch") as pool:
+        with workers(3, "topaz-fetch", stop) as pool:
             status_future = pool.submit(get_status)
             futures = {side: pool.submit(one_side, side) for side in SIDES}
             for side in SIDES:
@@ -171,13 +216,40 @@ class Comparison:
 
         Displaying happens later, inside IPython's formatters, where an error
         becomes a traceback; doing the work up front turns it into the one-line
-        error of the call that fetched.  Returns ``self``.
+        error of the call that fetched.  A file from the cache that fails to
+        decode is discarded and downloaded once more first (see :meth:`fetch`).
+        Returns ``self``.
         """
+        try:
+            self._first_view()
+        except ImageError as exc:
+            damaged = [side for side in SIDES if self._fails_to_decode(side, exc)]
+            if not damaged:
+                raise
+            for side in damaged:
+                heal = self._sides[side].heal
+                assert heal is not None
+                heal()
+            self._view = None
+            self._first_view()
+        return self
+
+    def _first_view(self) -> None:
         if self.ready:
             self.view  # noqa: B018 -- builds both previews
         elif self._sides["input"].image is not None:
             self._sides["input"].image.preview(self._alone_size)
-        return self
+
+    def _fails_to_decode(self, side: Side, exc: ImageError) -> bool:
+        """Whether ``side`` is a healable cached file that does not decode."""
+        data = self._sides[side]
+        if data.image is None or not _healable(data, exc):
+            return False
+        try:
+            data.image.preview(self._alone_size)
+        except ImageError as own:
+            return not isinstance(own, ImageTooLarge)
+        return False
 
     @property
     def _alone_size(self) -> int:
@@ -185,18 +257,32 @@ class Comparison:
         return min(self.preview_size, 1024)
 
     def save(self, directory: str | Path) -> dict[Side, Path]:
-        """Copy both original files into ``directory`` as ``<pid>-<side>.<ext>``."""
+        """Copy both original files into ``directory`` as ``<pid>-<side>.<ext>``.
+
+        A path that is a file, or a directory that cannot be written, is a
+        one-line :class:`TopazError`: the magic, the panel and the command all
+        show it as it is.
+        """
         import shutil
 
+        from ._text import cannot_save
+
         target = Path(directory).expanduser()
-        target.mkdir(parents=True, exist_ok=True)
         saved: dict[Side, Path] = {}
-        for side, path in self.files().items():
-            dest = target / f"{self.process_id}-{side}{path.suffix}"
-            tmp = dest.with_name(dest.name + ".part")
-            shutil.copyfile(path, tmp)
-            tmp.replace(dest)
-            saved[side] = dest
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            for side, path in self.files().items():
+                dest = target / f"{self.process_id}-{side}{path.suffix}"
+                tmp = dest.with_name(dest.name + ".part")
+                try:
+                    shutil.copyfile(path, tmp)
+                    tmp.replace(dest)
+                except OSError:
+                    tmp.unlink(missing_ok=True)
+                    raise
+                saved[side] = dest
+        except OSError as exc:
+            raise TopazError(cannot_save(directory, exc)) from None
         return saved
 
     # -- metadata ---------------------------------------------------------
@@ -254,7 +340,7 @@ class Comparison:
         add("Mode", "mode")
         add("Bit depth", "bit_depth", lambda v: f"{v}-bit")
         add("ICC profile", "icc_profile")
-        add("File size", "file_size", _bytes)
+        add("File size", "file_size", byte_size)
         add("Content type", "content_type")
         add("ETag", "etag")
         add("Last modified", "last_modified", _when)
@@ -267,41 +353,59 @@ class Comparison:
                     rows.append((label, "", str(status[key])))
         return rows
 
-    def status_line(self) -> str:
-        """One line on where the process stands, with how to wait for it."""
+    @property
+    def failed(self) -> bool:
+        """The process ended without an output (Failed or Cancelled): waiting will not help."""
+        return self._state()[0] in ("Failed", "Cancelled") and not self.ready
+
+    @property
+    def reason(self) -> str | None:
+        """The server's explanation of a failure, when it gave one."""
+        nr = self.not_ready
+        return (nr.reason if nr is not None and nr.reason else None) or (
+            self.status.reason if self.status is not None else None)
+
+    def _state(self) -> tuple[str | None, int | None, Any]:
+        """(status, progress, eta), from the 409 when it carried them, else the status."""
+        nr, st = self.not_ready, self.status
+
+        def pick(name: str) -> Any:
+            value = getattr(nr, name, None) if nr is not None else None
+            return value if value is not None else getattr(st, name, None)
+
+        return pick("status"), pick("progress"), pick("eta")
+
+    def status_line(self, place: Place = "magic") -> str:
+        """One line on where the process stands and what to do, in the words of ``place``."""
+        from ._text import failed, not_ready
+
         if self.ready:
             return f"Process {self.process_id}: output ready."
-        nr = self.not_ready
-        state = (nr.status if nr and nr.status else None) or (self.status.status if self.status else "not ready")
-        progress = nr.progress if nr and nr.progress is not None else (
-            self.status.progress if self.status else None)
-        eta = nr.eta if nr and nr.eta is not None else (self.status.eta if self.status else None)
-        parts = [f"Output of {self.process_id} is not ready: {state}"]
-        if progress is not None:
-            parts.append(f"{progress}%")
-        if isinstance(eta, _dt.datetime):
-            secs = max(0, round((eta - _dt.datetime.now(_dt.timezone.utc)).total_seconds()))
-            parts.append(f"ETA {secs} s")
-        return ", ".join(parts) + f". Run %topaz {self.process_id} --wait to wait for it."
+        status, progress, eta = self._state()
+        if self.failed:
+            return failed(self.process_id, status, self.reason, place)
+        return not_ready(self.process_id, status or "not ready", progress,
+                         eta if isinstance(eta, _dt.datetime) else None, place)
 
     def metadata_html(self) -> str:
         """The metadata table as escaped HTML (values come from a server)."""
-        cell = 'style="text-align:left;padding:1px 8px"'
-        head = f"<tr><th></th><th {cell}>Input</th><th {cell}>Output</th></tr>"
-        body = "".join(
-            f"<tr><th {cell}>{html.escape(k)}</th><td {cell}>{html.escape(a)}</td>"
-            f"<td {cell}>{html.escape(b)}</td></tr>"
-            for k, a, b in self.rows()
-        )
-        return (f'<table class="topaz-meta" style="font-size:12px;border-collapse:collapse">'
-                f'<caption style="text-align:left;font-family:monospace">'
-                f"{html.escape(self.process_id)}</caption>{head}{body}</table>")
+        from ._text import html_table
 
-    def widget(self) -> Any:
-        """The view beside its metadata table, as one ipywidgets box."""
+        return html_table(self.rows(), header=("", "Input", "Output"), caption=self.process_id,
+                          row_headers=True, css_class="topaz-meta")
+
+    def widget(self, place: Place = "magic") -> Any:
+        """The view beside its metadata table, as one ipywidgets box.
+
+        ``place`` words the line shown above an input whose output is not
+        there (the panel has a checkbox where the magic has ``--wait``).
+        """
         import ipywidgets as w
 
-        table = w.HTML(self.metadata_html(), layout=w.Layout(flex="0 1 auto", margin="0 0 0 12px"))
+        # The table never shrinks below its natural width (it would be cut off);
+        # when the row has no room for it beside the view, it wraps below.
+        table = w.HTML(self.metadata_html(), layout=w.Layout(
+            flex="0 0 auto", max_width="100%", overflow="auto", margin="0 0 0 12px"))
         if not self.downloaded:
             return w.VBox([table])
         if self.ready:
@@ -311,13 +415,13 @@ class Comparison:
             main.layout.flex = "1 1 520px"
             main.layout.min_width = "320px"
         else:
-            main = w.VBox([w.HTML(f"<b>{html.escape(self.status_line())}</b>"),
+            main = w.VBox([w.HTML(f"<b>{html.escape(self.status_line(place))}</b>"),
                            _image_widget(self._sides["input"].image, self._alone_size)])
         return w.Box([main, table], layout=w.Layout(display="flex", flex_flow="row wrap",
                                                      align_items="flex-start", width="100%"))
 
     def __repr__(self) -> str:
-        state = "ready" if self.ready else "output not ready"
+        state = "ready" if self.ready else ("failed" if self.failed else "output not ready")
         return f"<Comparison {self.process_id} ({state})>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
@@ -335,14 +439,11 @@ class Comparison:
         return "\n".join(lines)
 
 
-def _pyramid_path(file: Path) -> Path | None:
-    """Where a downloaded file's tile pyramid lives: hidden beside it, like its
-    stored previews; none for files outside the download cache."""
-    from ._cache import PreviewStore
-
-    if not PreviewStore.applies_to(file):
-        return None
-    return file.with_name(f".{file.name}.pyramid.tif")
+def _healable(data: _SideData, exc: ImageError) -> bool:
+    """A file read from the cache may be healed by downloading it again; a
+    fresh download or an image refused for its size may not."""
+    return (data.from_cache and data.heal is not None and data.fetched is not None
+            and not isinstance(exc, ImageTooLarge))
 
 
 def _image_widget(image: SourceImage | None, size: int) -> Any:
@@ -356,15 +457,6 @@ def _image_widget(image: SourceImage | None, size: int) -> Any:
 
 def _dims(entry: dict[str, Any]) -> str:
     return f"{entry['width']}×{entry['height']}" if "width" in entry else ""
-
-
-def _bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def _when(value: Any) -> str:

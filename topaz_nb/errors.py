@@ -17,7 +17,15 @@ from typing import Any
 
 
 class TopazError(Exception):
-    """Base class of every error raised by topaz-nb."""
+    """Base class of every error raised by topaz-nb.
+
+    ``address_problem`` is set (to what went wrong, without a next step) when
+    the likely cure is a different API address: the next step then names the
+    setting of the place where the message appears (``base_url=``,
+    ``%config Topaz.base_url``, ``--api-url``), see :func:`topaz_nb._text.say`.
+    """
+
+    address_problem: str | None = None
 
 
 class InvalidProcessId(TopazError, ValueError):
@@ -128,3 +136,11 @@ class ImageError(TopazError):
 
 class ImageTooLarge(ImageError):
     """An image is larger than the Topaz API can produce, so it is refused unopened."""
+
+
+class Cancelled(TopazError):
+    """A download or HEAD was stopped through its ``cancel`` event.
+
+    What had arrived is kept as a ``.part`` file, so running the same fetch
+    again resumes where this one stopped.
+    """

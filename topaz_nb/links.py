@@ -10,9 +10,9 @@ from a network library, a server's message, a log record).
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-import re
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 

@@ -9,24 +9,25 @@ saying what to do next: no traceback, no key, no presigned query string.
 
 from __future__ import annotations
 
-import html
 import re
+import sys
 import threading
-import time
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from . import _progress
 from ._ids import check_process_id
+from ._modes import MODES
 from ._session import Session, set_default_session
+from ._text import file_problem, html_table, interrupted, say
 from .comparison import Comparison
 from .errors import TopazError
-from .links import SIDES, expiry_text, redact_url
+from .links import SIDES, Link, expiry_text, redact_url
 from .settings import Topaz
 
-from ._modes import MODES
 _LIST_PUNCTUATION = re.compile(r"[\[\]\(\),'\"]")
 
 
@@ -77,8 +78,14 @@ class TopazMagics(Magics):
             return None
         try:
             return self._run(args)
+        except KeyboardInterrupt:
+            # The fetch's workers are already cancelled (see _tasks.workers).
+            raise UsageError(interrupted("magic")) from None
         except TopazError as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(say(exc, "magic")) from None
+        except OSError as exc:  # the cache directory: read-only, full, or not a directory
+            text = file_problem(exc, "magic", cache_dir=self.settings.cache_dir)
+            raise UsageError(text) from None
 
     # -- dispatch -----------------------------------------------------------
     def _run(self, args: Any) -> Any:
@@ -114,59 +121,56 @@ class TopazMagics(Magics):
                 st = client.status(pid)
                 rows.append((pid, st.filename or "", st.status, st.model or ""))
             except TopazError as exc:
-                rows.append((pid, "", str(exc), ""))
+                rows.append((pid, "", say(exc, "magic"), ""))
         return DemoJobs([r[0] for r in rows], rows=rows, where=self.session.describe())
 
-    def _links(self, pids: list[str], *, show_urls: bool) -> None:
+    def _links(self, pids: list[str], *, show_urls: bool) -> LinkTable:
         client = self.session.client()
-        for pid in pids:
-            for side in SIDES:
-                link = client.link(pid, side)
-                url = link.download_url if show_urls else redact_url(link.download_url)
-                print(f"{pid} {side:<6} expires {expiry_text(link.expiry)}  {url}")
+        return LinkTable([client.link(pid, side) for pid in pids for side in SIDES],
+                         show_urls=show_urls)
 
     def _gallery(self, pids: list[str], args: Any) -> Any:
         from .gallery import Gallery
 
-        bar = _Bars({"processes": None}, label="Fetching")
         done = [0]
         lock = threading.Lock()
+        with _progress.in_notebook(["processes"], label="Fetching", unit="count") as bar:
 
-        def on_done(_: str) -> None:
-            with lock:
-                done[0] += 1
-                bar("processes", done[0], len(pids))
+            def on_done(_: str) -> None:
+                with lock:
+                    done[0] += 1
+                    bar("processes", done[0], len(pids))
 
-        try:
             return Gallery.fetch(pids, client=self.session.client(),
                                  transfer=self.session.transfer(use_cache=not args.no_cache),
                                  max_workers=self.settings.max_workers,
                                  preview_size=self._preview_size(args),
                                  mode=args.mode or self.settings.mode, on_done=on_done)
-        finally:
-            bar.close()
 
     def _one(self, pid: str, args: Any) -> Comparison:
         client = self.session.client()
         transfer = self.session.transfer(use_cache=not args.no_cache)
-        bars = _Bars({side: None for side in SIDES}, label="Downloading") if not args.meta else None
+        names = [] if args.meta else list(SIDES)
+        with _progress.in_notebook(names, label="Downloading") as bars:
 
-        def fetch() -> Comparison:
-            return Comparison.fetch(pid, client=client, transfer=transfer, download=not args.meta,
-                                    require_output=False, on_progress=bars,
-                                    preview_size=self._preview_size(args),
-                                    mode=args.mode or self.settings.mode)
+            def fetch() -> Comparison:
+                return Comparison.fetch(pid, client=client, transfer=transfer,
+                                        download=not args.meta, require_output=False,
+                                        on_progress=bars if bars.shown else None,
+                                        preview_size=self._preview_size(args),
+                                        mode=args.mode or self.settings.mode)
 
-        try:
             result = fetch()
             if not result.ready and result.not_ready is not None and args.wait is not None:
+                if result.failed:  # it will never have an output: waiting cannot help
+                    raise UsageError(result.status_line("magic"))
                 timeout = self.settings.wait_timeout if args.wait < 0 else args.wait
                 self._wait(pid, timeout)
                 result = fetch()
             result.prepare()
-        finally:
-            if bars is not None:
-                bars.close()
+        if not result.ready and result.not_ready is not None:
+            # Also when the result is assigned (`r = %topaz ID`), where nothing is displayed.
+            print(result.status_line("magic"), file=sys.stderr)
         if args.save:
             if not result.downloaded:
                 raise UsageError("--save needs the images: drop --meta to download them.")
@@ -175,15 +179,9 @@ class TopazMagics(Magics):
         return result
 
     def _wait(self, pid: str, timeout: float) -> None:
-        bar = _Bars({"processing": 100}, label="Waiting")
-
-        def on_progress(status: Any) -> None:
-            bar("processing", int(status.progress or 0), 100, note=status.status)
-
-        try:
-            self.session.client().wait(pid, timeout=timeout, on_progress=on_progress)
-        finally:
-            bar.close()
+        with _progress.in_notebook(["processing"], label="Waiting", unit="percent") as bar:
+            _progress.wait_for(self.session.client(), pid, timeout=timeout, progress=bar,
+                               place="magic")
 
     def _preview_size(self, args: Any) -> int:
         size = args.preview_size or self.settings.preview_size
@@ -205,59 +203,34 @@ class DemoJobs(list):
         p.text("\n".join(f"  {pid}  {status:<10} {name:<24} {model}" for pid, name, status, model in self.rows))
 
     def _repr_html_(self) -> str:
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in (pid, name, status, model)) + "</tr>"
-            for pid, name, status, model in self.rows)
-        return (f"<p>Demo jobs on {html.escape(self.where)}:</p><table><tr><th>process_id</th>"
-                f"<th>file</th><th>status</th><th>model</th></tr>{body}</table>")
+        return html_table(self.rows, header=("process_id", "file", "status", "model"),
+                          caption=f"Demo jobs on {self.where}:")
 
 
-class _Bars:
-    """Progress bars that show while work runs and disappear when it ends.
+class LinkTable(list):
+    """Presigned links and their expiry; what ``%topaz ID --links`` shows.
 
-    Called from worker threads; updates are throttled so a fast local download
-    does not flood the front end with messages.
+    The HTML form puts the URLs in a table rather than in printed text, so a
+    notebook does not turn the redacted ``…?…`` addresses (which would only
+    answer 403 without their signature) into clickable links.
     """
 
-    def __init__(self, names: dict[str, int | None], *, label: str) -> None:
-        self._lock = threading.Lock()
-        self._last = 0.0
-        self._box: Any = None
-        self._bars: dict[str, Any] = {}
-        try:
-            import ipywidgets as w
-            from IPython import get_ipython
-            from IPython.display import display
+    def __init__(self, links: list[Link], *, show_urls: bool) -> None:
+        super().__init__(links)
+        self.show_urls = show_urls
 
-            if getattr(get_ipython(), "kernel", None) is None:
-                return  # a terminal cannot draw widgets: no bars rather than their reprs
-            for name in names:
-                self._bars[name] = w.FloatProgress(
-                    value=0.0, min=0.0, max=1.0, description=f"{label} {name}",
-                    style={"description_width": "initial"}, layout=w.Layout(width="420px"))
-            self._box = w.VBox(list(self._bars.values()))
-            display(self._box)
-        except Exception:  # no display available (plain script): progress is optional
-            self._box = None
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        return [(link.process_id, link.side, expiry_text(link.expiry),
+                 link.download_url if self.show_urls else redact_url(link.download_url))
+                for link in self]
 
-    def __call__(self, name: str, done: int, total: int | None, note: str = "") -> None:
-        bar = self._bars.get(name)
-        if bar is None:
-            return
-        now = time.monotonic()
-        final = total is not None and done >= total
-        with self._lock:
-            if not final and now - self._last < 0.1:
-                return
-            self._last = now
-        bar.value = min(1.0, done / total) if total else 0.5
-        if note:
-            bar.description = f"{bar.description.split(' (')[0]} ({note})"
+    def __repr__(self) -> str:
+        return "\n".join(f"{pid} {side:<6} expires {when}  {url}"
+                         for pid, side, when, url in self.rows())
 
-    def close(self) -> None:
-        if self._box is not None:
-            for bar in self._bars.values():
-                bar.close()
-            self._box.close()
-            self._box = None
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
 
+    def _repr_html_(self) -> str:
+        return html_table(self.rows(), header=("process_id", "side", "expires", "URL"),
+                          css_class="topaz-links")

@@ -23,15 +23,17 @@ import html
 import logging
 import re
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
 from ._ids import check_process_id
+from ._progress import Progress, WidgetBars
 from ._session import Session, default_session
-from .errors import MissingApiKey, TopazError
-from .links import SIDES, Side, redact_url
+from ._text import byte_size, file_problem, interrupted, progress_state, say
+from ._tasks import cancellable
+from .errors import Cancelled, MissingApiKey, ProcessFailed, TopazError
+from .links import SIDES, Side, scrub_urls
 
 if TYPE_CHECKING:
     from .comparison import Comparison
@@ -41,8 +43,6 @@ __all__ = ["TopazPanel"]
 _log = logging.getLogger(__name__)
 
 _MAX_RECENT = 10
-_PROGRESS_INTERVAL = 0.1  # seconds between two updates of one progress bar
-_URL = re.compile(r"https?://\S+")
 _HEX = re.compile(r"[0-9a-fA-F-]*")
 
 
@@ -53,35 +53,46 @@ class TopazPanel(w.VBox):
     the default is the one shared with ``%topaz``.  For scripts and tests:
     :meth:`fetch` (synchronous by default), :attr:`comparison` (the last
     result), :attr:`process_id` (the field, checked), :meth:`save`,
-    :meth:`use_demo` and :meth:`join`.
+    :meth:`use_demo`, :meth:`cancel` and :meth:`join`.
+
+    A running fetch stops within a second when the Cancel button is pressed,
+    when :meth:`cancel` is called, or when Ctrl-C interrupts :meth:`join`;
+    what arrived is kept, so fetching again resumes.
     """
 
     def __init__(self, session: Session | None = None) -> None:
         self._session = session if session is not None else default_session()
         self._comparison: Comparison | None = None
         self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
         self._busy = False
         self._quiet = False  # set while the recent list is refilled from code
         self._recent_ids: list[str] = []
         self._labels: dict[str, str] = {}
-        self._last_update: dict[Side, float] = {}
 
+        # Wide enough for a whole UUID and the placeholder, never wider than the page.
         self._id_field = w.Text(
-            placeholder="process ID, e.g. d7b3b3b3-7b3b-4b3b-8b3b-3b3b3b3b3b3b",
-            description="Process ID", continuous_update=True,
-            layout=w.Layout(width="32em"), style={"description_width": "initial"})
+            placeholder="process ID (a UUID)", description="Process ID", continuous_update=True,
+            layout=w.Layout(width="34em", max_width="100%"),
+            style={"description_width": "initial"})
         self._id_hint = w.HTML(layout=w.Layout(margin="0 0 0 8px"))
         self._fetch_button = w.Button(description="Fetch", icon="download",
                                       button_style="primary", disabled=True,
+                                      layout=w.Layout(width="auto", min_width="7em"),
                                       tooltip="Download the input and output (Enter in the field)")
+        self._cancel_button = w.Button(description="Cancel", icon="stop",
+                                       tooltip="Stop the fetch; fetching again resumes it",
+                                       layout=w.Layout(display="none", width="auto",
+                                                       min_width="7em"))
         self._wait_box = w.Checkbox(value=False, description="wait until ready", indent=False,
                                     layout=w.Layout(width="auto"))
         self._recent = w.Dropdown(options=[], value=None, description="Recent",
-                                  layout=w.Layout(width="32em"))
+                                  layout=w.Layout(width="34em", max_width="100%"))
         self._demo_button = w.Button(description="Use demo sandbox", icon="flask",
                                      tooltip="Run a local Topaz-compatible server with demo "
                                              "processes; no API key needed",
-                                     layout=w.Layout(display="none"))
+                                     layout=w.Layout(display="none", width="auto",
+                                                     min_width="13em"))
         self._status = w.HTML()
         self._bars: dict[Side, w.IntProgress] = {}
         self._bar_notes: dict[Side, w.Label] = {}
@@ -93,24 +104,30 @@ class TopazPanel(w.VBox):
         self._save_dir = w.Text(value="topaz-images", description="Save to",
                                 layout=w.Layout(width="24em"))
         self._save_button = w.Button(description="Save images", icon="save", disabled=True,
+                                     layout=w.Layout(width="auto", min_width="10em"),
                                      tooltip="Copy both original files into this directory")
+        self._progress = Progress(None)
 
         self._id_field.observe(self._on_id_change, names="value")
         self._id_field.on_msg(self._on_id_message)
         self._fetch_button.on_click(lambda _b: self.fetch(wait=False))
+        self._cancel_button.on_click(lambda _b: self.cancel())
         self._recent.observe(self._on_recent_change, names="value")
         self._demo_button.on_click(lambda _b: self._run_guarded(self.use_demo))
         self._save_button.on_click(lambda _b: self._run_guarded(self.save))
 
         super().__init__(children=[
-            w.HBox([self._id_field, self._fetch_button, self._wait_box, self._id_hint],
+            w.HBox([self._id_field, self._fetch_button, self._cancel_button, self._wait_box,
+                    self._id_hint],
                    layout=w.Layout(align_items="center", flex_flow="row wrap")),
-            w.HBox([self._recent, self._demo_button], layout=w.Layout(align_items="center")),
+            w.HBox([self._recent, self._demo_button],
+                   layout=w.Layout(align_items="center", flex_flow="row wrap")),
             self._status,
             w.HBox([self._bars["input"], self._bar_notes["input"]]),
             w.HBox([self._bars["output"], self._bar_notes["output"]]),
             self._result,
-            w.HBox([self._save_dir, self._save_button], layout=w.Layout(align_items="center")),
+            w.HBox([self._save_dir, self._save_button],
+                   layout=w.Layout(align_items="center", flex_flow="row wrap")),
         ])
         self._offer_demo_if_no_key()
         self._set_status(f"Requests go to {self._session.describe()}.")
@@ -163,11 +180,22 @@ class TopazPanel(w.VBox):
         return None
 
     def join(self, timeout: float | None = None) -> Comparison | None:
-        """Wait for a running fetch; the current comparison afterwards."""
+        """Wait for a running fetch; the current comparison afterwards.
+
+        Ctrl-C while waiting cancels the fetch (see :meth:`cancel`).
+        """
         thread = self._thread
         if thread is not None:
-            thread.join(timeout)
+            try:
+                thread.join(timeout)
+            except KeyboardInterrupt:
+                self.cancel()
+                raise
         return self._comparison
+
+    def cancel(self) -> None:
+        """Stop a running fetch within a second; what arrived is kept for resume."""
+        self._cancel.set()
 
     def save(self, directory: str | None = None) -> dict[Side, Any]:
         """Copy the last fetch's files into ``directory`` (default: the Save-to field)."""
@@ -176,12 +204,7 @@ class TopazPanel(w.VBox):
         target = (directory if directory is not None else self._save_dir.value).strip()
         if not target:
             raise TopazError("No directory to save into: type one in the Save to field.")
-        try:
-            saved = self._comparison.save(target)
-        except OSError as exc:
-            raise TopazError(
-                f"Could not save into {target!r}: {exc.strerror or type(exc).__name__}; "
-                "choose a directory you can write to.") from None
+        saved = self._comparison.save(target)  # a one-line TopazError when it cannot
         if directory is not None:
             self._save_dir.value = target
         listing = ", ".join(f"{side} → {path}" for side, path in saved.items())
@@ -205,13 +228,16 @@ class TopazPanel(w.VBox):
     # -- fetching -----------------------------------------------------------
     def _start(self, pid: str) -> None:
         self._busy = True
+        self._cancel = threading.Event()
         self._fetch_button.disabled = True
         self._save_button.disabled = True
+        self._cancel_button.layout.display = None
         self._thread = threading.Thread(target=self._work, args=(pid,),
                                         name=f"topaz-panel-{pid[:8]}", daemon=True)
         self._thread.start()
 
     def _work(self, pid: str) -> None:
+        cancel = self._cancel
         self._comparison = None
         self._result.children = ()
         try:
@@ -219,23 +245,25 @@ class TopazPanel(w.VBox):
             session = self._session
             client = session.client()
             if self._wait_box.value:
-                self._set_status(f"Waiting for {pid} to finish…")
-                client.wait(pid, timeout=session.settings.wait_timeout,
-                            on_progress=lambda st: self._set_status(
-                                f"Waiting for {pid}: {st.describe()}"))
+                self._wait(pid, cancel)
             self._set_status(f"Fetching {pid} from {session.describe()}…")
             from .comparison import Comparison
 
             comparison = Comparison.fetch(
                 pid, client=client, transfer=session.transfer(), require_output=False,
-                on_progress=self._on_progress, preview_size=session.settings.preview_size,
-                mode=session.settings.mode)
-            view = comparison.widget()
+                on_progress=self._progress, preview_size=session.settings.preview_size,
+                mode=session.settings.mode, cancel=cancel)
+            view = comparison.widget("panel")
         except MissingApiKey as exc:
-            self._set_status(f"{exc} Or use the demo sandbox.", error=True)
+            self._set_status(say(exc, "panel"), error=True)
             self._demo_button.layout.display = None
+        except Cancelled:
+            self._set_status(interrupted("panel"), error=True)
         except TopazError as exc:
-            self._set_status(str(exc), error=True)
+            self._set_status(say(exc, "panel"), error=True)
+        except OSError as exc:  # the cache directory: read-only, full, or not a directory
+            self._set_status(file_problem(exc, "panel", cache_dir=self._session.settings.cache_dir),
+                             error=True)
         except Exception as exc:  # noqa: BLE001 -- a bug must not leave the panel stuck
             _log.exception("fetching %s failed", pid)
             self._set_status(f"Unexpected error while fetching {pid}: "
@@ -247,31 +275,35 @@ class TopazPanel(w.VBox):
             self._labels[pid] = _label(pid, comparison)
             self._remember(pid)
             self._save_button.disabled = False
-            self._set_status(comparison.status_line(), error=False)
+            self._set_status(comparison.status_line("panel"), error=comparison.failed)
         finally:
             self._busy = False
+            self._cancel_button.layout.display = "none"
             self._fetch_button.disabled = self.process_id is None
 
-    def _on_progress(self, side: Side, done: int, total: int | None) -> None:
-        now = time.monotonic()
-        finished = total is not None and done >= total
-        if not finished and now - self._last_update.get(side, 0.0) < _PROGRESS_INTERVAL:
-            return
-        self._last_update[side] = now
-        bar = self._bars[side]
-        if total:
-            bar.value = min(100, done * 100 // total)
-            self._bar_notes[side].value = f"{_mb(done)} of {_mb(total)}"
-        else:
-            bar.bar_style = "info"
-            self._bar_notes[side].value = f"{_mb(done)}"
+    def _wait(self, pid: str, cancel: threading.Event) -> None:
+        client = self._session.client()
+        self._set_status(f"Waiting for {pid} to finish…")
+
+        def show(st: Any) -> None:
+            if cancel.is_set():  # ends the abandoned polling at its next answer
+                raise Cancelled(f"Cancelled: waiting for {pid}")
+            self._set_status(f"Waiting for {pid}: {progress_state(st.status, st.progress, st.eta)}")
+
+        try:
+            cancellable(lambda: client.wait(pid, timeout=self._session.settings.wait_timeout,
+                                            on_progress=show),
+                        cancel, f"Cancelled: waiting for {pid}")
+        except ProcessFailed as exc:
+            raise TopazError(say(exc, "panel")) from None
 
     def _reset_bars(self) -> None:
-        self._last_update.clear()
         for side in SIDES:
             self._bars[side].value = 0
             self._bars[side].bar_style = ""
             self._bar_notes[side].value = ""
+        # A new throttle per fetch: each side's first report is shown at once.
+        self._progress = Progress(WidgetBars(SIDES, bars=self._bars, notes=self._bar_notes))
 
     def _finish_bars(self, comparison: Comparison) -> None:
         files = comparison.files()
@@ -283,7 +315,7 @@ class TopazPanel(w.VBox):
                 note.value = "not ready"
                 continue
             bar.value, bar.bar_style = 100, "success"
-            size = _mb(path.stat().st_size)
+            size = byte_size(path.stat().st_size)
             cached = comparison.info.get(side, {}).get("from_cache")
             note.value = f"{size} (from cache)" if cached else size
 
@@ -294,7 +326,9 @@ class TopazPanel(w.VBox):
         if not text:
             hint = ""
         elif valid:
-            hint = "✓"
+            self._id_hint.value = _VALID_BADGE
+            self._fetch_button.disabled = self._busy
+            return
         elif _HEX.fullmatch(text) and len(text.replace("-", "")) < 32:
             hint = "not a UUID yet"
         else:
@@ -315,7 +349,7 @@ class TopazPanel(w.VBox):
         try:
             action()
         except TopazError as exc:
-            self._set_status(str(exc), error=True)
+            self._set_status(say(exc, "panel"), error=True)
 
     # -- small parts --------------------------------------------------------------
     def _remember(self, pid: str) -> None:
@@ -339,7 +373,7 @@ class TopazPanel(w.VBox):
             pass
 
     def _set_status(self, text: str, *, error: bool = False) -> None:
-        line = " ".join(_URL.sub(lambda m: redact_url(m.group(0)), text).split())
+        line = " ".join(scrub_urls(text).split())
         shown = html.escape(line)
         self._status.value = (f'<span style="color: var(--jp-error-color1, #c62828)">{shown}</span>'
                               if error else shown)
@@ -350,5 +384,6 @@ def _label(pid: str, comparison: Comparison) -> str:
     return f"{pid}  {name}" if name else pid
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} kB"
+_VALID_BADGE = ('<span style="background:var(--jp-success-color1, #2e7d32);color:white;'
+                'border-radius:8px;padding:1px 8px;font-size:11px">valid ID</span>')
+"""A word in a green badge: a bare check mark beside the checkbox read as a second checkbox."""

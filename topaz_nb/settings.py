@@ -8,9 +8,26 @@ changed once applies everywhere in the session.
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from traitlets import Float, Integer, Unicode, default, validate
+from traitlets import Enum, Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
+
+from ._modes import DEFAULT_MODE, MODES
+
+
+class _Mode(Enum):
+    """An enum of :data:`MODES` that forgives case and says the way out in one line.
+
+    traitlets' own message ("The 'mode' trait of a Topaz instance expected any
+    of …") does not name the setting as the user typed it.
+    """
+
+    def validate(self, obj: Any, value: Any) -> str:
+        text = value.strip().lower() if isinstance(value, str) else value
+        if text in MODES:
+            return str(text)
+        raise TraitError(f"Topaz.mode cannot be {value!r}: use one of {', '.join(MODES)}.")
 
 
 class Topaz(Configurable):
@@ -33,7 +50,18 @@ class Topaz(Configurable):
     ).tag(config=True)
     wait_timeout = Float(600.0, help="Default seconds for --wait when none is given.").tag(config=True)
     max_workers = Integer(4, help="Processes fetched at once for a gallery.").tag(config=True)
-    mode = Unicode("swipe", help="Initial comparison mode.").tag(config=True)
+    mode = _Mode(MODES, default_value=DEFAULT_MODE,
+                help=f"Initial comparison mode: {', '.join(MODES)}.").tag(config=True)
+    max_download_bytes = Integer(
+        4_000_000_000,
+        help="Ceiling, in bytes, on a download whose size storage does not announce; a body "
+             "that runs past it is abandoned.",
+    ).tag(config=True)
+    stall_timeout = Float(
+        30.0,
+        help="Seconds a download may go with fewer than 64 KiB arriving before it is abandoned "
+             "(what arrived is kept, so running again resumes).",
+    ).tag(config=True)
 
     @default("base_url")
     def _default_base_url(self) -> str:

@@ -98,8 +98,8 @@ from PIL import Image
 
 from . import _composite
 from ._modes import BLEND_DEFAULT, MODES, ORIENTATIONS, TILE_PX
-from ._modes import limits as _limits
 from ._modes import MAX_ZOOM as _MAX_ZOOM
+from ._modes import limits as _limits
 from .imaging import SourceImage, TileSource, align, encode, load_image
 from .links import SIDES
 

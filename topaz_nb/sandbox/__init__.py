@@ -32,9 +32,9 @@ from ._demo import DEMO_JOBS, demo_bytes
 from ._faults import SERVERS, FaultBook, make_fault
 from ._http import RecordedRequest, RequestLog, SandboxServer
 from ._jobs import STATUSES, ImageSource, Job, JobStore, make_object, source_name
-from ._storage import Signer, make_storage_route, storage_error
+from ._storage import STORAGE_PROFILES, Signer, make_storage_route, storage_error
 
-__all__ = ["Job", "RecordedRequest", "Sandbox", "serve"]
+__all__ = ["STORAGE_PROFILES", "Job", "RecordedRequest", "Sandbox", "serve"]
 
 
 class Sandbox:
@@ -45,11 +45,17 @@ class Sandbox:
     of links issued from now on; set it low to test link expiry.  Ports 0
     pick free ports.  Use as a context manager, or call :meth:`start` and
     :meth:`stop`.
+
+    ``storage_profile`` says how much the storage host tells about objects:
+    ``"s3"`` (ETag, Last-Modified, Content-Length, ``image/*``, URLs ending in
+    ``output.png``) or ``"bare"`` (none of these: chunked bodies of
+    ``application/octet-stream`` under URLs ending in the UUID, which is all
+    the Topaz API promises).  See :data:`STORAGE_PROFILES`.
     """
 
     def __init__(self, api_key: str | None = None, *, host: str = "127.0.0.1",
                  api_port: int = 0, storage_port: int = 0, demo: bool = True,
-                 link_ttl: float = 3600.0) -> None:
+                 link_ttl: float = 3600.0, storage_profile: str = "s3") -> None:
         self.api_key: str = api_key or "sbx_" + secrets.token_urlsafe(24)
         self.host = host
         self.link_ttl = float(link_ttl)
@@ -59,7 +65,8 @@ class Sandbox:
         self._jobs = JobStore()
         self._log = RequestLog()
         self._faults = FaultBook()
-        self._signer = Signer(secrets.token_bytes(32))
+        self._signer = Signer(secrets.token_bytes(32), storage_profile)
+        self.storage_profile = storage_profile
         self._servers: list[SandboxServer] = []
         self._threads: list[threading.Thread] = []
         self.base_url = ""
@@ -219,18 +226,30 @@ class Sandbox:
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8765, storage_port: int = 0,
-          api_key: str | None = None, demo: bool = True) -> None:
+          api_key: str | None = None, demo: bool = True, storage_profile: str = "s3") -> None:
     """Run a sandbox in the foreground until Ctrl-C, printing how to point a client at it.
 
     This is a local development server: it prints its own API key, which is
-    meant to be copied into ``TOPAZ_API_KEY``.
+    meant to be copied into ``TOPAZ_API_KEY``.  ``storage_profile`` is as for
+    :class:`Sandbox`.
     """
-    with Sandbox(api_key, host=host, api_port=port, storage_port=storage_port,
-                 demo=demo) as sb:
+    sandbox = Sandbox(api_key, host=host, api_port=port, storage_port=storage_port, demo=demo,
+                      storage_profile=storage_profile)
+    try:
+        sandbox.start()
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        from ..errors import TopazError
+
+        taken = ", ".join(str(p) for p in (port, storage_port) if p)
+        raise TopazError(
+            f"the sandbox could not listen on {host} port {taken or 'any'} "
+            f"({exc.strerror or exc}); choose another with --port N "
+            "(and --storage-port), or 0 for any free port") from None
+    with sandbox as sb:
         lines = [
             "Topaz sandbox running",
             f"  API:      {sb.base_url}",
-            f"  storage:  {sb.storage_url}",
+            f"  storage:  {sb.storage_url} ({sb.storage_profile} profile)",
             f"  API key:  {sb.api_key}",
         ]
         if sb.demo_ids:

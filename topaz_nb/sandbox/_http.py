@@ -147,11 +147,17 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "truncate":
             limit = min(limit, max(0, int(fault.params["after_bytes"])))
 
+        # A route that frames its body by chunks says so with Transfer-Encoding
+        # (the "bare" storage profile); a HEAD then announces no length either.
+        chunked = any(n.lower() == "transfer-encoding" and v.lower() == "chunked"
+                      for n, v in reply.headers)
         self.send_response(reply.status)
         for name, value in reply.headers:
             if name.lower() not in omit:
                 self.send_header(name, value)
-        if "content-length" in omit:
+        if chunked:
+            pass
+        elif "content-length" in omit:
             # No length to frame the body: the end of the connection ends it.
             self.send_header("Connection", "close")
             self.close_connection = True
@@ -161,7 +167,13 @@ class _Handler(BaseHTTPRequestHandler):
 
         if self.command != "HEAD":
             for start in range(0, limit, _CHUNK):
-                self.wfile.write(body[start:min(start + _CHUNK, limit)])
+                piece = body[start:min(start + _CHUNK, limit)]
+                if chunked:
+                    self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                else:
+                    self.wfile.write(piece)
+            if chunked and limit == len(body):
+                self.wfile.write(b"0\r\n\r\n")
         if limit < len(body) and self.command != "HEAD":
             self.wfile.flush()
             self._drop()

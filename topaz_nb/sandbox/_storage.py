@@ -26,6 +26,18 @@ from ._jobs import Job, StoredObject
 BUCKET = "topaz-sandbox-images"
 _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _PATH = re.compile(rf"^/{BUCKET}/([0-9a-f-]{{36}})/(input|output)\.[a-z]+$")
+_BARE_PATH = re.compile(rf"^/{BUCKET}/(input|output)/([0-9a-f-]{{36}})$")
+
+STORAGE_PROFILES = ("s3", "bare")
+"""How much the storage host tells about an object.
+
+``s3`` answers like S3: ETag (the MD5 of a single-part object), Last-Modified,
+Content-Length and an ``image/*`` Content-Type, under a path ending in
+``output.png``.  ``bare`` answers with what the Topaz API actually promises,
+which is nothing: no ETag, no Last-Modified, chunked bodies with no
+Content-Length (not even on HEAD), ``application/octet-stream``, under a path
+ending in the bare UUID.  Clients must work against both.
+"""
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 _S3_CODES = {400: "InvalidRequest", 403: "AccessDenied", 404: "NoSuchKey",
@@ -55,14 +67,19 @@ def storage_error(code: int, message: str = "", s3_code: str | None = None) -> R
 class Signer:
     """Issues and checks presigned URLs for one sandbox's storage host."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, profile: str = "s3") -> None:
+        if profile not in STORAGE_PROFILES:
+            raise ValueError(f"storage_profile must be one of {', '.join(STORAGE_PROFILES)}, "
+                             f"not {profile!r}")
         self._secret = secret
+        self.profile = profile
         self.base_url = ""
 
-    @staticmethod
-    def object_path(job: Job, side: str) -> str:
+    def object_path(self, job: Job, side: str) -> str:
         obj = job.input if side == "input" else job.output
         assert obj is not None
+        if self.profile == "bare":
+            return f"/{BUCKET}/{side}/{job.process_id}"
         return f"/{BUCKET}/{job.process_id}/{side}.{obj.extension}"
 
     def _signature(self, method: str, path: str, date: str, expires: str) -> str:
@@ -125,10 +142,22 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     return start, end
 
 
-def _object_headers(obj: StoredObject) -> list[tuple[str, str]]:
+def _object_headers(obj: StoredObject, profile: str) -> list[tuple[str, str]]:
+    if profile == "bare":
+        return [("Content-Type", "application/octet-stream"), ("Accept-Ranges", "bytes"),
+                ("Transfer-Encoding", "chunked")]
     return [("Content-Type", obj.content_type), ("ETag", obj.etag),
             ("Last-Modified", obj.last_modified), ("Accept-Ranges", "bytes"),
             ("x-amz-server-side-encryption", "AES256")]
+
+
+def _match(path: str) -> tuple[str, str] | None:
+    """``(process id, side)`` of an object path of either profile."""
+    s3 = _PATH.match(path)
+    if s3:
+        return s3.group(1), s3.group(2)
+    bare = _BARE_PATH.match(path)
+    return (bare.group(2), bare.group(1)) if bare else None
 
 
 def make_storage_route(signer: Signer, lookup: Callable[[str], Job | None]) -> Callable[
@@ -141,17 +170,18 @@ def make_storage_route(signer: Signer, lookup: Callable[[str], Job | None]) -> C
         denied = signer.check(request.method, request.path, request.query, time.time())
         if denied is not None:
             return denied
-        match = _PATH.match(request.path)
-        job = lookup(match.group(1)) if match else None
-        if job is None or job.expired(time.time()):
+        match = _match(request.path)
+        job = lookup(match[0]) if match else None
+        if match is None or job is None or job.expired(time.time()):
             return storage_error(404)
-        obj = job.input if match.group(2) == "input" else job.output  # type: ignore[union-attr]
-        if obj is None:
+        obj = job.input if match[1] == "input" else job.output
+        if obj is None or request.path != signer.object_path(job, match[1]):
             return storage_error(404)
-        headers = _object_headers(obj)
+        headers = _object_headers(obj, signer.profile)
         rng = _byte_range(header(request, "Range"), obj.size)
         if_range = header(request, "If-Range")
-        if if_range is not None and if_range not in (obj.etag, obj.last_modified):
+        validators = (obj.etag, obj.last_modified) if signer.profile == "s3" else ()
+        if if_range is not None and if_range not in validators:
             rng = None  # the object changed since the client's partial copy: send it all
         if isinstance(rng, str):  # "unsatisfiable"
             reply = storage_error(416)
