@@ -156,6 +156,14 @@ class Comparison:
                     not_ready = exc
                     sides[side] = _SideData()
             status = status_future.result()
+        in_use = [d.file for d in sides.values() if d.file is not None]
+        if in_use:
+            # Downloads (and the pyramids to come) must not fill the disk: this
+            # process's files are marked used, the least recently used others go.
+            try:
+                transfer.keep_within_budget(in_use)
+            except OSError as exc:
+                _log.warning("could not keep the cache within its bound: %s", exc)
         return cls(pid, sides=sides, status=status, not_ready=not_ready,
                    preview_size=preview_size, mode=mode)
 

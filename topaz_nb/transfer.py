@@ -64,7 +64,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -448,6 +448,11 @@ class Transfer:
     max_retry_after:
         Longest wait, in seconds, that a storage ``Retry-After`` can ask for
         (``Topaz.max_retry_after``); see :mod:`topaz_nb._retry`.
+    cache_max_bytes:
+        Bound on the cache's disk use (``Topaz.cache_max_bytes``, 20 GB by
+        default; ``None``: unbounded), kept by :meth:`keep_within_budget`:
+        least recently used derived files first, then downloads
+        (:mod:`topaz_nb._budget`).
     clock:
         The monotonic clock the stall check reads (injectable for tests).
     """
@@ -458,6 +463,7 @@ class Transfer:
                  max_bytes: int = DEFAULT_MAX_BYTES,
                  stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
                  max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+                 cache_max_bytes: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
@@ -475,6 +481,9 @@ class Transfer:
         self.retries = retries
         self.max_bytes = max_bytes
         self.stall_timeout = stall_timeout or None
+        if cache_max_bytes is not None and cache_max_bytes < 0:
+            raise ValueError(f"cache_max_bytes must be 0 or more, got {cache_max_bytes}")
+        self.cache_max_bytes = cache_max_bytes
         self._clock = clock
         self._session = self._make_session(retries, max_retry_after=max_retry_after)
         self._locks: dict[str, threading.Lock] = {}
@@ -611,6 +620,19 @@ class Transfer:
         with self._exclusive(entry, None, "", ""):
             _discard_entry(entry, path)
         _log.info("discarded %s from the cache", path.name)
+
+    def keep_within_budget(self, in_use: Iterable[str | os.PathLike[str]] = ()) -> int:
+        """Mark the downloads ``in_use`` as just used, then evict least recently
+        used derived files and downloads (never those) until the cache fits
+        :attr:`cache_max_bytes`; returns the bytes freed (0 when unbounded)."""
+        from . import _budget
+
+        keep = tuple(Path(p) for p in in_use)
+        for path in keep:
+            _budget.mark_used(path)
+        if self.cache_max_bytes is None:
+            return 0
+        return _budget.enforce(self, self.cache_max_bytes, keep=keep)
 
     def clear_cache(self, process_id: str | None = None) -> int:
         """Delete cached files of one process, or of all; returns how many
