@@ -170,3 +170,15 @@ def test_flat_images_are_deflated_and_photos_are_not(tmp_path: Path) -> None:
     photo = _write(tmp_path, "photo.png", _noise((1500, 1200)))
     _pyramid.build(photo, tmp_path / "photo.tif")
     assert (tmp_path / "photo.tif").stat().st_size >= 1500 * 1200 * 3
+
+
+def test_a_pyramid_that_cannot_be_written_says_so(small_threshold: None, tmp_path: Path) -> None:
+    path = _write(tmp_path, "out.png", _noise((900, 700)))
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the pyramid's folder should be")
+    image = load_image(path, label="output of x", pyramid_path=blocker / "o.tif")
+    with pytest.raises(ImageError) as info:
+        image.preview(100)
+    message = str(info.value)
+    assert "output of x: cannot write its tile pyramid" in message and "\n" not in message
+    assert "corrupt" not in message

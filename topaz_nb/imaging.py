@@ -274,8 +274,7 @@ class SourceImage:
         try:
             pyr = _pyramid.open_pyramid(self._pyramid_path, self._file_path)
             if pyr is None:
-                pyr = _guarded(self.label, lambda: _pyramid.build(self._file_path,
-                                                                  self._pyramid_path))
+                pyr = _guarded(self.label, self._build_pyramid)
         except BaseException as exc:
             with self._lock_pyr:
                 self._pyramid_future = None  # a later call may try again
@@ -283,6 +282,19 @@ class SourceImage:
             raise
         future.set_result(pyr)
         return pyr
+
+    def _build_pyramid(self) -> _pyramid.Pyramid:
+        assert self._file_path is not None and self._pyramid_path is not None
+        try:
+            return _pyramid.build(self._file_path, self._pyramid_path)
+        except Exception as exc:
+            problem = _write_problem(exc)
+            if problem is None:
+                raise  # the source itself: reported as truncated or corrupt
+            raise ImageError(
+                f"{self.label}: cannot write its tile pyramid in "
+                f"{self._pyramid_path.parent} ({problem}); free disk space or lower "
+                "Topaz.cache_max_bytes") from None
 
     def pyramid_ready(self) -> bool:
         """Whether :meth:`pyramid` would return without building."""
@@ -520,6 +532,19 @@ def _stored_by_now(source: Path) -> None:
         pending = list(_STORE_PENDING.get(source, ()))
     for future in pending:
         future.exception()  # waits; a failed write just means no entry
+
+
+_WRITE_WORDS = ("write failed", "no space", "unable to open", "permission denied",
+                "read-only", "disk quota")
+
+
+def _write_problem(exc: BaseException) -> str | None:
+    """Why writing a pyramid failed, when the failure is the disk's (full,
+    read-only, no permission) rather than the source's; else ``None``."""
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        return exc.strerror or str(exc)
+    text = str(exc).lower()
+    return next((word for word in _WRITE_WORDS if word in text), None)
 
 
 def _no_file() -> IO[bytes]:

@@ -141,6 +141,7 @@ _PREVIEW_BUDGET = 2_000_000
 """Bytes one image may cost in the first view; lossless when it fits."""
 _TILE_POOL: ThreadPoolExecutor | None = None
 _WORK_POOL: ThreadPoolExecutor | None = None
+_AHEAD_POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
@@ -172,14 +173,27 @@ def _tile_pool() -> ThreadPoolExecutor:
 
 
 def _work_pool() -> ThreadPoolExecutor:
-    """Threads that keep slow work off the kernel's event loop: one tile pair
-    per widget at a time, and building ahead (pyramids, decodes).  Separate
-    from :func:`_tile_pool`, whose threads a tile pair waits on."""
+    """Threads that keep tile cutting off the kernel's event loop: one tile pair
+    per widget at a time.  Separate from :func:`_tile_pool`, whose threads a
+    tile pair waits on, and from :func:`_ahead_pool`, so that a tile never
+    queues behind another view's background build."""
     global _WORK_POOL
     with _POOL_LOCK:
         if _WORK_POOL is None:
             _WORK_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="topaz-work")
         return _WORK_POOL
+
+
+def _ahead_pool() -> ThreadPoolExecutor:
+    """One thread for building ahead (pyramids, decodes), one image at a time:
+    a build keeps a core busy, and tiles asked for meanwhile must find the
+    other.  A tile that needs an image still queued here builds it itself;
+    the queued job then finds it done."""
+    global _AHEAD_POOL
+    with _POOL_LOCK:
+        if _AHEAD_POOL is None:
+            _AHEAD_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topaz-ahead")
+        return _AHEAD_POOL
 
 
 def _source(image: Any, label: str) -> SourceImage:
@@ -504,8 +518,9 @@ class CompareView(anywidget.AnyWidget):
     def _build_ahead(self) -> list[Future[None]]:
         """Prepare both sides' full-resolution data in the background, once."""
         if self._ahead is None:
-            self._ahead = [_work_pool().submit(self._sources[side].prepare_tiles)
-                           for side in SIDES]
+            # The output first: it is the large one a zoom waits for.
+            self._ahead = [_ahead_pool().submit(self._sources[side].prepare_tiles)
+                           for side in ("output", "input")]
         return self._ahead
 
     # ---- static forms -----------------------------------------------------
