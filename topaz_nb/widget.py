@@ -381,6 +381,7 @@ class CompareView(anywidget.AnyWidget):
         view = request["view"]
         self._queues.pop(view, None)
         self._queues[view] = request
+        self._build_ahead()  # if the view was shown without a display bundle
         self._schedule_drain()
 
     def _parse_request(self, content: Any) -> dict[str, Any] | None:
