@@ -40,18 +40,24 @@ def _derived(transfer: Transfer, result: Comparison) -> list[Path]:
     for path in result.files().values():
         entry = CacheEntry.of(path)
         assert entry is not None
-        files += [p for p in entry.derived_files() if p != entry.derived("used")]
+        # Not the use marker, nor a preview entry still being written (.part).
+        files += [p for p in entry.derived_files()
+                  if p != entry.derived("used") and not p.name.endswith(".part")]
     return files
+
+
+def _settle(transfer: Transfer, *results: Comparison) -> None:
+    """Wait for the background preview writes: the raw preview and its PNG."""
+    deadline = time.monotonic() + 10
+    while any(len(_derived(transfer, r)) < 2 for r in results):
+        assert time.monotonic() < deadline, "preview entries were never written"
+        time.sleep(0.02)
 
 
 def test_usage_counts_downloads_and_derived_files(sandbox, client, tmp_path, make_image):
     with Transfer(tmp_path / "cache") as transfer:
         result = _fetch(sandbox, client, transfer, make_image, "red", 0)
-        _budget.enforce(transfer, 10**12)
-        for _ in range(100):  # preview entries are written in the background
-            if _derived(transfer, result):
-                break
-            time.sleep(0.02)
+        _settle(transfer, result)
         use = _budget.usage(transfer.cache_dir)
     assert use.processes == 1 and use.downloads == 2
     assert use.download_bytes == sum(p.stat().st_size for p in result.files().values())
@@ -64,7 +70,7 @@ def test_least_recently_used_derived_files_go_first_then_downloads(
     with Transfer(tmp_path / "cache") as transfer:
         old = _fetch(sandbox, client, transfer, make_image, "red", 300)
         new = _fetch(sandbox, client, transfer, make_image, "blue", 100)
-        time.sleep(0.3)  # background preview writes
+        _settle(transfer, old, new)
         total = _budget.usage(transfer.cache_dir).total_bytes
         old_derived = sum(p.stat().st_size for p in _derived(transfer, old))
         assert old_derived > 0
@@ -99,3 +105,17 @@ def test_fetch_keeps_the_cache_under_its_bound(sandbox, client, tmp_path, make_i
     # A bound smaller than one process keeps just the process being fetched.
     assert not any(p.exists() for p in first.files().values())
     assert all(p.exists() for p in second.files().values())
+
+
+def test_cache_hits_check_the_bound_at_most_every_few_seconds(sandbox, client, tmp_path,
+                                                               make_image, monkeypatch):
+    calls: list[int] = []
+    real = _budget.enforce
+    monkeypatch.setattr(_budget, "enforce",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    with Transfer(tmp_path / "cache", cache_max_bytes=10**12) as transfer:
+        result = _fetch(sandbox, client, transfer, make_image, "red", 0)
+        assert len(calls) == 1  # downloaded: checked
+        for _ in range(3):  # cache hits, in quick succession: checked once at most
+            Comparison.fetch(result.process_id, client=client, transfer=transfer)
+        assert len(calls) == 1

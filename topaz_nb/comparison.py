@@ -161,7 +161,9 @@ class Comparison:
             # Downloads (and the pyramids to come) must not fill the disk: this
             # process's files are marked used, the least recently used others go.
             try:
-                transfer.keep_within_budget(in_use)
+                transfer.keep_within_budget(
+                    in_use, downloaded=any(not d.from_cache for d in sides.values()
+                                           if d.file is not None))
             except OSError as exc:
                 _log.warning("could not keep the cache within its bound: %s", exc)
         return cls(pid, sides=sides, status=status, not_ready=not_ready,

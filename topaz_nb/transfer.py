@@ -59,6 +59,7 @@ import hashlib
 import http.client
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -114,6 +115,8 @@ _FORMAT_EXTENSIONS = {
 }
 _SAFE_EXT = re.compile(r"[a-z0-9]{1,8}")
 _STEM = re.compile(r"(?:input|output)-[A-Za-z0-9_-]{1,80}")
+_BUDGET_INTERVAL = 10.0
+"""Seconds between cache-size checks when fetches only hit the cache."""
 _DERIVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,80}")
 _PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*")
@@ -484,6 +487,7 @@ class Transfer:
         if cache_max_bytes is not None and cache_max_bytes < 0:
             raise ValueError(f"cache_max_bytes must be 0 or more, got {cache_max_bytes}")
         self.cache_max_bytes = cache_max_bytes
+        self._budget_checked = -math.inf
         self._clock = clock
         self._session = self._make_session(retries, max_retry_after=max_retry_after)
         self._locks: dict[str, threading.Lock] = {}
@@ -621,10 +625,17 @@ class Transfer:
             _discard_entry(entry, path)
         _log.info("discarded %s from the cache", path.name)
 
-    def keep_within_budget(self, in_use: Iterable[str | os.PathLike[str]] = ()) -> int:
+    def keep_within_budget(self, in_use: Iterable[str | os.PathLike[str]] = (), *,
+                           downloaded: bool = True) -> int:
         """Mark the downloads ``in_use`` as just used, then evict least recently
         used derived files and downloads (never those) until the cache fits
-        :attr:`cache_max_bytes`; returns the bytes freed (0 when unbounded)."""
+        :attr:`cache_max_bytes`; returns the bytes freed (0 when unbounded).
+
+        Checking scans the cache folder, so when nothing was ``downloaded``
+        (cache hits: a gallery reopening hundreds of processes) it happens at
+        most every :data:`_BUDGET_INTERVAL` seconds; derived files written since
+        (previews, pyramids) are counted then.
+        """
         from . import _budget
 
         keep = tuple(Path(p) for p in in_use)
@@ -632,7 +643,12 @@ class Transfer:
             _budget.mark_used(path)
         if self.cache_max_bytes is None:
             return 0
-        return _budget.enforce(self, self.cache_max_bytes, keep=keep)
+        now = self._clock()
+        with self._locks_guard:
+            due = downloaded or now - self._budget_checked >= _BUDGET_INTERVAL
+            if due:
+                self._budget_checked = now
+        return _budget.enforce(self, self.cache_max_bytes, keep=keep) if due else 0
 
     def clear_cache(self, process_id: str | None = None) -> int:
         """Delete cached files of one process, or of all; returns how many
