@@ -79,9 +79,26 @@ def wait_until(predicate: Callable[[], object], what: str, limit: float = 60.0) 
         time.sleep(0.05)
 
 
-def interrupt_env(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
-    """Environment for a child process that talks to ``sandbox`` with its own cache."""
-    import os
+def interrupted_child(sandbox: Sandbox, argv: list[str], tmp_path: Path) -> tuple[int, str, str]:
+    """Run ``argv`` against ``sandbox``; Ctrl-C it once it reaches storage.
 
-    return dict(os.environ, TOPAZ_API_URL=sandbox.base_url, TOPAZ_API_KEY=sandbox.api_key,
-                TOPAZ_NB_CACHE=str(tmp_path / "cache"), IPYTHONDIR=str(tmp_path / "ipython"))
+    The child gets its own cache and IPython directory.  Returns its exit
+    code, stdout and stderr; a child still running a minute after the signal
+    fails the test (a bound for a broken run, not a timing check).
+    """
+    import os
+    import signal
+    import subprocess
+
+    env = dict(os.environ, TOPAZ_API_URL=sandbox.base_url, TOPAZ_API_KEY=sandbox.api_key,
+               TOPAZ_NB_CACHE=str(tmp_path / "cache"), IPYTHONDIR=str(tmp_path / "ipython"))
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        wait_until(lambda: any(r.server == "storage" for r in sandbox.requests),
+                   "the fetch to reach storage")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc.returncode, out, err

@@ -418,22 +418,14 @@ def test_demo_finds_the_quickstart_notebook_of_the_checkout(
 
 def test_ctrl_c_stops_a_fetch_at_once_with_one_line(sandbox: Any, make_image: Any,
                                                     tmp_path: Path) -> None:
-    from conftest import interrupt_env, wait_until
+    from conftest import interrupted_child
 
     pid = sandbox.add_job(make_image((64, 48)), make_image((256, 192)))
     sandbox.inject("latency", server="storage", seconds=600, path=pid)  # never answers in time
-    proc = subprocess.Popen([sys.executable, "-m", "topaz_nb.cli", "fetch", pid,
-                             "-o", str(tmp_path / "out")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=interrupt_env(sandbox, tmp_path))
-    try:
-        wait_until(lambda: any(r.server == "storage" for r in sandbox.requests),
-                   "the fetch to reach storage")
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=60)  # bounds a broken run; not a timing check
-    finally:
-        proc.kill()
-    assert proc.returncode == 130
+    code, _out, err = interrupted_child(
+        sandbox, [sys.executable, "-m", "topaz_nb.cli", "fetch", pid, "-o", str(tmp_path / "out")],
+        tmp_path)
+    assert code == 130
     assert err.strip().splitlines()[-1].startswith("topaz-nb: error: interrupted: ")
     assert "Traceback" not in err and "%topaz" not in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

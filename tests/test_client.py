@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
+import json
 import logging
 import socket
 import threading
@@ -754,3 +755,96 @@ class _tiny_server:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+# ------------------------------------------------------------ recent processes
+
+
+def _queries(sb: Sandbox) -> list[dict[str, str]]:
+    from urllib.parse import parse_qs
+
+    return [{k: v[0] for k, v in parse_qs(r.query).items()}
+            for r in api_requests(sb) if r.path.endswith("/status")]
+
+
+def test_recent_follows_cursors_until_it_has_enough(sb: Sandbox,
+                                                    images: tuple[Image.Image, Image.Image]) -> None:
+    made = [completed(sb, images, age=10.0 + i) for i in range(230)]  # newest first: made[0]
+    with make_client(sb) as client:
+        sb.clear_requests()
+        every = client.recent()
+        pages = _queries(sb)
+        assert len(pages) == 3  # 254 processes, 100 a page
+        assert [q.get("cursor") is None for q in pages] == [True, False, False]
+        assert all(q["paginated"] == "true" and q["limit"] == "100" for q in pages)
+        assert [st.process_id for st in every if st.process_id in set(made)] == made
+        assert len(every) == 230 + len(sb.demo_ids)
+        assert every[0].process_id == sb.demo_ids[3]  # the demo's job still processing
+        times = [st.creation_time for st in every]
+        assert times == sorted(times, reverse=True)
+
+        sb.clear_requests()
+        five = client.recent(limit=5)
+        assert [st.process_id for st in five] == [sb.demo_ids[3]] + made[:4]
+        assert [q["limit"] for q in _queries(sb)] == ["5"]  # one small page, no more
+        sb.clear_requests()
+        assert [st.process_id for st in client.recent(limit=150)][1:] == made[:149]
+        assert len(_queries(sb)) == 2
+
+
+def test_recent_filters_by_status_and_age(sb: Sandbox,
+                                          images: tuple[Image.Image, Image.Image]) -> None:
+    old = [completed(sb, images, age=3 * 86400.0 + i) for i in range(150)]
+    failed = sb.add_job(images[0], status="Failed", age=600.0, message="No model")
+    with make_client(sb) as client:
+        sb.clear_requests()
+        hour = client.recent(since="1h")
+        assert failed in [st.process_id for st in hour]
+        assert not set(old) & {st.process_id for st in hour}
+        assert len(_queries(sb)) == 1  # the first page already reached past an hour ago
+        day = {st.process_id for st in client.recent(since=dt.timedelta(days=4))}
+        assert set(old) <= day
+        only = client.recent(status="failed", since="2d")
+        assert {st.process_id for st in only} == {failed} | {
+            p for p in sb.demo_ids if sb.job(p).status == "Failed"}
+        assert all(st.status == "Failed" and st.reason for st in only)
+        assert [st.process_id for st in client.recent(status="Failed", limit=1)] == [failed]
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"since": "2 hours"}, "is not a duration"),
+    ({"since": "8d"}, "past the 7 days"),
+    ({"since": -5}, "back in time"),
+    ({"since": dt.datetime(2026, 1, 1)}, "timezone-aware"),
+    ({"status": "done"}, "Pending, Processing, Completed, Failed, Cancelled"),
+    ({"limit": 0}, "at least 1"),
+])
+def test_recent_refuses_bad_filters_before_asking(sb: Sandbox, kw: dict, words: str) -> None:
+    with make_client(sb) as client:
+        sb.clear_requests()
+        with pytest.raises(errors.InvalidFilter, match=words) as err:
+            client.recent(**kw)
+    assert "\n" not in str(err.value) and isinstance(err.value, ValueError)
+    assert api_requests(sb) == []
+
+
+def test_recent_from_a_server_that_ignores_pagination() -> None:
+    now = time.time()
+    seen: list[str] = []
+    rows = [{"process_id": f"{i:08d}-0000-4000-8000-000000000000", "status": status,
+             "filename": f"{i}.jpg", "creation_time": int(now - age)}
+            for i, (status, age) in enumerate([("Completed", 7200), ("Failed", 60),
+                                               ("Completed", 30), ("Completed", 90000)])]
+
+    def respond(handler: http.server.BaseHTTPRequestHandler) -> None:
+        seen.append(handler.path)
+        _answer(handler, 200, json.dumps(rows).encode(), "application/json")
+
+    with _tiny_server(respond) as url, TopazClient("k", url, backoff_factor=0.0) as client:
+        newest = client.recent()
+        assert [st.filename for st in newest] == ["2.jpg", "1.jpg", "0.jpg", "3.jpg"]
+        assert [st.filename for st in client.recent(limit=2)] == ["2.jpg", "1.jpg"]
+        assert [st.filename for st in client.recent(since="3h", status="completed")] == \
+            ["2.jpg", "0.jpg"]
+        assert len(client.statuses()) == 4
+    assert len(seen) == 4 and all("paginated=true" in p for p in seen)  # one request each

@@ -27,9 +27,9 @@ def test_fetches_all_keeps_order_and_reports_failures_per_process(sandbox, parts
     ids = sandbox.demo_ids + [MISSING]
     gallery = Gallery.fetch(ids, client=client, transfer=transfer, max_workers=2)
 
-    assert [pid for pid, _ in gallery.entries] == ids
-    assert len(gallery.comparisons) == len(sandbox.demo_ids)
-    failed = [pid for pid, r in gallery.entries if pid != MISSING and r.failed]
+    assert gallery.process_ids == ids and len(gallery) == len(ids)
+    assert sum(c.error is None for c in gallery.cards) == len(sandbox.demo_ids)
+    failed = [c.process_id for c in gallery.cards if c.failed]
     assert failed, "the demo data has a failed process"
     # A failed process is counted with those that could not be fetched.
     assert list(gallery.errors) == failed + [MISSING]
@@ -82,14 +82,19 @@ def test_compare_button_opens_the_comparison(sandbox, parts):
     gallery = Gallery.fetch(sandbox.demo_ids[:2] + [sandbox.demo_ids[3]], client=client,
                             transfer=transfer)
     box = gallery.widget()
-    grid, detail = box.children
+    counter, grid, detail = box.children
     assert len(grid.children) == 3 and detail.children == ()
+    assert "3 processes" in counter.value
     buttons = [c.children[-1] for c in grid.children]
     assert [b.disabled for b in buttons] == [False, False, True]  # the third is still processing
+    sandbox.clear_requests()
     buttons[1].click()
     (shown,) = detail.children
     views = [w for w in shown.children if isinstance(w, CompareView)]
-    assert len(views) == 1 and views[0] is gallery.comparisons[1].view
+    assert len(views) == 1 and views[0] is gallery.opened.view
+    assert gallery.opened.process_id == sandbox.demo_ids[1]
+    # Opened again from the disk cache: links and HEADs, no image downloaded.
+    assert not [r for r in sandbox.requests if r.server == "storage" and r.method == "GET"]
     bundle = gallery._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle and "<table " in bundle["text/html"]
 
@@ -98,7 +103,8 @@ def test_a_damaged_file_fails_its_card_only(sandbox, parts, make_image):
     client, transfer = parts
     page = sandbox.add_job(b"<html><body>503 Slow Down</body></html>", make_image((128, 96)))
     gallery = Gallery.fetch([sandbox.demo_ids[0], page], client=client, transfer=transfer)
-    assert len(gallery.comparisons) == 1 and "HTML" in gallery.errors[page]
+    assert [c.error is None for c in gallery.cards] == [True, False]
+    assert "HTML" in gallery.errors[page]
     assert gallery.summary()[1]["status"] == "error"
 
 
@@ -121,7 +127,7 @@ def test_cards_label_thumbnails_and_say_why_a_process_failed(sandbox, parts, mak
     plain = job.status_json
     job.status_json = lambda now: {**plain(now), "message": "Model unavailable"}
     gallery = Gallery.fetch([sandbox.demo_ids[0], pid], client=client, transfer=transfer)
-    cards = gallery.widget().children[0].children
+    cards = gallery.widget().children[1].children
     good, bad = (" ".join(_texts(card)) for card in cards)
     assert "<small>Input</small>" in good and "<small>Output</small>" in good
     assert "failed: Model unavailable" in bad
@@ -130,6 +136,84 @@ def test_cards_label_thumbnails_and_say_why_a_process_failed(sandbox, parts, mak
     page = gallery._repr_mimebundle_()["text/html"]
     assert 'class="topaz-gallery"' in page and "Model unavailable" in page
     assert " kB" in page or " MB" in page  # output bytes as a decimal size
+
+
+def test_cards_fill_in_one_by_one_while_the_rest_are_fetching(sandbox, parts, make_image):
+    client, transfer = parts
+    ids = [sandbox.add_job(make_image(), make_image((128, 96)), filename=f"shot-{i}.jpg")
+           for i in range(3)]
+    statuses = {st.process_id: st for st in client.recent()}
+    gallery = Gallery(ids, client=client, transfer=transfer, max_workers=1,
+                      statuses=[statuses[p] for p in ids])
+    box = gallery.widget()
+    bodies = [card.children[0] for card in box.children[1].children]
+    # Before any fetch, each card already names its file from the status list.
+    assert all(f"shot-{i}.jpg" in body.value for i, body in enumerate(bodies))
+    first_shown, release = threading.Event(), threading.Event()
+
+    def hold_after_first(card):
+        if card.process_id == ids[0]:
+            first_shown.set()
+            release.wait(10)
+
+    gallery.on_card(hold_after_first)
+    assert gallery.start() is gallery  # returns at once: the kernel stays free
+    assert first_shown.wait(10)
+    try:
+        assert not gallery.finished
+        assert bodies[0].value.count("<img ") == 2
+        assert "fetching…" in bodies[2].value and "<img " not in bodies[2].value
+        assert "Fetched 1 of 3" in box.children[0].value
+    finally:
+        release.set()
+    gallery.wait()
+    assert all(body.value.count("<img ") == 2 for body in bodies)
+    assert box.children[0].value == "3 processes"
+
+
+def test_cards_keep_thumbnails_not_images(sandbox, parts, make_image):
+    import gc
+
+    from topaz_nb.imaging import SourceImage
+
+    client, transfer = parts
+    ids = [sandbox.add_job(make_image((320, 240)), make_image((640, 480))) for _ in range(4)]
+    gallery = Gallery.fetch(ids, client=client, transfer=transfer)
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, SourceImage) and not o._closed
+             and any(pid in o.label for pid in ids)]
+    assert alive == []
+    assert all(set(c.thumbs) == {"input", "output"} and all(c.thumbs.values())
+               for c in gallery.cards)
+    assert all(len(data) < 20_000 for c in gallery.cards for data in c.thumbs.values())
+    assert gallery.open(ids[2]).output.size == (640, 480)  # the full image, from the cache
+
+
+def test_rate_limited_listing_and_fetching_waits_as_told(sandbox, parts, waits):
+    client, transfer = parts
+    sandbox.inject("status", code=429, retry_after=3, times=2, path="/status")
+    recent = client.recent(limit=5)
+    gallery = Gallery.fetch([st.process_id for st in recent], client=client,
+                            transfer=transfer, statuses=recent)
+    assert waits.waits[:2] == [3, 3]
+    assert len(gallery) == 5 and not [c for c in gallery.cards if c.error is not None]
+    answered = [r for r in sandbox.requests if r.server == "api" and r.path.endswith("/status")]
+    assert len(answered) == 3  # two refused, then the page
+
+
+def test_cancel_stops_the_batch(sandbox, parts, make_image):
+    client, transfer = parts
+    ids = [sandbox.add_job(make_image(), make_image((128, 96))) for _ in range(6)]
+    gallery = Gallery(ids, client=client, transfer=transfer, max_workers=1)
+    first = threading.Event()
+    gallery.on_card(lambda card: first.set())
+    gallery.start()
+    assert first.wait(10)
+    gallery.cancel()
+    gallery.wait(10)
+    assert gallery.finished
+    cancelled = [c for c in gallery.cards if c.error is not None]
+    assert cancelled and all("cancel" in c.line.lower() for c in cancelled)
 
 
 def test_cancel_stops_every_process_of_the_batch(sandbox, parts, make_image):
@@ -154,4 +238,4 @@ def test_cancel_stops_every_process_of_the_batch(sandbox, parts, make_image):
     presser.start()
     gallery = Gallery.fetch(held, client=client, transfer=transfer, max_workers=2, cancel=cancel)
     presser.join()
-    assert [type(result) for result in (gallery[i] for i in range(3))] == [Cancelled] * 3
+    assert [type(card.error) for card in gallery.cards] == [Cancelled] * 3

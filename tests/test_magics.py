@@ -94,10 +94,62 @@ def test_list_of_ids_gives_a_gallery(shell, sandbox):
     assert res.success, res.error_in_exec
     gallery = shell.user_ns["g"]
     assert isinstance(gallery, Gallery) and len(gallery) == len(sandbox.demo_ids)
+    assert gallery.process_ids == sandbox.demo_ids
+    gallery.wait()  # the magic returns at once; the cards fill in meanwhile
     statuses = {row["process_id"]: row["status"] for row in gallery.summary()}
     assert statuses[sandbox.demo_ids[0]] == "Completed"
     assert "Failed" in statuses.values()
     assert WIDGET_VIEW in gallery._repr_mimebundle_()
+
+
+def test_recent_lists_newest_first_with_filters(shell, sandbox, make_image):
+    old = sandbox.add_job(make_image(), make_image((96, 72)), age=5 * 24 * 3600.0)
+    gallery = shell.run_line_magic("topaz", "recent")
+    expected = [st.process_id for st in _magics(shell).session.client().recent()]
+    assert gallery.process_ids == expected and old == expected[-1]
+    assert gallery.process_ids[:3] == [sandbox.demo_ids[i] for i in (3, 4, 2)]
+    assert len(shell.run_line_magic("topaz", "recent --limit 3")) == 3
+    failed = shell.run_line_magic("topaz", "recent --status failed")
+    assert len(failed) == 2 and all(c.status.status == "Failed" for c in failed.cards)
+    assert old not in shell.run_line_magic("topaz", "recent --since 2d").process_ids
+    # Cards know their file, model and status before their thumbnails arrive.
+    card = failed.cards[0]
+    assert card.filename and card.model and card.status.reason
+    for gallery in (failed,):
+        gallery.wait()
+
+
+@pytest.mark.parametrize("line, words", [
+    ("recent --since 2x", "--since: '2x' is not a duration"),
+    ("recent --since 9d", "--since: since reaches back"),
+    ("recent --status Done", "--status: 'Done' is not a process status: use one of Pending"),
+    ("recent --limit 0", "--limit must be at least 1"),
+    (f"{'0' * 8}-0000-4000-8000-000000000000 --since 2h", "--since goes with recent"),
+    ("recent --file x.csv", "--file goes with review"),
+    ("review", "needs process IDs, or recent"),
+])
+def test_recent_and_review_options_fail_in_one_line(shell, sandbox, line, words):
+    sandbox.clear_requests()
+    with pytest.raises(UsageError) as err:
+        shell.run_line_magic("topaz", line)
+    assert words in str(err.value) and "\n" not in str(err.value)
+    assert not [r for r in sandbox.requests if r.path.endswith("/status")]
+
+
+def test_review_recent_writes_to_the_file_given(shell, sandbox, tmp_path):
+    path = tmp_path / "picks.csv"
+    review = shell.run_line_magic("topaz", f"review recent --status Completed --file {path}")
+    from topaz_nb.review import Review
+
+    assert isinstance(review, Review) and review.path == path
+    assert review.current == review.ids[0] and len(review.ids) >= 18
+    review.decide(None, "accept")
+    again = shell.run_line_magic("topaz", f"review {' '.join(review.ids[:3])} --file {path}")
+    assert again.current == review.ids[1] and again.decisions == {review.ids[0]: "accept"}
+    for r in (review, again):
+        r.close()
+        r.gallery.cancel()
+        r.gallery.wait()
 
 
 def test_not_ready_without_wait_shows_input_and_one_status_line(shell, sandbox, make_image):
@@ -383,22 +435,12 @@ print("cell ended with", type(result.error_in_exec).__name__, flush=True)
 
 def test_ctrl_c_stops_a_fetch_at_once_with_one_line(sandbox, make_image, tmp_path):
     """A kernel interrupt while storage holds the download: the cell ends, one line, no wait."""
-    import signal
-
-    from conftest import interrupt_env, wait_until
+    from conftest import interrupted_child
 
     pid = sandbox.add_job(make_image((64, 48)), make_image((256, 192)))
     sandbox.inject("latency", server="storage", seconds=600, path=pid)  # never answers in time
-    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTIBLE_CELL, pid],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=interrupt_env(sandbox, tmp_path))
-    try:
-        wait_until(lambda: any(r.server == "storage" for r in sandbox.requests),
-                   "the fetch to reach storage")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)  # bounds a broken run; not a timing check
-    finally:
-        proc.kill()
+    code, out, err = interrupted_child(sandbox, [sys.executable, "-c", _INTERRUPTIBLE_CELL, pid],
+                                       tmp_path)
     assert "cell ended with UsageError" in out
     assert "Interrupted: the downloads stopped" in err and "Traceback" not in err
-    assert proc.returncode == 0
+    assert code == 0

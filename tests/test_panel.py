@@ -399,6 +399,25 @@ def test_not_ready_comparison_in_the_panel_speaks_of_the_checkbox(
     assert heading and "wait until ready" in heading[0] and "%topaz" not in heading[0]
 
 
+def test_recent_section_lists_the_account_and_opens_a_choice(panel: TopazPanel,
+                                                               session: Session) -> None:
+    sandbox = session.sandbox
+    assert sandbox is not None
+    assert panel._account_list.layout.display == "none"  # nothing listed yet
+    statuses = panel.list_recent(limit=5)
+    assert [st.process_id for st in statuses] == [sandbox.demo_ids[i] for i in (3, 4, 2, 1, 0)]
+    labels = [label for label, _ in panel._account_list.options]
+    assert labels[1].startswith("coffee-redefine.jpg · Redefine · Failed · ")
+    assert labels[1].endswith(" ago") and panel._account_list.layout.display is None
+    assert panel.comparison is None
+    panel._account_list.value = sandbox.demo_ids[0]
+    result = panel.join(30)
+    assert result is not None and result.process_id == sandbox.demo_ids[0]
+    assert panel._recent.value == sandbox.demo_ids[0]  # and it joins the History
+    panel._account_button.click()
+    assert len(panel._account_list.options) == len(sandbox.demo_ids)
+
+
 def test_cancel_stops_a_running_fetch_and_says_so(session: Session, panel: TopazPanel,
                                                    make_image: Any) -> None:
     from conftest import wait_until

@@ -302,8 +302,8 @@ def test_ended_job_reports_its_reason(sandbox: Sandbox, make_image: Callable,
     plain = api_get(sandbox, f"/status/{sandbox.add_job(make_image(), status=status)}")
     assert "message" not in plain.json()
     failed_demo = [p for p in sandbox.demo_ids if sandbox.job(p).status == "Failed"]
-    assert len(failed_demo) == 1
-    assert api_get(sandbox, f"/status/{failed_demo[0]}").json()["message"]
+    assert len(failed_demo) >= 2
+    assert all(api_get(sandbox, f"/status/{pid}").json()["message"] for pid in failed_demo)
 
 
 def test_unknown_path_and_wrong_method(sandbox: Sandbox) -> None:
@@ -701,7 +701,10 @@ def test_demo_ids_are_stable_and_completed_first() -> None:
     with Sandbox() as one, Sandbox() as two:
         assert one.demo_ids == two.demo_ids
         states = [one.job(pid).snapshot(time.time())[0] for pid in one.demo_ids]
-    assert states[:3] == ["Completed"] * 3 and set(states[3:]) == {"Processing", "Failed"}
+    # The first five are the classic set (three Completed, one Processing, one
+    # Failed); the variants after them are Completed but for one Failed.
+    assert states[:5] == ["Completed"] * 3 + ["Processing", "Failed"]
+    assert sorted(set(states[5:])) == ["Completed", "Failed"]
     with Sandbox(demo=False) as empty:
         assert empty.demo_ids == []
         assert api_get(empty, "/status").json() == []
@@ -720,7 +723,7 @@ def test_demo_outputs_are_larger_and_decode(sandbox: Sandbox) -> None:
         enhanced = Image.open(io.BytesIO(got_out.content))
         enhanced.load()
         formats.add(enhanced.format)
-        assert enhanced.width >= 3 * source.width and enhanced.height >= 3 * source.height
+        assert enhanced.width >= 2 * source.width and enhanced.height >= 2 * source.height
         assert len(got_in.content) < len(got_out.content)
     assert {"PNG", "JPEG"} <= formats
     letterboxed = [job for job in map(sandbox.job, sandbox.demo_ids) if job.output is not None
@@ -733,11 +736,24 @@ def test_demo_outputs_are_larger_and_decode(sandbox: Sandbox) -> None:
     assert canvas.getpixel((canvas.width // 2, canvas.height // 2)) > 8
 
 
-def test_demo_processing_job_finishes_about_twenty_seconds_in(sandbox: Sandbox) -> None:
+def test_demo_processing_job_finishes_thirty_seconds_in(sandbox: Sandbox) -> None:
     processing = [sandbox.job(p) for p in sandbox.demo_ids if sandbox.job(p).ready_at]
     assert len(processing) == 1
     job = processing[0]
-    assert job.ready_at - job.created == pytest.approx(20.0)  # type: ignore[operator]
+    assert job.ready_at - job.created == pytest.approx(30.0)  # type: ignore[operator]
+
+
+def test_demo_batch_has_two_dozen_processes_of_several_models(sandbox: Sandbox) -> None:
+    jobs = [sandbox.job(p) for p in sandbox.demo_ids]
+    assert len(jobs) >= 24 and jobs[0].status == "Completed"
+    assert len({job.model for job in jobs}) >= 6
+    failed = [job for job in jobs if job.status == "Failed"]
+    assert len(failed) >= 2 and all(job.message for job in failed)
+    # Variants of the bundled photos, not copies: the encoded files all differ.
+    inputs = {job.input.etag for job in jobs}
+    assert len(inputs) == len(jobs) - 1  # coffee and its failed Redefine share an input
+    scales = {round(job.output.width / job.input.width) for job in jobs if job.output}
+    assert scales == {2, 4}
 
 
 def test_demo_files_are_small_and_licensed() -> None:

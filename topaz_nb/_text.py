@@ -54,6 +54,20 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def ago(when: _dt.datetime | None, *, now: _dt.datetime | None = None) -> str:
+    """``12 s ago``, ``3 min ago``, ``1.5 h ago``; ``""`` when the time is unknown."""
+    if when is None:
+        return ""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return f"{duration(max(0.0, (now - when).total_seconds()))} ago"
+
+
+def process_line(filename: str | None, model: str | None, status: str | None,
+                 created: _dt.datetime | None) -> str:
+    """``astronaut.jpg · Standard V2 · Completed · 3.0 h ago``: one process in a list."""
+    return " · ".join(x for x in (filename or "(no file name)", model, status, ago(created)) if x)
+
+
 def eta(when: _dt.datetime | None, *, now: _dt.datetime | None = None) -> str:
     """``ETA 12 s``, ``ETA passed``, or ``""`` when the server gave none."""
     if when is None:

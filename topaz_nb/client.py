@@ -29,6 +29,7 @@ import datetime as _dt
 import errno
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,6 +50,7 @@ from .errors import (
     ApiError,
     AuthenticationError,
     BadRequest,
+    InvalidFilter,
     MissingApiKey,
     NotFound,
     NotReady,
@@ -60,7 +62,8 @@ from .errors import (
 )
 from .links import Link, LinkSource, Side, redact_url, scrub_urls
 
-__all__ = ["DEFAULT_BASE_URL", "Status", "TopazClient"]
+__all__ = ["DEFAULT_BASE_URL", "STATUSES", "Status", "TopazClient", "parse_since",
+           "parse_status"]
 
 DEFAULT_BASE_URL = "https://api.topazlabs.com/image/v1"
 
@@ -68,6 +71,12 @@ _log = logging.getLogger("topaz_nb.client")
 
 _KEY_HINT = "pass api_key=..., or set TOPAZ_API_KEY"
 _TERMINAL = frozenset({"Completed", "Failed", "Cancelled"})
+STATUSES: tuple[str, ...] = ("Pending", "Processing", "Completed", "Failed", "Cancelled")
+"""Every status the API reports, as :meth:`TopazClient.recent` accepts them."""
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)\s*$", re.IGNORECASE)
+RETENTION = _dt.timedelta(days=7)
+"""How long the API keeps a process; older ones are gone from every list."""
 # Status fields a server may explain a failure in; the spec names none.
 _REASON_FIELDS = ("message", "error", "reason")
 # The spec allows at most 100 statuses per page; fewer pages, fewer requests.
@@ -344,11 +353,55 @@ class TopazClient:
         """Every process the key can see (up to 7 days old), following all pages."""
         return list(self._iter_statuses())
 
+    def recent(self, limit: int | None = None, status: str | None = None,
+               since: str | float | _dt.timedelta | _dt.datetime | None = None) -> list[Status]:
+        """The account's processes, newest first, up to ``limit`` of them.
+
+        ``status`` keeps one status (``"Completed"``, ``"failed"``: any case);
+        ``since`` keeps those created at most that long ago: ``"30m"``,
+        ``"2h"``, ``"3d"``, seconds, a ``timedelta`` or an aware ``datetime``.
+        Both are checked before any request (:class:`~topaz_nb.errors.InvalidFilter`).
+        Pages (of at most ``limit``, and at most 100) are followed only until
+        ``limit`` processes are found, or until a page reaches past ``since``:
+        the API lists newest first.  A server that ignores pagination sends its
+        whole list at once, which is then sorted here.
+        """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise InvalidFilter(f"limit must be a whole number of at least 1, not {limit!r}")
+        wanted = parse_status(status) if status is not None else None
+        cutoff = parse_since(since) if since is not None else None
+        found: list[Status] = []
+        page_size = min(limit, _PAGE_LIMIT) if limit is not None else _PAGE_LIMIT
+        for items, paginated in self._pages(page_size):
+            for st in items:
+                if cutoff is not None and st.creation_time is not None \
+                        and st.creation_time < cutoff:
+                    continue
+                if wanted is None or st.status == wanted:
+                    found.append(st)
+            if not paginated:  # the whole list at once, in no promised order
+                break
+            # Pages come newest first: once a page reaches past ``since``, or
+            # enough processes are found, later pages can only hold older ones.
+            oldest = min((st.creation_time for st in items if st.creation_time), default=None)
+            if (limit is not None and len(found) >= limit) or (
+                    cutoff is not None and oldest is not None and oldest < cutoff):
+                break
+        found.sort(key=_newest_first)
+        return found[:limit] if limit is not None else found
+
     def _iter_statuses(self) -> Iterator[Status]:
+        for items, _ in self._pages():
+            yield from items
+
+    def _pages(self, page_size: int = _PAGE_LIMIT) -> Iterator[tuple[list[Status], bool]]:
+        """Each page of ``GET /status`` and whether it was a page (``paginated=true``
+        answered) or a server's whole list at once."""
         cursor: str | None = None
         seen: set[str] = set()
         while True:
-            params: dict[str, Any] = {"paginated": "true", "limit": _PAGE_LIMIT}
+            params: dict[str, Any] = {"paginated": "true", "limit": page_size}
             if cursor:
                 params["cursor"] = cursor
             data = self._get_json("/status", params=params)
@@ -361,9 +414,8 @@ class TopazClient:
                 raise _address_error(
                     ApiError, f"The Topaz API at {self._host} sent an unexpected list of "
                     "statuses", status_code=200)
-            for item in items:
-                if isinstance(item, dict):
-                    yield Status.from_json(item)
+            yield [Status.from_json(i) for i in items if isinstance(i, dict)], \
+                not isinstance(data, list)
             cursor = page.get("next_cursor") if isinstance(page, dict) else None
             if not (isinstance(page, dict) and page.get("has_next_page")) \
                     or not isinstance(cursor, str) or not cursor or cursor in seen:
@@ -552,6 +604,51 @@ class TopazClient:
 
 
 _E = TypeVar("_E", bound=TopazError)
+
+
+def _newest_first(st: Status) -> float:
+    return -(st.creation_time.timestamp() if st.creation_time is not None else 0.0)
+
+
+def parse_status(value: str) -> str:
+    """``"failed"`` → ``"Failed"``: a status name in the API's spelling, or
+    :class:`InvalidFilter` naming the ones there are."""
+    for name in STATUSES:
+        if isinstance(value, str) and value.strip().lower() == name.lower():
+            return name
+    raise InvalidFilter(f"{value!r} is not a process status: use one of {', '.join(STATUSES)}")
+
+
+def parse_since(value: str | float | _dt.timedelta | _dt.datetime,
+                now: _dt.datetime | None = None) -> _dt.datetime:
+    """The aware UTC time ``value`` reaches back to: ``"2h"`` is two hours before now.
+
+    Durations are a number with ``s``, ``m``/``min``, ``h`` or ``d``; anything
+    else, a negative one, or one past the API's 7-day retention is
+    :class:`InvalidFilter`.
+    """
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            raise InvalidFilter("since needs a timezone-aware datetime (for example "
+                                "datetime.now(timezone.utc) - timedelta(hours=2))")
+        return value
+    if isinstance(value, _dt.timedelta):
+        span = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        span = _dt.timedelta(seconds=value)
+    else:
+        match = _SINCE.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise InvalidFilter(f"{value!r} is not a duration: use a number with s, m, h or d, "
+                                "such as 30m, 2h or 3d")
+        span = _dt.timedelta(seconds=float(match[1]) * _UNITS[match[2].lower()])
+    if span < _dt.timedelta(0):
+        raise InvalidFilter(f"since must reach back in time, not forward ({value!r})")
+    if span > RETENTION:
+        raise InvalidFilter(f"since reaches back {_text.duration(span.total_seconds())}, "
+                            "past the 7 days the API keeps processes: use 7d or less")
+    return now - span
 
 
 def _phrased(exc: _E) -> _E:

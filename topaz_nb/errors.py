@@ -32,6 +32,11 @@ class InvalidProcessId(TopazError, ValueError):
     """A process ID that is not a UUID; raised before any request is sent."""
 
 
+class InvalidFilter(TopazError, ValueError):
+    """A ``since`` or ``status`` filter of :meth:`TopazClient.recent` that means nothing;
+    raised before any request is sent."""
+
+
 class MissingApiKey(TopazError):
     """No API key was given and ``TOPAZ_API_KEY`` is not set.
 

@@ -1,9 +1,11 @@
 """The ``%topaz`` line magic.
 
 ``%topaz ID`` fetches one process and returns a :class:`~topaz_nb.comparison.Comparison`
-(IPython shows it once, as the result of the cell).  ``%topaz ID1 ID2 …`` returns a
-:class:`~topaz_nb.gallery.Gallery`; ``%topaz`` alone shows the panel.  ``login`` and
-``demo`` switch where requests go.  Every failure is a one-line ``UsageError``
+(IPython shows it once, as the result of the cell).  ``%topaz ID1 ID2 …`` and
+``%topaz recent`` return a :class:`~topaz_nb.gallery.Gallery` whose cards fill in
+as they arrive; ``%topaz review …`` a :class:`~topaz_nb.review.Review`;
+``%topaz`` alone shows the panel.  ``login`` and ``demo`` switch where
+requests go.  Every failure is a one-line ``UsageError``
 saying what to do next: no traceback, no key, no presigned query string.
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import re
 import sys
-import threading
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -29,6 +30,9 @@ from .links import SIDES, Link, expiry_text, redact_url
 from .settings import Topaz
 
 _LIST_PUNCTUATION = re.compile(r"[\[\]\(\),'\"]")
+_RECENT_LIMIT = 100
+"""How many processes ``%topaz recent`` lists without ``--limit``."""
+_REVIEW_FILE = "topaz-review.csv"
 
 
 @magics_class
@@ -45,8 +49,17 @@ class TopazMagics(Magics):
 
     @magic_arguments()
     @argument("ids", nargs="*", metavar="ID",
-              help="Process IDs (UUIDs); 'login' to enter a key, 'demo' to use the local sandbox. "
-                   "A list variable works too: %%topaz $ids.")
+              help="Process IDs (UUIDs); 'login' to enter a key, 'demo' to use the local sandbox; "
+                   "'recent' for the account's latest processes; 'review ID…' or "
+                   "'review recent' to review a batch. A list variable works too: %%topaz $ids.")
+    @argument("--limit", type=int, metavar="N",
+              help=f"With recent: at most N processes (default {_RECENT_LIMIT}).")
+    @argument("--status", metavar="STATUS",
+              help="With recent: only processes in this status (Completed, Failed, Processing…).")
+    @argument("--since", metavar="AGE",
+              help="With recent: only processes created within AGE (30m, 2h, 3d; at most 7d).")
+    @argument("--file", metavar="PATH",
+              help="With review: the CSV file of decisions (default topaz-review.csv).")
     @argument("--wait", nargs="?", const=-1.0, default=None, type=float, metavar="SECONDS",
               help="If the output is not ready, wait for it (default: Topaz.wait_timeout seconds).")
     @argument("--mode", choices=MODES, help="Initial comparison mode.")
@@ -68,6 +81,8 @@ class TopazMagics(Magics):
             %topaz 1b2c3d4e-...              # compare one process
             %topaz 1b2c3d4e-... --wait 120   # wait for it to finish first
             %topaz $ids                      # gallery of several processes
+            %topaz recent --since 2h         # gallery of the latest processes
+            %topaz review recent --status Completed --file picks.csv
             %topaz                           # the panel
         """
         if "[" in line or "(" in line:
@@ -94,6 +109,9 @@ class TopazMagics(Magics):
             from .panel import TopazPanel
 
             return TopazPanel(self.session)
+        self._check_options(args)
+        if ids[0] in ("recent", "review"):
+            return self._batch(args)
         if ids[0] in ("login", "demo"):
             if len(ids) > 1:
                 raise UsageError(f"%topaz {ids[0]} takes no process ID.")
@@ -104,6 +122,59 @@ class TopazMagics(Magics):
         if len(pids) > 1:
             return self._gallery(pids, args)
         return self._one(pids[0], args)
+
+    def _check_options(self, args: Any) -> None:
+        words = args.ids[:2]
+        recent = "recent" in words
+        for name in ("limit", "status", "since"):
+            if getattr(args, name) is not None and not recent:
+                raise UsageError(f"--{name} goes with recent: %topaz recent --{name} …")
+        if args.file is not None and args.ids[0] != "review":
+            raise UsageError("--file goes with review: %topaz review … --file PATH")
+
+    def _batch(self, args: Any) -> Any:
+        """``recent [filters]``, ``review ID…`` or ``review recent [filters]``."""
+        from .client import parse_since, parse_status
+        from .errors import InvalidFilter
+        from .gallery import Gallery
+
+        words = args.ids[1:] if args.ids[0] == "review" else args.ids
+        client = self.session.client()
+        statuses: list[Any] = []
+        if words[:1] == ["recent"]:
+            if len(words) > 1:
+                raise UsageError("%topaz recent takes no process ID: filter with --limit, "
+                                 "--status or --since.")
+            if args.limit is not None and args.limit < 1:
+                raise UsageError(f"--limit must be at least 1, not {args.limit}.")
+            for flag, value, check in (("--status", args.status, parse_status),
+                                       ("--since", args.since, parse_since)):
+                try:
+                    if value is not None:
+                        check(value)
+                except InvalidFilter as exc:
+                    raise UsageError(f"{flag}: {exc}.") from None
+            statuses = client.recent(limit=args.limit or _RECENT_LIMIT, status=args.status,
+                                     since=args.since)
+            pids = [st.process_id for st in statuses]
+            if not pids:
+                print(f"No processes on {self.session.describe()} match: the API keeps "
+                      "them for 7 days.", file=sys.stderr)
+        elif words:
+            pids = [check_process_id(p) for p in words]
+        else:
+            raise UsageError("%topaz review needs process IDs, or recent: "
+                             "%topaz review recent --since 2h")
+        gallery = Gallery(pids, client=client,
+                          transfer=self.session.transfer(use_cache=not args.no_cache),
+                          statuses=statuses, max_workers=self.settings.max_workers,
+                          preview_size=self._preview_size(args),
+                          mode=args.mode or self.settings.mode).start()
+        if args.ids[0] != "review":
+            return gallery
+        from .review import Review
+
+        return Review(gallery, path=args.file or _REVIEW_FILE)
 
     def _login(self) -> None:
         import getpass
@@ -130,22 +201,14 @@ class TopazMagics(Magics):
                          show_urls=show_urls)
 
     def _gallery(self, pids: list[str], args: Any) -> Any:
+        """The gallery, returned at once: its cards fill in as they are fetched."""
         from .gallery import Gallery
 
-        done = [0]
-        lock = threading.Lock()
-        with _progress.in_notebook(["processes"], label="Fetching", unit="count") as bar:
-
-            def on_done(_: str) -> None:
-                with lock:
-                    done[0] += 1
-                    bar("processes", done[0], len(pids))
-
-            return Gallery.fetch(pids, client=self.session.client(),
-                                 transfer=self.session.transfer(use_cache=not args.no_cache),
-                                 max_workers=self.settings.max_workers,
-                                 preview_size=self._preview_size(args),
-                                 mode=args.mode or self.settings.mode, on_done=on_done)
+        return Gallery(pids, client=self.session.client(),
+                       transfer=self.session.transfer(use_cache=not args.no_cache),
+                       max_workers=self.settings.max_workers,
+                       preview_size=self._preview_size(args),
+                       mode=args.mode or self.settings.mode).start()
 
     def _one(self, pid: str, args: Any) -> Comparison:
         client = self.session.client()

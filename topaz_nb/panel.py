@@ -30,8 +30,8 @@ import ipywidgets as w
 from ._ids import check_process_id
 from ._progress import Progress, WidgetBars
 from ._session import Session, default_session
-from ._text import byte_size, file_problem, interrupted, progress_state, say
 from ._tasks import cancellable
+from ._text import byte_size, file_problem, interrupted, process_line, progress_state, say
 from .errors import Cancelled, MissingApiKey, ProcessFailed, TopazError
 from .links import SIDES, Side, scrub_urls
 
@@ -53,7 +53,11 @@ class TopazPanel(w.VBox):
     the default is the one shared with ``%topaz``.  For scripts and tests:
     :meth:`fetch` (synchronous by default), :attr:`comparison` (the last
     result), :attr:`process_id` (the field, checked), :meth:`save`,
-    :meth:`use_demo`, :meth:`cancel` and :meth:`join`.
+    :meth:`use_demo`, :meth:`list_recent`, :meth:`cancel` and :meth:`join`.
+
+    The History list holds the processes fetched here; the Recent section
+    lists the account's latest processes (file, model, status, age) from the
+    API, and choosing one fetches it.
 
     A running fetch stops within a second when the Cancel button is pressed,
     when :meth:`cancel` is called, or when Ctrl-C interrupts :meth:`join`;
@@ -86,13 +90,20 @@ class TopazPanel(w.VBox):
                                                        min_width="7em"))
         self._wait_box = w.Checkbox(value=False, description="wait until ready", indent=False,
                                     layout=w.Layout(width="auto"))
-        self._recent = w.Dropdown(options=[], value=None, description="Recent",
+        self._recent = w.Dropdown(options=[], value=None, description="History",
                                   layout=w.Layout(width="34em", max_width="100%"))
         self._demo_button = w.Button(description="Use demo sandbox", icon="flask",
                                      tooltip="Run a local Topaz-compatible server with demo "
                                              "processes; no API key needed",
                                      layout=w.Layout(display="none", width="auto",
                                                      min_width="13em"))
+        self._account_button = w.Button(description="List recent", icon="list",
+                                        tooltip="The account's latest processes (7 days)",
+                                        layout=w.Layout(width="auto", min_width="9em"))
+        self._account_list = w.Select(options=[], value=None, rows=6,
+                                      layout=w.Layout(width="46em", max_width="100%",
+                                                      display="none"))
+        self._account_note = w.HTML(layout=w.Layout(margin="0 0 0 8px"))
         self._status = w.HTML()
         self._bars: dict[Side, w.IntProgress] = {}
         self._bar_notes: dict[Side, w.Label] = {}
@@ -113,6 +124,8 @@ class TopazPanel(w.VBox):
         self._fetch_button.on_click(lambda _b: self.fetch(wait=False))
         self._cancel_button.on_click(lambda _b: self.cancel())
         self._recent.observe(self._on_recent_change, names="value")
+        self._account_button.on_click(lambda _b: self._run_guarded(self.list_recent))
+        self._account_list.observe(self._on_account_choice, names="value")
         self._demo_button.on_click(lambda _b: self._run_guarded(self.use_demo))
         self._save_button.on_click(lambda _b: self._run_guarded(self.save))
 
@@ -122,6 +135,10 @@ class TopazPanel(w.VBox):
                    layout=w.Layout(align_items="center", flex_flow="row wrap")),
             w.HBox([self._recent, self._demo_button],
                    layout=w.Layout(align_items="center", flex_flow="row wrap")),
+            w.HBox([w.Label("Recent", layout=w.Layout(width="auto", margin="0 8px 0 0")),
+                    self._account_button, self._account_note],
+                   layout=w.Layout(align_items="center", flex_flow="row wrap")),
+            self._account_list,
             self._status,
             w.HBox([self._bars["input"], self._bar_notes["input"]]),
             w.HBox([self._bars["output"], self._bar_notes["output"]]),
@@ -222,8 +239,30 @@ class TopazPanel(w.VBox):
             self._id_field.value = ids[0]
         self._demo_button.layout.display = "none"
         self._set_status(f"Using the local demo sandbox at {sandbox.base_url}: "
-                         f"{len(ids)} demo processes are in the Recent list.")
+                         f"{len(ids)} demo processes are in the History list.")
         return ids
+
+    def list_recent(self, limit: int = 50, status: str | None = None,
+                    since: str | None = None) -> list[Any]:
+        """List the account's latest processes in the Recent section (newest first);
+        choosing one there fetches it.  Returns their statuses."""
+        self._account_note.value = "<small>listing…</small>"
+        try:
+            statuses = self._session.client().recent(limit=limit, status=status, since=since)
+        finally:
+            self._account_note.value = ""
+        self._quiet = True
+        try:
+            self._account_list.options = [
+                (process_line(st.filename, st.model, st.status, st.creation_time), st.process_id)
+                for st in statuses]
+            self._account_list.value = None
+        finally:
+            self._quiet = False
+        self._account_list.layout.display = None if statuses else "none"
+        self._account_note.value = html.escape(
+            f"{len(statuses)} processes" if statuses else "No processes in the last 7 days.")
+        return statuses
 
     # -- fetching -----------------------------------------------------------
     def _start(self, pid: str) -> None:
@@ -344,6 +383,10 @@ class TopazPanel(w.VBox):
     def _on_recent_change(self, change: dict[str, Any]) -> None:
         if not self._quiet and change["new"]:
             self._id_field.value = change["new"]
+
+    def _on_account_choice(self, change: dict[str, Any]) -> None:
+        if not self._quiet and change["new"]:
+            self.fetch(change["new"], wait=False)
 
     def _run_guarded(self, action: Any) -> None:
         try:

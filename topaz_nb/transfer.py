@@ -82,7 +82,7 @@ from ._retry import DEFAULT_MAX_RETRY_AFTER, DEFAULT_MAX_RETRY_TIME, make_retry
 from ._tasks import cancellable
 from ._version import __version__
 from .errors import Cancelled, LinkExpired, TransferError
-from .links import SIDES, Link, LinkSource, Side, redact_url
+from .links import SIDES, Link, LinkSource, Side, redact_url, scrub_urls
 
 try:
     import fcntl
@@ -120,7 +120,6 @@ _BUDGET_INTERVAL = 10.0
 _DERIVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,80}")
 _PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*")
-_QUERY = re.compile(r"\?[^\s'\"<>)]*")
 _SIDECAR_VERSION = 1
 _INTERRUPTIONS = (requests.RequestException, urllib3.exceptions.HTTPError,
                   http.client.HTTPException, OSError)
@@ -949,7 +948,7 @@ class Transfer:
                         return done, received, None
                     if kind == "error":
                         if isinstance(value, _INTERRUPTIONS):
-                            reason = _scrub(f"{type(value).__name__}: {value}")
+                            reason = scrub_urls(f"{type(value).__name__}: {value}")
                             return done, received, reason.splitlines()[0][:200]
                         raise value
                     if done + len(value) > limit:
@@ -1000,7 +999,7 @@ class Transfer:
                         timeout=self.timeout, allow_redirects=True),
                     cancel, f"Cancelled: the {method} of {what}; run it again to resume")
             except (requests.RequestException, ValueError) as exc:  # ValueError: a malformed redirect
-                reason = _scrub(f"{type(exc).__name__}: {exc}").splitlines()[0][:200]
+                reason = scrub_urls(f"{type(exc).__name__}: {exc}").splitlines()[0][:200]
                 raise TransferError(
                     f"{method} of {what} failed ({shown}): {reason}; "
                     "check the connection and run again") from None
@@ -1207,7 +1206,3 @@ def _sweep_stale_parts(parts: Iterator[Path]) -> None:
 def _shown_url(links: _Links) -> str:
     return redact_url(links.current().download_url)
 
-
-def _scrub(text: str) -> str:
-    """Remove query strings from text that may quote a presigned URL."""
-    return _QUERY.sub("?…", text)

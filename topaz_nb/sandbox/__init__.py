@@ -15,8 +15,10 @@ and never needs the API key.  Tests, demo notebooks without an API key and
         assert all("X-API-Key" not in r.headers for r in sb.requests
                    if r.server == "storage")
 
-Jobs are added with :meth:`Sandbox.add_job`; with ``demo=True`` a few jobs
-made from bundled photos are there from the start (:attr:`Sandbox.demo_ids`).
+Jobs are added with :meth:`Sandbox.add_job`; with ``demo=True`` two dozen
+jobs derived from four bundled photos (several models, two Failed with a
+reason, one still processing for 30 s) are there from the start
+(:attr:`Sandbox.demo_ids`, the first of which is Completed).
 """
 
 from __future__ import annotations
