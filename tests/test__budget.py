@@ -119,3 +119,29 @@ def test_cache_hits_check_the_bound_at_most_every_few_seconds(sandbox, client, t
         for _ in range(3):  # cache hits, in quick succession: checked once at most
             Comparison.fetch(result.process_id, client=client, transfer=transfer)
         assert len(calls) == 1
+
+
+def test_a_pyramid_written_after_the_fetch_is_counted_against_the_bound(
+        sandbox, client, tmp_path, make_image, monkeypatch):
+    from topaz_nb import _pyramid
+
+    if not _pyramid.available():
+        pytest.skip("pyvips is not installed")
+    monkeypatch.setattr(_pyramid, "MIN_PIXELS", 10_000)
+    with Transfer(tmp_path / "cache", cache_max_bytes=10**12) as transfer:
+        old = _fetch(sandbox, client, transfer, make_image, "red", 100)
+        current = _fetch(sandbox, client, transfer, make_image, "blue", 0)
+        _settle(transfer, old, current)
+        pyramid = transfer.derived_path(current.files()["output"], "pyramid.tif")
+        assert pyramid is not None
+        pyramid.unlink(missing_ok=True)  # the preview's decode wrote one: write it anew
+        # Room for everything but the pyramid about to be written.
+        bound = transfer.cache_max_bytes = _budget.usage(transfer.cache_dir).total_bytes
+        before = len(_derived(transfer, old))
+        fresh = Comparison.fetch(current.process_id, client=client, transfer=transfer)
+        fresh.source("output").prepare_tiles()  # writes the output's pyramid
+        assert pyramid.exists()
+        # The older process's derived files made room; the current process kept all.
+        assert _budget.usage(transfer.cache_dir).total_bytes <= bound
+        assert len(_derived(transfer, old)) < before
+        assert all(p.exists() for p in fresh.files().values())

@@ -14,6 +14,11 @@ The downloads of the process being viewed are never evicted.  "Used" is the
 modification time of a small derived marker file (:func:`mark_used`) written
 each time a process is fetched, falling back to the download's own time.
 
+The bound is checked when a fetch downloads something, at most every 10 s
+when fetches only hit the cache, and after a pyramid is written (the
+comparison passes that hook to :func:`topaz_nb.imaging.load_image`).  Previews
+written in between can leave the cache over its bound by a few MB until then.
+
 Paths come from :class:`topaz_nb.transfer.CacheEntry`, the one owner of the
 cache layout; nothing here parses file names.
 """

@@ -164,11 +164,13 @@ class SourceImage:
 
     def __init__(self, opener: Callable[[], Any], *, label: str, cache: DecodedCache,
                  pil: Image.Image | None = None, file_size: int | None = None,
-                 path: Path | None = None, pyramid_path: Path | None = None) -> None:
+                 path: Path | None = None, pyramid_path: Path | None = None,
+                 on_pyramid: Callable[[Path], None] | None = None) -> None:
         self.label = label
         self._path = path if path is not None and PreviewStore.applies_to(path) else None
         self._file_path = path
         self._pyramid_path = pyramid_path if path is not None else None
+        self._on_pyramid = on_pyramid
         self._pyramid_future: Future[_pyramid.Pyramid] | None = None
         self._opener = opener
         self._pil = pil
@@ -286,7 +288,7 @@ class SourceImage:
     def _build_pyramid(self) -> _pyramid.Pyramid:
         assert self._file_path is not None and self._pyramid_path is not None
         try:
-            return _pyramid.build(self._file_path, self._pyramid_path)
+            built = _pyramid.build(self._file_path, self._pyramid_path)
         except Exception as exc:
             problem = _write_problem(exc)
             if problem is None:
@@ -295,6 +297,9 @@ class SourceImage:
                 f"{self.label}: cannot write its tile pyramid in "
                 f"{self._pyramid_path.parent} ({problem}); free disk space or lower "
                 "Topaz.cache_max_bytes") from None
+        if self._on_pyramid is not None:
+            self._on_pyramid(self._pyramid_path)
+        return built
 
     def pyramid_ready(self) -> bool:
         """Whether :meth:`pyramid` would return without building."""
@@ -424,7 +429,8 @@ class SourceImage:
 
 def load_image(source: Source, *, label: str = "image",
                cache: DecodedCache | None = None,
-               pyramid_path: str | os.PathLike[str] | None = None) -> SourceImage:
+               pyramid_path: str | os.PathLike[str] | None = None,
+               on_pyramid: Callable[[Path], None] | None = None) -> SourceImage:
     """Open ``source`` (a path, bytes, a PIL image or a numpy-style array) lazily.
 
     The header is read and checked now; pixels are decoded by
@@ -434,7 +440,8 @@ def load_image(source: Source, *, label: str = "image",
     ``pyramid_path`` (for a path ``source`` only) is where a tiled pyramid of a
     large image may be written and found again (see :mod:`topaz_nb._pyramid`);
     whoever owns the files' layout chooses it.  Without it tiles are cut from
-    the fully decoded image.
+    the fully decoded image.  ``on_pyramid(path)`` is called after a pyramid
+    was written (the download cache checks its size bound then).
     """
     cache = cache if cache is not None else default_cache
     if isinstance(source, Image.Image):
@@ -452,7 +459,8 @@ def load_image(source: Source, *, label: str = "image",
                              "check the path") from None
         return SourceImage(lambda: open(path, "rb"), label=label, cache=cache,
                            file_size=file_size, path=Path(path),
-                           pyramid_path=Path(pyramid_path) if pyramid_path is not None else None)
+                           pyramid_path=Path(pyramid_path) if pyramid_path is not None else None,
+                           on_pyramid=on_pyramid)
     if hasattr(source, "__array_interface__"):
         return SourceImage(_no_file, label=label, cache=cache,
                            pil=_from_array(source, label))
