@@ -6,8 +6,9 @@ full-resolution tile of a 48–201 MP PNG costs a whole decode (1.3–5.3 s, wit
 lossless tiled TIFF (512-px tiles, each level half the previous one, down to
 one tile) written in one streaming pass by libvips, which reads the source
 sequentially and never holds the whole image: any tile of any level is then a
-read of a few compressed tiles (~10–20 ms, small memory), also from a new
-kernel, since the file stays beside the download.
+read of a few stored tiles (2–4 ms; a whole tile pair cut, compressed and sent
+takes ~25 ms), with small memory, also from a new kernel, since the file
+stays beside the download.
 
 Where it is written is not decided here: callers pass the path (the download
 cache's layout owns it).  A pyramid records its source's size and
@@ -18,12 +19,13 @@ Which images get one (:func:`eligible`):
 
 * large ones: at least :data:`MIN_PIXELS`.  Below that the decoded image is
   small enough to keep in the in-memory LRU (:class:`topaz_nb._cache.DecodedCache`),
-  where a tile costs ~2 ms and nothing touches the disk.  Measured on the
-  bench's photo-like PNGs (see ``bench/README.md``): at 12 MP the Pillow decode
-  is ~0.3 s and 48 MB resident, the pyramid build ~0.45 s and 30 MB on disk; at
-  48 MP the decode holds 192 MB and the build is cheaper in memory than
-  keeping it.  The threshold sits where the resident decoded image
-  (4 B/px) passes 64 MB: 16 MP.
+  where a tile costs ~1.5 ms and nothing touches the disk.  Measured with
+  ``bench/pyramid_compression.py`` on the bench's photo-like PNGs: at 12 MP
+  the Pillow decode took 0.20 s (86 MB peak) and the pyramid build 0.21 s
+  (142 MB peak, 51 MB on disk), so a pyramid buys nothing; at 48 MP the decode
+  holds 192 MB (230 MB peak) while the build takes the same 0.70 s with a
+  lower peak (186 MB) and leaves nothing resident.  The threshold sits where
+  the decoded image (4 B/px) passes 64 MB: 16 MP.
 * whose file pixels are already display pixels: 8-bit gray or RGB, with or
   without alpha, no colour profile other than sRGB and no EXIF rotation.
   Others (16-bit, CMYK, palette, wide-gamut, rotated) go through Pillow's
@@ -45,8 +47,8 @@ from typing import Any
 
 from PIL import Image
 
-__all__ = ["COMPRESSION", "MIN_PIXELS", "TILE", "Pyramid", "available", "build", "eligible",
-           "open_pyramid"]
+__all__ = ["COMPRESSION", "FLAT_COMPRESSION", "MIN_PIXELS", "TILE", "LevelView", "Pyramid",
+           "available", "build", "eligible", "open_pyramid", "thumbnail"]
 
 #: Images with fewer pixels stay in the decoded in-memory LRU (see the module doc).
 MIN_PIXELS = 16_000_000
