@@ -59,12 +59,15 @@ SPECS: dict[str, tuple[tuple[int, int], str]] = {
     "L-jpeg": ((8000, 6000), "jpeg"),
     "L-png": ((8000, 6000), "png"),
     "XL": ((16384, 12288), "png"),
+    "RGBA": ((22000, 22000), "rgba-png"),
 }
 
 
 def _paths(name: str, size: tuple[int, int], fmt: str) -> tuple[Path, Path]:
     stem = f"v{_GENERATOR_VERSION}-{size[0]}x{size[1]}"
     ext = "jpg" if fmt == "jpeg" else "png"
+    if fmt == "rgba-png":
+        stem += "-rgba"
     return (CACHE / f"{stem}-input.jpg", CACHE / f"{stem}-output-{fmt}.{ext}")
 
 
@@ -90,7 +93,36 @@ def _photo_like(size: tuple[int, int]) -> Image.Image:
     return ImageChops.multiply(base, Image.merge("RGB", (shade, shade, shade)))
 
 
+def _generate_rgba(size: tuple[int, int], input_path: Path, output_path: Path) -> None:
+    """A large RGBA PNG of flat shapes over transparency, a few MB as a file but
+    1.9 GB decoded (22000²): written by libvips, which streams it, since Pillow
+    would have to hold it whole."""
+    import pyvips
+
+    w, h = size
+    xy = pyvips.Image.xyz(w, h)
+    x, y = xy[0], xy[1]
+    ring = (((x - w / 2) ** 2 + (y - h / 2) ** 2) ** 0.5 / 900).cast("int") % 2
+    red = (x * 255 / w).cast("uchar")
+    green = (y * 255 / h).cast("uchar")
+    blue = (ring * 200).cast("uchar")
+    alpha = ((ring * 155) + 100).cast("uchar")
+    image = red.bandjoin([green, blue, alpha]).copy(interpretation="srgb")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = output_path.with_suffix(".part.png")
+    image.pngsave(str(tmp), compression=6)
+    tmp.replace(output_path)
+    if not input_path.exists():
+        small = image.resize(1 / _SCALE).flatten(background=[128, 128, 128])
+        tmp = input_path.with_suffix(".part.jpg")
+        small.jpegsave(str(tmp), Q=92)
+        tmp.replace(input_path)
+
+
 def _generate(size: tuple[int, int], fmt: str, input_path: Path, output_path: Path) -> None:
+    if fmt == "rgba-png":
+        _generate_rgba(size, input_path, output_path)
+        return
     image = _photo_like(size)
     CACHE.mkdir(parents=True, exist_ok=True)
     if not input_path.exists():

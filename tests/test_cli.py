@@ -443,3 +443,19 @@ def test_an_unreachable_api_names_the_command_line_setting(tmp_path: Path,
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("topaz-nb: error: Could not reach the Topaz API")
     assert "--api-url" in err and "base_url" not in err and "\n" not in err
+
+
+def test_cache_info_and_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--demo", "fetch", "first", "-o", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    assert main(["cache", "info"]) == 0
+    info = capsys.readouterr().out
+    assert str(tmp_path / "cache") in info
+    assert re.search(r"processes\s+1 \(2 downloaded files\)", info)
+    assert "of at most 20.00 GB (Topaz.cache_max_bytes)" in info
+    assert main(["cache", "clear"]) == 0
+    assert "deleted 2 downloaded files of the cache" in capsys.readouterr().out
+    assert main(["cache", "info"]) == 0
+    assert re.search(r"processes\s+0 \(0 downloaded files\)", capsys.readouterr().out)
+    assert main(["cache", "info", "not-a-process"]) == 2
+    _one_error_line(capsys.readouterr().err)

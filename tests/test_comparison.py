@@ -298,6 +298,25 @@ def test_cancel_reaches_the_transfers(sandbox, client, transfer, make_image):
     assert [r for r in sandbox.requests if r.server == "storage"] == []
 
 
+def test_a_large_output_gets_its_pyramid_as_a_derived_file_of_the_download(
+        sandbox, client, transfer, make_image, monkeypatch):
+    from topaz_nb import _pyramid
+
+    if not _pyramid.available():
+        pytest.skip("pyvips is not installed")
+    monkeypatch.setattr(_pyramid, "MIN_PIXELS", 10_000)
+    pid = sandbox.add_job(make_image((60, 40), "red"), make_image((600, 400), "blue"))
+    result = Comparison.fetch(pid, client=client, transfer=transfer)
+    result.view  # noqa: B018 -- a PNG's preview decode writes the pyramid
+    output = result.files()["output"]
+    pyramid = transfer.derived_path(output, "pyramid.tif")
+    assert pyramid is not None and pyramid.is_file()
+    assert result.source("output").has_pyramid
+    # It goes with its download.
+    transfer.discard(output)
+    assert not pyramid.exists()
+
+
 def test_fidelity_is_computed_once_and_kept_beside_the_download(sandbox, client, transfer,
                                                                make_image, monkeypatch):
     from topaz_nb import _fidelity

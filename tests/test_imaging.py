@@ -398,3 +398,26 @@ def test_jpeg_preview_may_land_slightly_under_its_size_to_decode_less(tmp_path) 
     assert small.getpixel((500, 400)) == pytest.approx((90, 120, 200), abs=3)
     # Far from a power-of-two step, the preview has exactly the size asked.
     assert load_image(path, label="output").preview(1500).size == (1500, 1125)
+
+
+def test_preview_a_little_under_two_times_smaller_is_a_box_reduce(monkeypatch) -> None:
+    # 4000 → 2048 asked: a box reduce by 2 (2000 px) instead of LANCZOS over every pixel.
+    im = Image.new("RGB", (400, 300), (10, 20, 30))
+    resized: list[object] = []
+    original = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize",
+                        lambda self, *a, **k: resized.append(a) or original(self, *a, **k))
+    preview = load_image(im, label="output").preview(205)
+    assert preview.size == (200, 150) and resized == []
+    # Not when it would land more than 10 % under the size asked.
+    assert load_image(im, label="output").preview(260).size == (260, 195)
+
+
+def test_reducing_an_image_with_alpha_in_strips_gives_the_same_pixels() -> None:
+    from topaz_nb import imaging
+
+    rng = np.random.default_rng(3)
+    im = Image.fromarray(rng.integers(0, 256, (2003, 2101, 4), np.uint8), "RGBA")
+    strips = imaging._reduce(im, 3)
+    assert strips.size == im.reduce(3).size
+    assert strips.tobytes() == im.reduce(3).tobytes()

@@ -122,11 +122,15 @@ def test_a_file_that_is_not_a_review_is_refused(batch, tmp_path):
 
 
 def test_stepping_shows_each_comparison_and_prefetches_the_next(batch, tmp_path, sandbox):
+    from conftest import wait_until
+
     review = batch.review(path=str(tmp_path / "r.csv"))
     box = review.widget()
     header, stage = box.children[0], box.children[1]
     ids = batch.process_ids
-    assert "1 of 4" in header.value and "one.jpg" in header.value
+    assert "1 of 4" in header.value
+    # The file's name comes with the card's status, fetched in the background.
+    wait_until(lambda: "one.jpg" in header.value, "the header to name the file")
     assert isinstance(stage.children[0], CompareView)
     # The next one is loading (or loaded) while the first is on screen.
     assert ids[1] in review._loading

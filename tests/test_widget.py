@@ -7,6 +7,8 @@ import base64
 import io
 import json
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -205,14 +207,22 @@ def test_not_an_image_is_a_one_line_image_error(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
 
 
-def test_previews_are_binary_lossless_when_whole_and_webp_when_reduced() -> None:
+def test_previews_are_binary_lossless_when_whole_and_jpeg_when_reduced() -> None:
     v = CompareView.from_images(noise((100, 80)), noise((1000, 800), 1), preview_size=256)
     state = v.get_state()
     assert isinstance(state["input_preview"], (bytes, memoryview))
     assert bytes(v.input_preview).startswith(b"\x89PNG")
     assert np.array_equal(decode(v.input_preview), noise((100, 80)))
-    assert bytes(v.output_preview)[:4] == b"RIFF" and bytes(v.output_preview)[8:12] == b"WEBP"
+    assert bytes(v.output_preview)[:3] == b"\xff\xd8\xff"
     assert Image.open(io.BytesIO(v.output_preview)).size == (256, 205)
+    assert v.preview_formats == {"input": "png", "output": "jpeg"}
+
+
+def test_reduced_previews_with_transparency_are_webp() -> None:
+    rgba = Image.fromarray(noise((1000, 800), 1)).convert("RGBA")
+    rgba.putalpha(128)
+    v = CompareView.from_images(noise((100, 80)), rgba, preview_size=256)
+    assert bytes(v.output_preview)[8:12] == b"WEBP" and v.preview_formats["output"] == "webp"
 
 
 @pytest.mark.parametrize(("inp", "out", "crop", "expected"), [
@@ -265,6 +275,101 @@ def test_reduced_levels_cover_more_of_the_image() -> None:
     assert decode(in_png).shape[:2] == (38, 238)
 
 
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    """Let the event loop run (tiles are cut on worker threads) until ``condition()``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for tiles"
+        await asyncio.sleep(0.005)
+
+
+class BlockingSource:
+    """A tile source whose cuts wait for ``release``; records every tile cut."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.cut: list[tuple[str, float, float]] = []
+        self._lock = threading.Lock()
+
+    def region(self, side: str, x: float, y: float, w: float, h: float,
+               zoom: float = 1.0) -> Image.Image:
+        with self._lock:
+            self.cut.append((side, x, y))
+        self.started.set()
+        assert self.release.wait(10)
+        return Image.new("RGB", (max(1, round(w * zoom)), max(1, round(h * zoom))))
+
+
+def test_tiles_are_cut_off_the_event_loop_and_superseded_ones_never_cut() -> None:
+    v = Captured(noise((64, 64)), noise((2048, 2048), 4), preview_size=64)
+    source = BlockingSource()
+    v._tile_source = source  # type: ignore[assignment]
+    handled: list[str] = []
+
+    async def interact() -> None:
+        v._on_tile_request(v, request("a", 1, tiles=[(0, 0), (1, 0), (2, 0), (3, 0)]), [])
+        await until(source.started.is_set)
+        # The first tile is blocked in its worker: the loop still takes messages.
+        v._on_tile_request(v, request("a", 2, tiles=[(3, 3)]), [])
+        handled.append("second request")
+        await asyncio.sleep(0.05)
+        assert v.sent == []  # nothing finished, nothing sent, and nothing hung
+        source.release.set()
+        await until(lambda: len(v.sent) == 2 and not v._busy)
+
+    asyncio.run(interact())
+    assert handled == ["second request"]
+    served = [(m["gen"], m["ix"], m["iy"]) for m, _ in v.sent]
+    assert served == [(1, 0, 0), (2, 3, 3)]
+    # Tiles (1, 0), (2, 0), (3, 0) of the first request were superseded: never cut.
+    cut_x = sorted({x for side, x, _ in source.cut if side == "output"})
+    assert cut_x == [0, 3 * TILE_PX]
+
+
+def test_a_shown_view_builds_ahead_and_an_early_zoom_waits_for_that_build(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from topaz_nb import _pyramid
+
+    if not _pyramid.available():
+        pytest.skip("pyvips is not installed")
+    monkeypatch.setattr(_pyramid, "MIN_PIXELS", 10_000)
+    big = noise((1400, 1000), 6)
+    out_path = tmp_path / "out.jpg"  # a JPEG preview is drafted: no full decode for the view
+    Image.fromarray(big).save(out_path, quality=95)
+    started, release = threading.Event(), threading.Event()
+    real_build = _pyramid.build
+
+    def slow_build(*args: Any, **kwargs: Any) -> Any:
+        started.set()
+        assert release.wait(10)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(_pyramid, "build", slow_build)
+    before = _pyramid.builds
+    out = load_image(out_path, label="output", pyramid_path=tmp_path / "out.tif")
+    v = Captured(noise((350, 250), 7), out, preview_size=256)
+    assert not started.is_set()  # the first view did not build anything
+    v._repr_mimebundle_()
+    assert started.wait(10)  # shown: the build starts in the background
+
+    async def zoom() -> None:
+        v._on_tile_request(v, request(tiles=[(1, 1)]), [])
+        await asyncio.sleep(0.05)
+        assert v.sent == []  # waiting for the build under way, loop still free
+        release.set()
+        await until(lambda: len(v.sent) == 1)
+
+    asyncio.run(zoom())
+    for future in v._build_ahead():
+        future.result(10)
+    assert _pyramid.builds == before + 1  # one decode, shared by build-ahead and the tile
+    (msg, (_, out_png)), = v.sent
+    assert msg["type"] == "tile"
+    expected = np.asarray(Image.open(out_path).convert("RGB"))[512:1000, 512:1024]
+    assert np.array_equal(decode(out_png), expected)
+
+
 def test_newer_request_supersedes_queued_tiles_of_the_same_view() -> None:
     v = Captured(noise((64, 64)), noise((2048, 2048), 4), preview_size=64)
 
@@ -275,8 +380,7 @@ def test_newer_request_supersedes_queued_tiles_of_the_same_view() -> None:
         await asyncio.sleep(0)
         # The user panned: view "a" now wants one other tile only.
         v._on_tile_request(v, request("a", 2, tiles=[(3, 3)]), [])
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await until(lambda: len(v.sent) >= 2 and not v._busy and not v._queues)
 
     asyncio.run(interact())
     served = [(m["view"], m["gen"], m["ix"], m["iy"]) for m, _ in v.sent]
@@ -292,8 +396,7 @@ def test_an_empty_request_cancels_the_queue() -> None:
     async def interact() -> None:
         v._on_tile_request(v, request("a", 1, tiles=[(0, 0), (1, 0), (2, 0)]), [])
         v._on_tile_request(v, request("a", 2, tiles=[]), [])
-        for _ in range(10):
-            await asyncio.sleep(0)
+        await until(lambda: not v._busy and not v._queues)
 
     asyncio.run(interact())
     assert v.sent == []
@@ -440,16 +543,16 @@ def test_no_secret_or_presigned_url_in_the_state(tmp_path: Path) -> None:
 
 
 def test_first_view_stays_within_two_megabytes_an_image() -> None:
-    # A whole-image preview of noise cannot be lossless under 2 MB: it goes as WebP,
+    # A whole-image preview of noise cannot be lossless under 2 MB: it goes as JPEG,
     # flagged lossy so the front end fetches exact tiles from 100 % on.
     big = CompareView(noise((300, 250), 5), noise((1200, 1000), 6), preview_size=2048)
-    assert big.preview_formats == {"input": "png", "output": "webp"}
-    assert len(big.output_preview) <= 2_000_000 and big.output_preview[8:12] == b"WEBP"
+    assert big.preview_formats == {"input": "png", "output": "jpeg"}
+    assert len(big.output_preview) <= 2_000_000 and big.output_preview[:2] == b"\xff\xd8"
     assert big.input_preview.startswith(b"\x89PNG")
     assert np.array_equal(decode(big.input_preview), noise((300, 250), 5))
 
     reduced = CompareView(noise((300, 250), 5), noise((1200, 1000), 6), preview_size=256)
-    assert reduced.preview_formats["output"] == "webp"
+    assert reduced.preview_formats["output"] == "jpeg"
     assert len(reduced.output_preview) < 200_000
 
 

@@ -9,7 +9,8 @@ Tiles of a pane are cut from its full-resolution pixels.  ``smooth`` decides
 how a pane that the grid *magnifies* (the input of a 4× upscale) is
 resampled: BICUBIC interpolation, so that comparing it with an output shows
 what the model added rather than the input's pixel blocks, or (``smooth`` off)
-NEAREST, the real input pixels as blocks (:func:`topaz_nb._tiles.cut`).
+NEAREST, the real input pixels as blocks (a :class:`~topaz_nb._tiles.TileSource`,
+which reads a large pane from its pyramid).
 """
 
 from __future__ import annotations
@@ -21,18 +22,26 @@ from typing import Any
 from PIL import Image
 
 from ._align import Placement, align
-from ._tiles import MAX_TILE_PIXELS, cut
+from ._tiles import MAX_TILE_PIXELS, TileSource
 
 _TRANSPARENT = (0, 0, 0, 0)
 
 
 class PaneTiles:
-    """Cuts tiles of any pane; holds each pane's decoded pixels after its first tile."""
+    """Cuts tiles of any pane.
+
+    A pane shown as it is, or enlarged as blocks, is cut by a
+    :class:`~topaz_nb._tiles.TileSource` pairing it with the grid's output
+    (so a large pane reads its pyramid, as the first output does); a
+    magnified pane drawn smoothly is interpolated from its decoded pixels,
+    held after its first tile.
+    """
 
     def __init__(self, sources: list[Any], placements: list[Placement]) -> None:
         self.sources = sources
         self.placements = placements
         self._held: dict[int, Image.Image] = {}
+        self._cutters: dict[int, TileSource] = {}
         self._lock = threading.Lock()
 
     def region(self, pane: int, x: float, y: float, w: float, h: float, zoom: float = 1.0, *,
@@ -46,13 +55,23 @@ class PaneTiles:
         if size[0] * size[1] > MAX_TILE_PIXELS:
             raise ValueError(f"a tile of {size[0]}×{size[1]} px is too large")
         rect = self.placements[pane].to_input(x, y, w, h)
-        image = self._image(pane)
         if smooth and size[0] / rect[2] > 1 + 1e-9:
-            return smooth_cut(image, rect, size)
-        return cut(image, rect, size)
+            return smooth_cut(self._image(pane), rect, size)
+        return self._cutter(pane).region("input", x, y, w, h, zoom=zoom)
 
     def close(self) -> None:
         self._held.clear()
+        for cutter in self._cutters.values():
+            cutter.close()
+
+    def _cutter(self, pane: int) -> TileSource:
+        with self._lock:
+            cutter = self._cutters.get(pane)
+            if cutter is None:
+                grid = self.sources[1] if len(self.sources) > 1 else self.sources[0]
+                cutter = self._cutters[pane] = TileSource(self.sources[pane], grid,
+                                                          placement=self.placements[pane])
+            return cutter
 
     def _image(self, pane: int) -> Image.Image:
         held = self._held.get(pane)

@@ -107,19 +107,20 @@ class Session:
 
     def transfer(self, *, use_cache: bool = True) -> Transfer:
         """The presigned-object downloader for the configured cache dir, ceiling
-        (``Topaz.max_download_bytes``) and stall limit (``Topaz.stall_timeout``);
-        a changed setting gives a new one."""
+        (``Topaz.max_download_bytes``), stall limit (``Topaz.stall_timeout``)
+        and disk bound (``Topaz.cache_max_bytes``); a changed setting gives a
+        new one."""
         from .transfer import Transfer
 
         with self._lock:
             s = self.settings
             key = (s.cache_dir, use_cache, s.max_download_bytes, s.stall_timeout,
-                   s.max_retry_after)
+                   s.max_retry_after, s.cache_max_bytes)
             if key not in self._transfers:
                 self._transfers[key] = Transfer(
                     s.cache_dir, use_cache=use_cache, timeout=max(s.timeout, 60.0),
                     max_bytes=s.max_download_bytes, stall_timeout=s.stall_timeout,
-                    max_retry_after=s.max_retry_after,
+                    max_retry_after=s.max_retry_after, cache_max_bytes=s.cache_max_bytes,
                 )
             return self._transfers[key]
 

@@ -14,6 +14,10 @@ side it is reduced by an integer factor and then resampled with BICUBIC.
 Each tile crops only the part of the decoded image it needs (plus the filter's
 margin) before resampling, so once the images are decoded the time per tile
 depends on the tile's size, not the image's.
+
+Large images are not decoded here at all: a side whose source has a pyramid
+(:mod:`topaz_nb._pyramid`) is cut from the smallest level that still has
+the tile's resolution, read from disk tile by tile.
 """
 
 from __future__ import annotations
@@ -41,6 +45,15 @@ class _Decodable(Protocol):
     def size(self) -> tuple[int, int]: ...
 
     def full(self, *, cache: DecodedCache | None = None) -> Image.Image: ...
+
+
+class _Croppable(Protocol):
+    """What :func:`cut` needs of an image: a PIL image, or a pyramid level."""
+
+    @property
+    def size(self) -> tuple[int, int]: ...
+
+    def crop(self, box: tuple[int, int, int, int]) -> Image.Image: ...
 
 
 class TileSource:
@@ -78,7 +91,15 @@ class TileSource:
             raise ValueError(f"a tile of {size[0]}×{size[1]} px is larger than "
                              f"{MAX_TILE_PIXELS} px; ask for smaller tiles")
         rect = (x, y, w, h) if side == "output" else self.placement.to_input(x, y, w, h)
-        return cut(self._image(side), rect, size)
+        source = self.input if side == "input" else self.output
+        pyramid = source.pyramid() if hasattr(source, "pyramid") else None
+        if pyramid is None:
+            return cut(self._image(side), rect, size)
+        level = pyramid.level_for(size[0] / rect[2])
+        (fw, fh), (lw, lh) = pyramid.size, pyramid.level_sizes[level]
+        kx, ky = lw / fw, lh / fh
+        scaled = (rect[0] * kx, rect[1] * ky, rect[2] * kx, rect[3] * ky)
+        return cut(pyramid.view(level), scaled, size)
 
     def close(self) -> None:
         """Let go of the decoded images (the cache may still keep them)."""
@@ -96,7 +117,7 @@ class TileSource:
             return held
 
 
-def cut(image: Image.Image, rect: tuple[float, float, float, float],
+def cut(image: _Croppable, rect: tuple[float, float, float, float],
         size: tuple[int, int]) -> Image.Image:
     """Resample the rectangle ``rect`` (x, y, w, h in ``image`` pixels) of
     ``image`` to an RGBA image of ``size``, transparent outside ``image``."""

@@ -136,6 +136,14 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"initial mode: {', '.join(MODES)} (default: {DEFAULT_MODE})")
     p.add_argument("--wait", action="store_true", help="wait for the process to finish first")
     p.set_defaults(command="compare", run=_cmd_compare)
+
+    p = sub.add_parser("cache", help="show or clear the download cache")
+    p.add_argument("action", choices=("info", "clear"),
+                   help="info: what the cache holds and its bound; clear: delete it "
+                        "(or one process's files)")
+    p.add_argument("process_id", metavar="ID", nargs="?",
+                   help="with clear: only this process's files")
+    p.set_defaults(command="cache", run=_cmd_cache)
     return parser
 
 
@@ -187,6 +195,35 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         _print_table(comparison.rows(), comparison.process_id)
         for side, path in saved.items():
             print(f"{side:<7} {path}")
+    return 0
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    """``cache info`` / ``cache clear [ID]``: no key and no network needed."""
+    from . import _budget
+    from .settings import Topaz
+    from .transfer import Transfer
+
+    settings = Topaz()
+    if args.cache_dir:
+        settings.cache_dir = args.cache_dir
+    with Transfer(settings.cache_dir) as transfer:
+        if args.action == "clear":
+            pid = check_process_id(args.process_id) if args.process_id else None
+            removed = transfer.clear_cache(pid)
+            what = f"process {pid}" if pid else "the cache"
+            print(f"deleted {removed} downloaded file{'s' * (removed != 1)} of {what} "
+                  f"in {transfer.cache_dir}, with their previews and tile pyramids")
+            return 0
+        if args.process_id:
+            raise _Failure("cache info takes no process ID")
+        use = _budget.usage(transfer.cache_dir)
+    print(f"cache      {use.directory}")
+    print(f"processes  {use.processes} ({use.downloads} downloaded files)")
+    print(f"downloads  {byte_size(use.download_bytes) or '0 B'}")
+    print(f"derived    {byte_size(use.derived_bytes) or '0 B'} (previews and tile pyramids)")
+    print(f"total      {byte_size(use.total_bytes) or '0 B'} of at most "
+          f"{byte_size(settings.cache_max_bytes)} (Topaz.cache_max_bytes)")
     return 0
 
 

@@ -114,7 +114,15 @@ class Comparison:
                 data.fetched, data.file, data.from_cache = fetched, fetched.path, fetched.from_cache
                 from .imaging import load_image
 
-                data.image = load_image(data.file, label=f"{side} of {pid}")
+                # A large image's tile pyramid goes where the cache layout says, so
+                # it is discarded with its download and counted in the cache; once
+                # written (up to 4 B/px) the cache's size bound is checked again.
+                file = data.file
+                data.image = load_image(
+                    file, label=f"{side} of {pid}",
+                    pyramid_path=transfer.derived_path(file, "pyramid.tif"),
+                    on_pyramid=lambda _path: _keep_within_budget(
+                        transfer, [d.file for d in sides.values() if d.file is not None], True))
 
             def heal() -> None:
                 assert data.fetched is not None
@@ -154,6 +162,12 @@ class Comparison:
                     not_ready = exc
                     sides[side] = _SideData()
             status = status_future.result()
+        in_use = [d.file for d in sides.values() if d.file is not None]
+        if in_use:
+            # Downloads must not fill the disk: this process's files are marked
+            # used, the least recently used others go.
+            _keep_within_budget(transfer, in_use, any(not d.from_cache for d in sides.values()
+                                                      if d.file is not None))
         return cls(pid, sides=sides, status=status, not_ready=not_ready,
                    preview_size=preview_size, mode=mode)
 
@@ -457,6 +471,15 @@ class Comparison:
         width = max((len(r[0]) for r in rows), default=0)
         lines += [f"  {k:<{width}}  {a:<22} {b}" for k, a, b in rows]
         return "\n".join(lines)
+
+
+def _keep_within_budget(transfer: Transfer, in_use: list[Path], downloaded: bool) -> None:
+    """Keep the cache under ``Topaz.cache_max_bytes``; a failure to evict is
+    logged, never raised into a fetch or a view."""
+    try:
+        transfer.keep_within_budget(in_use, downloaded=downloaded)
+    except OSError as exc:
+        _log.warning("could not keep the cache within its bound: %s", exc)
 
 
 def _healable(data: _SideData, exc: ImageError) -> bool:

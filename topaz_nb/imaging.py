@@ -16,7 +16,10 @@ up to :data:`MAX_SIDE` px a side and :data:`MAX_PIXELS` px in all.  So:
   (:class:`~topaz_nb._cache.PreviewStore`) together with its encodings, so
   viewing a process again, even from a new kernel, decodes nothing.
 * :meth:`SourceImage.full` decodes once into a shared byte-bounded
-  :class:`DecodedCache`; deep-zoom tiles (:class:`TileSource`) are cut from it.
+  :class:`DecodedCache`.  Deep-zoom tiles (:class:`TileSource`) of a large
+  download are read from its tiled pyramid on disk (:mod:`topaz_nb._pyramid`;
+  for a PNG the preview's one decode writes it), and of other images cut
+  from the decoded image, which a small image's preview keeps in the cache.
 * Display pixels are always 8-bit sRGB ``RGB`` or ``RGBA``, EXIF-oriented.
 
 Coordinates: every view works in the output's pixel grid; :func:`align`
@@ -26,9 +29,11 @@ places the input on it.
 from __future__ import annotations
 
 import io
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -38,6 +43,7 @@ from typing import IO, Any, Union
 from PIL import Image, ImageFile
 
 from ._align import Placement, align
+from . import _pyramid
 from ._cache import DecodedCache, PreviewStore, default_budget
 from ._color import display_mode, profile_description, to_display
 from ._sniff import UnrecognisedImage, describe_non_image, open_header
@@ -158,16 +164,23 @@ class SourceImage:
 
     def __init__(self, opener: Callable[[], Any], *, label: str, cache: DecodedCache,
                  pil: Image.Image | None = None, file_size: int | None = None,
-                 path: Path | None = None) -> None:
+                 path: Path | None = None, pyramid_path: Path | None = None,
+                 on_pyramid: Callable[[Path], None] | None = None) -> None:
         self.label = label
         self._path = path if path is not None and PreviewStore.applies_to(path) else None
+        self._file_path = path
+        self._pyramid_path = pyramid_path if path is not None else None
+        self._on_pyramid = on_pyramid
+        self._pyramid_future: Future[_pyramid.Pyramid] | None = None
         self._opener = opener
         self._pil = pil
         self._cache = cache
         self._key = object()
         self._preview: tuple[int, Image.Image] | None = None
         self._encoded: dict[tuple[int, str], bytes] = {}
+        self._made: set[int] = set()
         self._lock = threading.Lock()
+        self._lock_pyr = threading.Lock()
         self._closed = False
         if pil is not None:
             self.info = _guarded(label, lambda: _read_info(pil, label, file_size))
@@ -194,11 +207,14 @@ class SourceImage:
             if self._preview is not None and self._preview[0] == max_side:
                 return self._preview[1]
             store = PreviewStore(self._path, max_side) if self._path is not None else None
+            if store is not None:
+                _stored_by_now(store.source)
             image = store.load_image() if store is not None else None
             if image is None:
                 image = _guarded(self.label, lambda: self._make_preview(max_side))
+                self._made.add(max_side)
                 if store is not None:
-                    store.save_image(image)
+                    _store_later(store.source, store.save_image, image)
             self._preview = (max_side, image)
             return image
 
@@ -216,14 +232,88 @@ class SourceImage:
         data = self._encoded.get(key)
         if data is not None:
             return data
+        # A preview this object has just made has no stored encoding worth
+        # waiting for: its own entries are still being written.
+        fresh = max_side in self._made
         store = PreviewStore(self._path, max_side) if self._path is not None else None
-        data = store.load_encoded(tag) if store is not None else None
+        if store is not None and not fresh:
+            _stored_by_now(store.source)
+        data = store.load_encoded(tag) if store is not None and not fresh else None
         if data is None:
             data = encode(image, format=format, quality=quality, lossless=lossless)
             if store is not None:
-                store.save_encoded(tag, data)
+                _store_later(store.source, store.save_encoded, tag, data)
         self._encoded[key] = data
         return data
+
+    @property
+    def has_pyramid(self) -> bool:
+        """Whether tiles of this image come from a pyramid on disk (see
+        :mod:`topaz_nb._pyramid`): a large file of the download cache whose
+        pixels are display pixels as they are.  Others are decoded whole."""
+        i = self.info
+        return (self._pyramid_path is not None and _pyramid.eligible(
+            width=i.width, height=i.height, mode=i.mode, bit_depth=i.bit_depth,
+            format=i.format, icc_srgb_or_none=i.icc_profile is None
+            or "srgb" in i.icc_profile.lower(), orientation=i.orientation))
+
+    def pyramid(self) -> _pyramid.Pyramid | None:
+        """This image's pyramid, opened from disk or built now (one streaming
+        decode, once: concurrent callers wait for the same build); ``None``
+        when the image does not get one (:attr:`has_pyramid`)."""
+        if not self.has_pyramid:
+            return None
+        self._check_open()
+        with self._lock_pyr:
+            future = self._pyramid_future
+            owner = future is None
+            if owner:
+                future = self._pyramid_future = Future()
+        assert future is not None
+        if not owner:
+            return future.result()
+        assert self._file_path is not None and self._pyramid_path is not None
+        try:
+            pyr = _pyramid.open_pyramid(self._pyramid_path, self._file_path)
+            if pyr is None:
+                pyr = _guarded(self.label, self._build_pyramid)
+        except BaseException as exc:
+            with self._lock_pyr:
+                self._pyramid_future = None  # a later call may try again
+            future.set_exception(exc)
+            raise
+        future.set_result(pyr)
+        return pyr
+
+    def _build_pyramid(self) -> _pyramid.Pyramid:
+        assert self._file_path is not None and self._pyramid_path is not None
+        try:
+            built = _pyramid.build(self._file_path, self._pyramid_path)
+        except Exception as exc:
+            problem = _write_problem(exc)
+            if problem is None:
+                raise  # the source itself: reported as truncated or corrupt
+            raise ImageError(
+                f"{self.label}: cannot write its tile pyramid in "
+                f"{self._pyramid_path.parent} ({problem}); free disk space or lower "
+                "Topaz.cache_max_bytes") from None
+        if self._on_pyramid is not None:
+            self._on_pyramid(self._pyramid_path)
+        return built
+
+    def pyramid_ready(self) -> bool:
+        """Whether :meth:`pyramid` would return without building."""
+        future = self._pyramid_future
+        return future is not None and future.done() and future.exception() is None
+
+    def prepare_tiles(self) -> None:
+        """Make full-resolution tiles cheap: open or build the pyramid, or for
+        images without one decode the full image into the cache.  Meant for a
+        background thread once the first view is shown."""
+        if self.has_pyramid:
+            self.pyramid()
+        else:
+            self.full()
 
     def full(self, *, cache: DecodedCache | None = None) -> Image.Image:
         """The full-resolution display-ready image, decoded once and kept in
@@ -237,6 +327,7 @@ class SourceImage:
         """Drop the decoded pixels and the preview; the image cannot be used after."""
         self._closed = True
         self._preview = None
+        self._pyramid_future = None
         self._cache.discard(self._key)
         self._pil = None
 
@@ -299,6 +390,19 @@ class SourceImage:
         cached = self._cache.get(self._key)
         if cached is not None:
             return _resample(cached, target)
+        if self.has_pyramid and self.info.format != "JPEG":
+            # A PNG has to be decoded whole for its preview anyway: that one
+            # decode writes the pyramid, and the preview is read from a level.
+            pyr = self.pyramid()
+            assert pyr is not None
+            level = _pyramid.thumbnail(pyr, max(target), slack=_DRAFT_SLACK)
+            if level.width <= target[0] and level.height <= target[1]:
+                return level  # a level just under the size: taken as it is
+            return _resample(level, target)
+        if self.info.format != "JPEG" and self.info.width * self.info.height < _pyramid.MIN_PIXELS:
+            # A small image is decoded whole for its preview anyway; keeping
+            # that decode in the cache means tiles never decode it again.
+            return _resample(self.full(), target)
         swap = self.info.orientation in (5, 6, 7, 8)
         file_target = (target[1], target[0]) if swap else target
         with self._header() as (im, owned):
@@ -314,7 +418,7 @@ class SourceImage:
                 work, owned_work = to_display(work, in_place=owned), True
             factor = _reduce_factor(work.size, file_target)
             if factor >= 2:
-                work, owned_work = work.reduce(factor), True
+                work, owned_work = _reduce(work, factor), True
             display = to_display(work, in_place=owned_work)
             del work
         oriented = _orient(display, self.info.orientation)
@@ -324,12 +428,20 @@ class SourceImage:
 
 
 def load_image(source: Source, *, label: str = "image",
-               cache: DecodedCache | None = None) -> SourceImage:
+               cache: DecodedCache | None = None,
+               pyramid_path: str | os.PathLike[str] | None = None,
+               on_pyramid: Callable[[Path], None] | None = None) -> SourceImage:
     """Open ``source`` (a path, bytes, a PIL image or a numpy-style array) lazily.
 
     The header is read and checked now; pixels are decoded by
     :meth:`SourceImage.preview` / :meth:`SourceImage.full`.  Raises
     :class:`ImageError` (not an image, damaged) or :class:`ImageTooLarge`.
+
+    ``pyramid_path`` (for a path ``source`` only) is where a tiled pyramid of a
+    large image may be written and found again (see :mod:`topaz_nb._pyramid`);
+    whoever owns the files' layout chooses it.  Without it tiles are cut from
+    the fully decoded image.  ``on_pyramid(path)`` is called after a pyramid
+    was written (the download cache checks its size bound then).
     """
     cache = cache if cache is not None else default_cache
     if isinstance(source, Image.Image):
@@ -346,7 +458,9 @@ def load_image(source: Source, *, label: str = "image",
             raise ImageError(f"{label}: cannot read {path!r} ({exc.strerror or exc}); "
                              "check the path") from None
         return SourceImage(lambda: open(path, "rb"), label=label, cache=cache,
-                           file_size=file_size, path=Path(path))
+                           file_size=file_size, path=Path(path),
+                           pyramid_path=Path(pyramid_path) if pyramid_path is not None else None,
+                           on_pyramid=on_pyramid)
     if hasattr(source, "__array_interface__"):
         return SourceImage(_no_file, label=label, cache=cache,
                            pil=_from_array(source, label))
@@ -388,6 +502,58 @@ def encode(img: Image.Image, *, format: str = "webp", quality: int = 85,
 
 
 # -- private -------------------------------------------------------------------
+
+_STORE_WRITER: ThreadPoolExecutor | None = None
+_STORE_LOCK = threading.Lock()
+_STORE_PENDING: dict[Path, list[Future[None]]] = {}
+
+
+def _store_later(source: Path, write: Callable[..., None], *args: Any) -> None:
+    """Write a preview store entry of ``source`` on a background thread.
+
+    The entries serve the *next* view; writing the raw preview (9 MB for
+    2000×1500) took ~30 ms of each side's first view.  The executor's thread
+    is joined at interpreter exit, so entries are not lost when a script ends.
+    """
+    global _STORE_WRITER
+    with _STORE_LOCK:
+        if _STORE_WRITER is None:
+            _STORE_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topaz-store")
+        future = _STORE_WRITER.submit(write, *args)
+        _STORE_PENDING.setdefault(source, []).append(future)
+    future.add_done_callback(lambda done: _forget_pending(source, done))
+
+
+def _forget_pending(source: Path, done: Future[None]) -> None:
+    with _STORE_LOCK:
+        pending = _STORE_PENDING.get(source, [])
+        if done in pending:
+            pending.remove(done)
+        if not pending:
+            _STORE_PENDING.pop(source, None)
+
+
+def _stored_by_now(source: Path) -> None:
+    """Wait for this file's entries still being written, so that a second view
+    in the same process reads them instead of decoding again."""
+    with _STORE_LOCK:
+        pending = list(_STORE_PENDING.get(source, ()))
+    for future in pending:
+        future.exception()  # waits; a failed write just means no entry
+
+
+_WRITE_WORDS = ("write failed", "no space", "unable to open", "permission denied",
+                "read-only", "disk quota")
+
+
+def _write_problem(exc: BaseException) -> str | None:
+    """Why writing a pyramid failed, when the failure is the disk's (full,
+    read-only, no permission) rather than the source's; else ``None``."""
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        return exc.strerror or str(exc)
+    text = str(exc).lower()
+    return next((word for word in _WRITE_WORDS if word in text), None)
+
 
 def _no_file() -> IO[bytes]:
     raise AssertionError("an in-memory image has no file")
@@ -559,13 +725,61 @@ def _reduce_factor(size: tuple[int, int], target: tuple[int, int]) -> int:
     return max(1, int(ratio / 2) if ratio >= 4 else int(ratio))
 
 
+_BOX_ONLY_MAX = 3
+"""Largest factor of a box-only preview (see :func:`_box_only_factor`)."""
+
+
+def _box_only_factor(size: tuple[int, int], target: tuple[int, int]) -> int:
+    """An integer factor that reduces ``size`` to between 90 % of ``target`` and
+    ``target``, or 0.
+
+    Measured on a 4000×3000 photo: LANCZOS to 2048 px took 196 ms, a box
+    reduce by 2 (to 2000 px) 16 ms; a preview a few percent smaller than asked
+    (as JPEG drafting already allows) is worth 12× less work.  Only small
+    factors: beyond 3× the final LANCZOS step keeps more detail.
+    """
+    ratio = min(size[0] / target[0], size[1] / target[1])
+    factor = math.ceil(ratio - 1e-9)
+    if not 2 <= factor <= _BOX_ONLY_MAX:
+        return 0
+    if size[0] / factor < target[0] * _DRAFT_SLACK or size[1] / factor < target[1] * _DRAFT_SLACK:
+        return 0
+    return factor
+
+
 def _resample(im: Image.Image, size: tuple[int, int]) -> Image.Image:
     if im.size == size:
         return im
+    box = _box_only_factor(im.size, size)
+    if box and im.mode in _REDUCIBLE:
+        return _reduce(im, box)
     factor = _reduce_factor(im.size, size)
     if factor >= 2 and im.mode in _REDUCIBLE:
-        im = im.reduce(factor)
+        im = _reduce(im, factor)
     return im.resize(size, Image.Resampling.LANCZOS)
+
+
+_STRIP_PIXELS = 4_000_000
+"""Pixels per strip when reducing an image with alpha (see :func:`_reduce`)."""
+
+
+def _reduce(im: Image.Image, factor: int) -> Image.Image:
+    """``im.reduce(factor)`` without a full-size copy for images with alpha.
+
+    Pillow reduces ``RGBA``/``LA`` through a premultiplied copy of the whole
+    image: a 22000² RGBA PNG (1.9 GB decoded) peaked at 3.8 GB.  Reducing
+    horizontal strips whose height is a multiple of ``factor`` gives the same
+    pixels (box cells never straddle a strip) with a copy of one strip.
+    """
+    if im.mode not in ("RGBA", "LA") or im.width * im.height <= _STRIP_PIXELS:
+        return im.reduce(factor)
+    rows = max(factor, (_STRIP_PIXELS // im.width) // factor * factor)
+    out = Image.new(im.mode, (-(-im.width // factor), -(-im.height // factor)))
+    for top in range(0, im.height, rows):
+        strip = im.crop((0, top, im.width, min(im.height, top + rows)))
+        out.paste(strip.reduce(factor), (0, top // factor))
+        del strip
+    return out
 
 
 def _from_array(array: Any, label: str) -> Image.Image:

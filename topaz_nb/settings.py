@@ -57,6 +57,12 @@ class Topaz(Configurable):
         help="Ceiling, in bytes, on a download whose size storage does not announce; a body "
              "that runs past it is abandoned.",
     ).tag(config=True)
+    cache_max_bytes = Integer(
+        20_000_000_000,
+        help="Bound, in bytes, on the download cache's disk use; least recently used "
+             "previews and tile pyramids go first, then downloads (0: keep only the "
+             "process being viewed).",
+    ).tag(config=True)
     stall_timeout = Float(
         30.0,
         help="Seconds a download may go with fewer than 64 KiB arriving before it is abandoned "

@@ -59,12 +59,13 @@ import hashlib
 import http.client
 import json
 import logging
+import math
 import os
 import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -114,6 +115,8 @@ _FORMAT_EXTENSIONS = {
 }
 _SAFE_EXT = re.compile(r"[a-z0-9]{1,8}")
 _STEM = re.compile(r"(?:input|output)-[A-Za-z0-9_-]{1,80}")
+_BUDGET_INTERVAL = 10.0
+"""Seconds between cache-size checks when fetches only hit the cache."""
 _DERIVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,80}")
 _PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*")
@@ -447,6 +450,11 @@ class Transfer:
     max_retry_after:
         Longest wait, in seconds, that a storage ``Retry-After`` can ask for
         (``Topaz.max_retry_after``); see :mod:`topaz_nb._retry`.
+    cache_max_bytes:
+        Bound on the cache's disk use (``Topaz.cache_max_bytes``, 20 GB by
+        default; ``None``: unbounded), kept by :meth:`keep_within_budget`:
+        least recently used derived files first, then downloads
+        (:mod:`topaz_nb._budget`).
     clock:
         The monotonic clock the stall check reads (injectable for tests).
     """
@@ -457,6 +465,7 @@ class Transfer:
                  max_bytes: int = DEFAULT_MAX_BYTES,
                  stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
                  max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+                 cache_max_bytes: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
@@ -474,6 +483,10 @@ class Transfer:
         self.retries = retries
         self.max_bytes = max_bytes
         self.stall_timeout = stall_timeout or None
+        if cache_max_bytes is not None and cache_max_bytes < 0:
+            raise ValueError(f"cache_max_bytes must be 0 or more, got {cache_max_bytes}")
+        self.cache_max_bytes = cache_max_bytes
+        self._budget_checked = -math.inf
         self._clock = clock
         self._session = self._make_session(retries, max_retry_after=max_retry_after)
         self._locks: dict[str, threading.Lock] = {}
@@ -610,6 +623,31 @@ class Transfer:
         with self._exclusive(entry, None, "", ""):
             _discard_entry(entry, path)
         _log.info("discarded %s from the cache", path.name)
+
+    def keep_within_budget(self, in_use: Iterable[str | os.PathLike[str]] = (), *,
+                           downloaded: bool = True) -> int:
+        """Mark the downloads ``in_use`` as just used, then evict least recently
+        used derived files and downloads (never those) until the cache fits
+        :attr:`cache_max_bytes`; returns the bytes freed (0 when unbounded).
+
+        Checking scans the cache folder, so when nothing was ``downloaded``
+        (cache hits: a gallery reopening hundreds of processes) it happens at
+        most every :data:`_BUDGET_INTERVAL` seconds; derived files written since
+        (previews, pyramids) are counted then.
+        """
+        from . import _budget
+
+        keep = tuple(Path(p) for p in in_use)
+        for path in keep:
+            _budget.mark_used(path)
+        if self.cache_max_bytes is None:
+            return 0
+        now = self._clock()
+        with self._locks_guard:
+            due = downloaded or now - self._budget_checked >= _BUDGET_INTERVAL
+            if due:
+                self._budget_checked = now
+        return _budget.enforce(self, self.cache_max_bytes, keep=keep) if due else 0
 
     def clear_cache(self, process_id: str | None = None) -> int:
         """Delete cached files of one process, or of all; returns how many
