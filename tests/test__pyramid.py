@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from topaz_nb import _pyramid
-from topaz_nb._cache import DecodedCache
+from topaz_nb._decoded import DecodedCache
 from topaz_nb._tiles import TileSource
 from topaz_nb.errors import ImageError
 from topaz_nb.imaging import load_image

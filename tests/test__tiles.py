@@ -8,7 +8,7 @@ import threading
 import pytest
 from PIL import Image
 
-from topaz_nb._cache import DecodedCache
+from topaz_nb._decoded import DecodedCache
 from topaz_nb._tiles import TileSource, cut
 from topaz_nb.imaging import align, load_image
 

@@ -39,8 +39,28 @@ def _load(data, **kw) -> SourceImage:
 
 # -- opening and refusing -----------------------------------------------------
 
-def test_bomb_ceiling_is_the_api_maximum() -> None:
-    assert Image.MAX_IMAGE_PIXELS == MAX_PIXELS == 512_000_000 and MAX_SIDE == 32000
+def test_bomb_ceiling_is_the_api_maximum_from_the_first_image_on() -> None:
+    """Importing changes nothing in the process; the first image opened raises
+    Pillow's ceiling to the API's maximum and makes the shared decoded cache."""
+    import subprocess
+    import sys
+
+    script = (
+        "import io, threading\n"
+        "from PIL import Image\n"
+        "default = Image.MAX_IMAGE_PIXELS\n"
+        "import topaz_nb, topaz_nb.imaging as im, topaz_nb.widget, topaz_nb.comparison\n"
+        "assert Image.MAX_IMAGE_PIXELS == default, 'changed at import'\n"
+        "assert im._DEFAULT_CACHE is None, 'cache made at import'\n"
+        "assert [t.name for t in threading.enumerate()] == ['MainThread'], 'threads at import'\n"
+        "buf = io.BytesIO(); Image.new('RGB', (4, 3)).save(buf, 'PNG')\n"
+        "im.load_image(buf.getvalue()).preview(2)\n"
+        "print(Image.MAX_IMAGE_PIXELS, im._DEFAULT_CACHE is not None)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(MAX_PIXELS), "True"]
+    assert MAX_PIXELS == 512_000_000 and MAX_SIDE == 32000
 
 
 def test_html_error_page_is_refused_by_content(tmp_path) -> None:

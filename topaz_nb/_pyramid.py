@@ -18,7 +18,7 @@ temporary name and renamed into place, so a half-written file is never read.
 Which images get one (:func:`eligible`):
 
 * large ones: at least :data:`MIN_PIXELS`.  Below that the decoded image is
-  small enough to keep in the in-memory LRU (:class:`topaz_nb._cache.DecodedCache`),
+  small enough to keep in the in-memory LRU (:class:`topaz_nb._decoded.DecodedCache`),
   where a tile costs ~1.5 ms and nothing touches the disk.  Measured with
   ``bench/pyramid_compression.py`` on the bench's photo-like PNGs: at 12 MP
   the Pillow decode took 0.20 s (86 MB peak) and the pyramid build 0.21 s

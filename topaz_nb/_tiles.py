@@ -29,7 +29,7 @@ from typing import Protocol
 from PIL import Image
 
 from ._align import Placement, align
-from ._cache import DecodedCache
+from ._decoded import DecodedCache
 
 SIDES = ("input", "output")
 

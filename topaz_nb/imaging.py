@@ -13,7 +13,7 @@ up to :data:`MAX_SIDE` px a side and :data:`MAX_PIXELS` px in all.  So:
   (``draft``), other formats are box-reduced by an integer factor (no
   aliasing) and only the last, small step is resampled with LANCZOS.  The result is kept in
   memory, and for files of the download cache also on disk beside the file
-  (:class:`~topaz_nb._cache.PreviewStore`) together with its encodings, so
+  (:class:`~topaz_nb._previews.PreviewStore`) together with its encodings, so
   viewing a process again, even from a new kernel, decodes nothing.
 * :meth:`SourceImage.full` decodes once into a shared byte-bounded
   :class:`DecodedCache`.  Deep-zoom tiles (:class:`TileSource`) of a large
@@ -42,17 +42,18 @@ from typing import IO, Any, Union
 
 from PIL import Image, ImageFile
 
-from ._align import Placement, align
 from . import _pyramid
-from ._cache import DecodedCache, PreviewStore, default_budget
+from ._align import Placement, align
 from ._color import display_mode, profile_description, to_display
+from ._decoded import DecodedCache, default_budget
+from ._previews import PreviewStore
 from ._sniff import UnrecognisedImage, describe_non_image, open_header
 from ._tiles import TileSource
 from .errors import ImageError, ImageTooLarge, TopazError
 
 __all__ = [
     "MAX_PIXELS", "MAX_SIDE", "DecodedCache", "ImageInfo", "Placement", "SourceImage",
-    "TileSource", "align", "default_cache", "encode", "load_image", "scale_factor",
+    "TileSource", "align", "encode", "load_image", "scale_factor",
 ]
 
 #: The largest output the Topaz API produces, in pixels.
@@ -60,19 +61,35 @@ MAX_PIXELS = 512_000_000
 #: The longest side the Topaz API produces, in pixels.
 MAX_SIDE = 32000
 
-# Pillow's decompression-bomb ceiling (89 MP by default: a warning above it, an
-# error above twice it) would refuse legitimate Topaz outputs of up to 512 MP
-# wherever Pillow checks it (cropping or copying a large part of a big image,
-# multi-image formats).  It is raised here, deliberately and only here, to the
-# API's own maximum, which makes Pillow's error threshold 2 × MAX_PIXELS.  Files
-# are refused well before that: load_image checks the header against
-# MAX_SIDE/MAX_PIXELS itself and reads headers without Pillow's check, so its
-# warning or error never reaches a user of this module.
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+_FIRST_USE = threading.Lock()
+_DEFAULT_CACHE: DecodedCache | None = None
 
-#: Decoded images shared by every view in this process: a quarter of the RAM,
-#: at most 2 GiB.
-default_cache = DecodedCache(default_budget())
+
+def _first_use() -> DecodedCache:
+    """Set up what the imaging layer needs, once, when it is first used.
+
+    Importing the package changes nothing in the process; the first image
+    opened does this:
+
+    * Pillow's decompression-bomb ceiling (89 MP by default: a warning above
+      it, an error above twice it) would refuse legitimate Topaz outputs of up
+      to 512 MP wherever Pillow checks it (cropping or copying a large part of
+      a big image, multi-image formats).  It is raised, deliberately and only
+      here, to the API's own maximum, which makes Pillow's error threshold
+      2 × MAX_PIXELS.  Files are refused well before that: :func:`load_image`
+      checks the header against MAX_SIDE/MAX_PIXELS itself and reads headers
+      without Pillow's check, so its warning or error never reaches a user.
+    * The decoded images shared by every view in this process get their
+      cache: a quarter of the RAM, at most 2 GiB.
+
+    Returns that shared cache.
+    """
+    global _DEFAULT_CACHE
+    with _FIRST_USE:
+        if _DEFAULT_CACHE is None:
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            _DEFAULT_CACHE = DecodedCache(default_budget())
+        return _DEFAULT_CACHE
 
 _ORIENT = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -443,7 +460,8 @@ def load_image(source: Source, *, label: str = "image",
     the fully decoded image.  ``on_pyramid(path)`` is called after a pyramid
     was written (the download cache checks its size bound then).
     """
-    cache = cache if cache is not None else default_cache
+    shared = _first_use()
+    cache = cache if cache is not None else shared
     if isinstance(source, Image.Image):
         return SourceImage(_no_file, label=label, cache=cache, pil=source)
     if isinstance(source, (bytes, bytearray, memoryview)):
