@@ -209,8 +209,21 @@ def test_save_accepted_keeps_names_safely_inside_the_directory(sandbox, parts, m
     gallery.wait(10)
 
 
-def test_fidelity_order_is_not_there_yet(batch, tmp_path):
-    with pytest.raises(TopazError, match="Fidelity scores are not available yet"):
-        batch.review(path=str(tmp_path / "r.csv"), order="fidelity")
+def test_fidelity_order_puts_the_least_faithful_first(sandbox, parts, tmp_path):
+    from PIL import Image, ImageDraw
+
+    client, transfer = parts
+    source = Image.linear_gradient("L").convert("RGB").resize((64, 48))
+    faithful = source.resize((128, 96), Image.Resampling.LANCZOS)
+    invented = faithful.copy()
+    ImageDraw.Draw(invented).rectangle((40, 30, 80, 60), fill=(255, 0, 255))
+    ids = [sandbox.add_job(source, out, filename=name, input_format="png")
+           for name, out in (("a.png", faithful), ("b.png", invented), ("c.png", faithful))]
+    gallery = Gallery(ids, client=client, transfer=transfer)
+    review = gallery.review(path=str(tmp_path / "r.csv"), order="fidelity")
+    assert review.ids[0] == ids[1] and sorted(review.ids) == sorted(ids)
+    assert review.current == ids[1]
     with pytest.raises(ValueError, match="gallery, fidelity"):
-        batch.review(path=str(tmp_path / "r.csv"), order="random")
+        gallery.review(path=str(tmp_path / "r.csv"), order="random")
+    review.close()
+    gallery.wait(10)

@@ -265,7 +265,7 @@ class Gallery:
         :meth:`summary`."""
         if key not in _FIDELITY_KEYS:
             raise ValueError(f"sort key must be one of {', '.join(_FIDELITY_KEYS)}; got {key!r}")
-        self.wait()
+        self.start().wait()  # scores need the cards, even of a gallery never shown
         scored = []
         for i, card in enumerate(self.cards):
             if card.ready and card.error is None:
