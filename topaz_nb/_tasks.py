@@ -25,12 +25,30 @@ from typing import Any, TypeVar
 
 from .errors import Cancelled
 
-__all__ = ["POLL_SECONDS", "cancellable", "child_event", "workers"]
+__all__ = ["POLL_SECONDS", "cancellable", "child_event", "shared_pool", "workers"]
 
 POLL_SECONDS = 0.25
 """How often a waiting thread looks at its ``cancel`` event."""
 
 _T = TypeVar("_T")
+
+
+_POOLS: dict[str, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def shared_pool(name: str, max_workers: int) -> ThreadPoolExecutor:
+    """The process-wide pool named ``name``, made on first use, never at import.
+
+    For work that outlives one call (tiles, builds ahead, cache writes).  Its
+    threads are joined by :mod:`concurrent.futures` at interpreter exit.
+    """
+    with _POOLS_LOCK:
+        pool = _POOLS.get(name)
+        if pool is None:
+            pool = _POOLS[name] = ThreadPoolExecutor(max_workers=max_workers,
+                                                     thread_name_prefix=name)
+        return pool
 
 
 class _ChildEvent(threading.Event):

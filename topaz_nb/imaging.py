@@ -33,7 +33,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -47,6 +47,7 @@ from ._align import Placement, align
 from ._color import display_mode, profile_description, to_display
 from ._decoded import DecodedCache, default_budget
 from ._previews import PreviewStore
+from ._tasks import shared_pool
 from ._sniff import UnrecognisedImage, describe_non_image, open_header
 from ._tiles import TileSource
 from .errors import ImageError, ImageTooLarge, TopazError
@@ -521,7 +522,6 @@ def encode(img: Image.Image, *, format: str = "webp", quality: int = 85,
 
 # -- private -------------------------------------------------------------------
 
-_STORE_WRITER: ThreadPoolExecutor | None = None
 _STORE_LOCK = threading.Lock()
 _STORE_PENDING: dict[Path, list[Future[None]]] = {}
 
@@ -533,11 +533,8 @@ def _store_later(source: Path, write: Callable[..., None], *args: Any) -> None:
     2000×1500) took ~30 ms of each side's first view.  The executor's thread
     is joined at interpreter exit, so entries are not lost when a script ends.
     """
-    global _STORE_WRITER
     with _STORE_LOCK:
-        if _STORE_WRITER is None:
-            _STORE_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topaz-store")
-        future = _STORE_WRITER.submit(write, *args)
+        future = shared_pool("topaz-store", 1).submit(write, *args)
         _STORE_PENDING.setdefault(source, []).append(future)
     future.add_done_callback(lambda done: _forget_pending(source, done))
 

@@ -97,7 +97,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
-import threading
 from concurrent.futures import Future
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -110,6 +109,7 @@ import traitlets as t
 from PIL import Image
 
 from . import _composite
+from ._tasks import shared_pool
 from ._modes import BLEND_DEFAULT, INPUT_FILTERS, MAX_OUTPUTS, MODES, ORIENTATIONS, TILE_PX
 from ._modes import MAX_ZOOM as _MAX_ZOOM
 from ._modes import limits as _limits
@@ -170,10 +170,6 @@ def _shootout_labels(sources: list[SourceImage]) -> list[str]:
 
 _PREVIEW_BUDGET = 2_000_000
 """Bytes one image may cost in the first view; lossless when it fits."""
-_TILE_POOL: ThreadPoolExecutor | None = None
-_WORK_POOL: ThreadPoolExecutor | None = None
-_AHEAD_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
 
 
 def _make_preview(src: SourceImage, max_side: int) -> tuple[Image.Image, bytes, str]:
@@ -196,11 +192,7 @@ def _make_preview(src: SourceImage, max_side: int) -> tuple[Image.Image, bytes, 
 
 def _tile_pool() -> ThreadPoolExecutor:
     """Two threads shared by every view: a tile pair's two sides compress in parallel."""
-    global _TILE_POOL
-    with _POOL_LOCK:
-        if _TILE_POOL is None:
-            _TILE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="topaz-tile")
-        return _TILE_POOL
+    return shared_pool("topaz-tile", 2)
 
 
 def _work_pool() -> ThreadPoolExecutor:
@@ -208,11 +200,7 @@ def _work_pool() -> ThreadPoolExecutor:
     per widget at a time.  Separate from :func:`_tile_pool`, whose threads a
     tile pair waits on, and from :func:`_ahead_pool`, so that a tile never
     queues behind another view's background build."""
-    global _WORK_POOL
-    with _POOL_LOCK:
-        if _WORK_POOL is None:
-            _WORK_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="topaz-work")
-        return _WORK_POOL
+    return shared_pool("topaz-work", 4)
 
 
 def _ahead_pool() -> ThreadPoolExecutor:
@@ -220,11 +208,7 @@ def _ahead_pool() -> ThreadPoolExecutor:
     a build keeps a core busy, and tiles asked for meanwhile must find the
     other.  A tile that needs an image still queued here builds it itself;
     the queued job then finds it done."""
-    global _AHEAD_POOL
-    with _POOL_LOCK:
-        if _AHEAD_POOL is None:
-            _AHEAD_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topaz-ahead")
-        return _AHEAD_POOL
+    return shared_pool("topaz-ahead", 1)
 
 
 def _source(image: Any, label: str) -> SourceImage:
