@@ -360,7 +360,12 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_demo_runs_jupyterlab_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("presses", [1, 2])
+def test_demo_runs_jupyterlab_and_stops_it_on_ctrl_c(tmp_path: Path, presses: int) -> None:
+    """Ctrl-C stops Jupyter and the sandbox; pressed again while Jupyter is
+    stopping, it stops it at once, still with no error."""
+    from conftest import wait_until
+
     notebook = tmp_path / "nb" / "demo.ipynb"
     notebook.parent.mkdir()
     notebook.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
@@ -369,11 +374,12 @@ def test_demo_runs_jupyterlab_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
     for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
         env[name] = str(tmp_path / name.lower())
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "topaz_nb.cli", "demo", "--port", str(port), "--no-browser",
-         "--notebook", str(notebook), "--", "--allow-root", "--ServerApp.token=t0k",
-         "--ServerApp.password="],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    with (tmp_path / "err.log").open("w") as err_log:  # the child and Jupyter write here
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "topaz_nb.cli", "demo", "--port", str(port), "--no-browser",
+             "--notebook", str(notebook), "--", "--allow-root", "--ServerApp.token=t0k",
+             "--ServerApp.password="],
+            stdout=subprocess.PIPE, stderr=err_log, text=True, env=env)
     try:
         base = _read_until(proc, r"sandbox API:\s+(http://\S+)", 60).group(1)
         lab = _read_until(proc, r"JupyterLab:\s+(http://\S+)", 120).group(1)
@@ -384,7 +390,12 @@ def test_demo_runs_jupyterlab_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
         assert answer.status_code == 200
         assert answer.json()["type"] == "notebook"
         proc.send_signal(signal.SIGINT)
+        if presses == 2:
+            wait_until(lambda: "Stopping JupyterLab" in (tmp_path / "err.log").read_text(),
+                       "the demo to start stopping")
+            proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
+        assert "topaz-nb: error" not in (tmp_path / "err.log").read_text()
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/api", timeout=2)
         with pytest.raises(requests.ConnectionError):

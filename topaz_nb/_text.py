@@ -240,13 +240,14 @@ def wrong_address(problem: str, place: Place, *, network: bool = False) -> str:
 def interrupted(place: Place) -> str:
     """Ctrl-C or the Cancel button stopped a fetch; what arrived is kept for resume."""
     if place == "cli":
-        return "interrupted: the downloads stopped; run the command again to resume them"
+        return ("interrupted: run the command again to go on (a download resumes where it "
+                "stopped)")
     if place == "panel":
         return "Cancelled: the downloads stopped; fetch again to resume them."
     if place == "magic":
-        return ("Interrupted: the downloads stopped; what arrived is kept, so running the "
-                "cell again resumes them.")
-    return "Interrupted: the downloads stopped; fetch again to resume them."
+        return ("Interrupted: run the cell again to go on (a download resumes where it "
+                "stopped).")
+    return "Interrupted: fetch again to go on (a download resumes where it stopped)."
 
 
 def not_found(process_id: str, place: Place) -> str:

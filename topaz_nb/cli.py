@@ -283,6 +283,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             raise _Failure(f"could not start JupyterLab: {exc.strerror or exc}") from None
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
+        previous_int = signal.getsignal(signal.SIGINT) if in_main else None
         try:
             url = _lab_url(proc, env, notebook.name)
             if url is None:
@@ -291,12 +292,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print(f"  JupyterLab:   {url}", flush=True)
             return proc.wait()
         except KeyboardInterrupt:
-            print("Stopping JupyterLab and the sandbox…", file=sys.stderr, flush=True)
+            if in_main:  # a second Ctrl-C while Jupyter stops kills it at once
+                def hurry(_signum: int, _frame: object) -> None:
+                    proc.kill()
+
+                signal.signal(signal.SIGINT, hurry)
+                signal.signal(signal.SIGTERM, hurry)
+            print("Stopping JupyterLab and the sandbox… (Ctrl-C again to stop at once)",
+                  file=sys.stderr, flush=True)
             return 0
         finally:
             _stop_child(proc)
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
+                signal.signal(signal.SIGINT, previous_int)
 
 
 def _check_port_free(port: int) -> None:
@@ -492,12 +501,13 @@ def _find_notebook(given: Path | None) -> Path:
 
 
 def _stop_child(proc: subprocess.Popen[bytes]) -> None:
-    """Jupyter shuts its kernels down cleanly on SIGTERM; kill it only if it hangs."""
+    """Jupyter shuts its kernels down cleanly on SIGTERM; kill it only if it hangs,
+    or at once when the user interrupts again while it is stopping."""
     if proc.poll() is None:
         proc.terminate()
     try:
         proc.wait(15)
-    except subprocess.TimeoutExpired:
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
         proc.kill()
         proc.wait()
 
