@@ -45,7 +45,7 @@ from . import _text
 from ._ids import check_process_id
 from ._logsafe import install_log_filter
 from ._retry import CONNECT_TIMEOUT, DEFAULT_MAX_RETRY_AFTER, is_unreachable, make_retry
-from ._version import __version__
+from ._version import user_agent
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -258,7 +258,7 @@ class TopazClient:
         self._session.mount("http://", adapter)
         self._session.headers.update({
             "Accept": "application/json",
-            "User-Agent": f"topaz-nb/{__version__} {requests.utils.default_user_agent()}",
+            "User-Agent": user_agent(),
         })
 
     # ------------------------------------------------------------------ basics

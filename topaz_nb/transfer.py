@@ -80,7 +80,7 @@ from ._ids import check_process_id
 from ._logsafe import install_log_filter
 from ._retry import DEFAULT_MAX_RETRY_AFTER, DEFAULT_MAX_RETRY_TIME, make_retry
 from ._tasks import cancellable
-from ._version import __version__
+from ._version import user_agent
 from .errors import Cancelled, LinkExpired, TransferError
 from .links import SIDES, Link, LinkSource, Side, redact_url, scrub_urls
 
@@ -505,8 +505,7 @@ class Transfer:
         session = _StorageSession()
         session.auth = _strip_credentials
         session.headers["Accept-Encoding"] = "identity"
-        session.headers["User-Agent"] = (
-            f"topaz-nb/{__version__} {requests.utils.default_user_agent()}")
+        session.headers["User-Agent"] = user_agent()
         retry = make_retry(retries, methods=("HEAD", "GET"), other=0, backoff_factor=0.2,
                            backoff_max=5.0, max_time=max_retry_time,
                            max_retry_after=max_retry_after)
