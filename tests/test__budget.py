@@ -48,10 +48,10 @@ def _derived(transfer: Transfer, result: Comparison) -> list[Path]:
 
 def _settle(transfer: Transfer, *results: Comparison) -> None:
     """Wait for the background preview writes: the raw preview and its PNG."""
-    deadline = time.monotonic() + 10
-    while any(len(_derived(transfer, r)) < 2 for r in results):
-        assert time.monotonic() < deadline, "preview entries were never written"
-        time.sleep(0.02)
+    from conftest import wait_until
+
+    wait_until(lambda: all(len(_derived(transfer, r)) >= 2 for r in results),
+               "the preview entries to be written")
 
 
 def test_usage_counts_downloads_and_derived_files(sandbox, client, tmp_path, make_image):
