@@ -147,33 +147,10 @@ def test_unwritable_cache_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_storage_redirect_to_a_malformed_url_is_one_line(
         keyed: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import http.server
-    import threading
-
-    class Redirect(http.server.BaseHTTPRequestHandler):
-        def do_HEAD(self) -> None:
-            self.send_response(302)
-            self.send_header("Location", "http://[bad")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_GET = do_HEAD
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        keyed._signer.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-        assert main(["fetch", keyed.demo_ids[0], "-o", str(tmp_path / "o")]) == 2
-        line = _one_error_line(capsys.readouterr().err)
-        assert "X-Amz-Signature" not in line
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    keyed.inject("redirect", server="storage", location="http://[bad", times=None)
+    assert main(["fetch", keyed.demo_ids[0], "-o", str(tmp_path / "o")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "X-Amz-Signature" not in line
 
 
 def test_sandbox_on_a_taken_port_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:

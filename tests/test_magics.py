@@ -391,36 +391,12 @@ def test_corrupt_or_non_image_objects_are_one_line_errors(shell, sandbox, make_i
 
 
 def test_storage_redirect_to_a_malformed_url_is_one_line(shell, sandbox):
-    import http.server
-    import threading
-
-    class Redirect(http.server.BaseHTTPRequestHandler):
-        def do_HEAD(self):
-            self.send_response(302)
-            self.send_header("Location", "http://[bad")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_GET = do_HEAD
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        # Links the sandbox signs from now on point at the redirecting "storage".
-        sandbox._signer.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-        with pytest.raises(UsageError) as bad:
-            shell.run_line_magic("topaz", f"{sandbox.demo_ids[0]} --no-cache")
-        text = str(bad.value)
-        assert "\n" not in text and ("input" in text or "output" in text)
-        assert "X-Amz-Signature" not in text
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    sandbox.inject("redirect", server="storage", location="http://[bad", times=None)
+    with pytest.raises(UsageError) as bad:
+        shell.run_line_magic("topaz", f"{sandbox.demo_ids[0]} --no-cache")
+    text = str(bad.value)
+    assert "\n" not in text and ("input" in text or "output" in text)
+    assert "X-Amz-Signature" not in text
 
 
 _INTERRUPTIBLE_CELL = """

@@ -640,6 +640,18 @@ def test_fault_expire_on_storage(sandbox: Sandbox) -> None:
     assert requests.get(url, timeout=5).status_code == 200
 
 
+def test_fault_redirect_answers_with_any_location(sandbox: Sandbox) -> None:
+    url = link(sandbox, sandbox.demo_ids[0])["download_url"]
+    sandbox.inject("redirect", server="storage", location="http://[bad")
+    moved = requests.get(url, timeout=5, allow_redirects=False)
+    assert moved.status_code == 302 and moved.headers["Location"] == "http://[bad"
+    sandbox.inject("redirect", server="storage", location="/elsewhere", code=307)
+    assert requests.get(url, timeout=5, allow_redirects=False).status_code == 307
+    assert requests.get(url, timeout=5).status_code == 200
+    with pytest.raises(TypeError, match="location"):
+        sandbox.inject("redirect", server="storage")
+
+
 def test_fault_omit_headers_streams_to_close(sandbox: Sandbox) -> None:
     body = link(sandbox, sandbox.demo_ids[1])
     full = requests.get(body["download_url"], timeout=5)

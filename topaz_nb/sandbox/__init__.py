@@ -233,7 +233,8 @@ class Sandbox:
 
         ``latency`` (``seconds``), ``status`` (``code``, ``retry_after``,
         ``message``), ``truncate`` (``after_bytes``), ``drop``, ``expire``
-        (storage only) and ``omit_headers`` (``headers``).  ``path`` is a
+        (storage only), ``omit_headers`` (``headers``) and ``redirect``
+        (``location``, ``code`` 302 by default; any text, a malformed URL too).  ``path`` is a
         substring the request path must contain; ``times=None`` lasts until
         :meth:`clear_faults`.
         """

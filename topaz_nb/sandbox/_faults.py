@@ -22,6 +22,7 @@ _KINDS: dict[str, tuple[frozenset[str], frozenset[str], tuple[str, ...]]] = {
     "drop": (frozenset(), frozenset(), SERVERS),
     "expire": (frozenset(), frozenset(), ("storage",)),
     "omit_headers": (frozenset({"headers"}), frozenset(), SERVERS),
+    "redirect": (frozenset({"location"}), frozenset({"code"}), SERVERS),
 }
 
 

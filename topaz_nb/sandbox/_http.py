@@ -115,6 +115,9 @@ class _Handler(BaseHTTPRequestHandler):
                 reply.headers.append(("Retry-After", str(int(fault.params["retry_after"]))))
         elif fault is not None and fault.kind == "expire":
             reply = self.server.error_reply(403, "expired")
+        elif fault is not None and fault.kind == "redirect":
+            reply = Reply(int(fault.params.get("code") or 302),
+                          [("Location", str(fault.params["location"]))], b"")
         else:
             reply = self.server.route(request)
         try:
