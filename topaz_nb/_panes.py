@@ -22,7 +22,7 @@ from typing import Any
 from PIL import Image
 
 from ._align import Placement, align
-from ._tiles import MAX_TILE_PIXELS, TileSource
+from ._tiles import TileSource, tile_size
 
 _TRANSPARENT = (0, 0, 0, 0)
 
@@ -48,12 +48,7 @@ class PaneTiles:
                smooth: bool = False) -> Image.Image:
         """The grid rectangle ``(x, y, w, h)`` of ``pane`` as an RGBA image of
         ``round(w*zoom) × round(h*zoom)`` px, transparent outside the pane."""
-        values = (x, y, w, h, zoom)
-        if not all(math.isfinite(v) for v in values) or w <= 0 or h <= 0 or zoom <= 0:
-            raise ValueError(f"a tile needs finite x, y and positive w, h, zoom; got {values}")
-        size = (max(1, round(w * zoom)), max(1, round(h * zoom)))
-        if size[0] * size[1] > MAX_TILE_PIXELS:
-            raise ValueError(f"a tile of {size[0]}×{size[1]} px is too large")
+        size = tile_size(x, y, w, h, zoom)
         rect = self.placements[pane].to_input(x, y, w, h)
         if smooth and size[0] / rect[2] > 1 + 1e-9:
             return smooth_cut(self._image(pane), rect, size)

@@ -56,6 +56,20 @@ class _Croppable(Protocol):
     def crop(self, box: tuple[int, int, int, int]) -> Image.Image: ...
 
 
+def tile_size(x: float, y: float, w: float, h: float, zoom: float) -> tuple[int, int]:
+    """The pixel size of a tile of the grid rectangle ``(x, y, w, h)`` at
+    ``zoom``, after checking the request: tile requests come from the browser,
+    so nonsense or a huge tile is refused before any pixel is touched."""
+    values = (x, y, w, h, zoom)
+    if not all(math.isfinite(v) for v in values) or w <= 0 or h <= 0 or zoom <= 0:
+        raise ValueError(f"a tile needs finite x, y and positive w, h, zoom; got {values}")
+    size = (max(1, round(w * zoom)), max(1, round(h * zoom)))
+    if size[0] * size[1] > MAX_TILE_PIXELS:
+        raise ValueError(f"a tile of {size[0]}×{size[1]} px is larger than "
+                         f"{MAX_TILE_PIXELS} px; ask for smaller tiles")
+    return size
+
+
 class TileSource:
     """Cuts aligned tiles of both sides from full-resolution pixels for deep zoom.
 
@@ -83,13 +97,7 @@ class TileSource:
         ``"output"``); parts outside that image are transparent."""
         if side not in SIDES:
             raise ValueError(f"side must be 'input' or 'output', not {side!r}")
-        values = (x, y, w, h, zoom)
-        if not all(math.isfinite(v) for v in values) or w <= 0 or h <= 0 or zoom <= 0:
-            raise ValueError(f"a tile needs finite x, y and positive w, h, zoom; got {values}")
-        size = (max(1, round(w * zoom)), max(1, round(h * zoom)))
-        if size[0] * size[1] > MAX_TILE_PIXELS:
-            raise ValueError(f"a tile of {size[0]}×{size[1]} px is larger than "
-                             f"{MAX_TILE_PIXELS} px; ask for smaller tiles")
+        size = tile_size(x, y, w, h, zoom)
         rect = (x, y, w, h) if side == "output" else self.placement.to_input(x, y, w, h)
         source = self.input if side == "input" else self.output
         pyramid = source.pyramid() if hasattr(source, "pyramid") else None
