@@ -72,9 +72,9 @@ def _mimebundle_bytes(bundle: Any) -> int:
 def ours(pid: str, cache: Path) -> dict[str, Any]:
     """``Comparison.fetch`` + ``.view`` + ``_repr_mimebundle_``: everything the
     first view sends, made (the display bundle's fallback picture included)."""
-    from topaz_nb.client import TopazClient
+    from topaz_nb.api.client import TopazClient
     from topaz_nb.comparison import Comparison
-    from topaz_nb.transfer import Transfer
+    from topaz_nb.storage.transfer import Transfer
 
     base, key = _env()
     client, transfer = TopazClient(api_key=key, base_url=base), Transfer(cache_dir=cache)
@@ -104,7 +104,7 @@ def _wait_build_ahead(view: Any) -> None:
 
 
 def _pyramid_facts(comparison: Any) -> dict[str, Any]:
-    from topaz_nb import _pyramid
+    from topaz_nb.imaging import pyramid as _pyramid
 
     source = comparison.source("output")
     path = source._pyramid_path
@@ -124,11 +124,11 @@ def _zoom(pid: str, cache: Path, pause: float, count: int = 100,
     is the tile's time.  The first tile includes any wait for the background
     preparation (pyramid or decode) still under way after ``pause`` seconds.
     """
-    from topaz_nb import _pyramid
-    from topaz_nb.client import TopazClient
+    from topaz_nb.imaging import pyramid as _pyramid
+    from topaz_nb.api.client import TopazClient
     from topaz_nb.comparison import Comparison
-    from topaz_nb.transfer import Transfer
-    from topaz_nb.widget import TILE_PX
+    from topaz_nb.storage.transfer import Transfer
+    from topaz_nb.view.widget import TILE_PX
 
     build_times: list[float] = []
     real_build = _pyramid.build

@@ -41,8 +41,8 @@ def _fidelity(workload: str) -> dict[str, Any]:
     import numpy as np  # noqa: F401 -- imported before the clock, as in a kernel
     import workloads as wl
 
-    from topaz_nb import _fidelity
-    from topaz_nb.imaging import load_image
+    from topaz_nb.imaging import fidelity as _fidelity
+    from topaz_nb.imaging.source import load_image
 
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     (w,) = wl.ensure([workload], log=False)
@@ -65,10 +65,10 @@ def _fidelity(workload: str) -> dict[str, Any]:
 
 
 def _first_view(ids: list[str], cache: str) -> dict[str, Any]:
-    from topaz_nb.client import TopazClient
+    from topaz_nb.api.client import TopazClient
     from topaz_nb.comparison import Comparison
-    from topaz_nb.shootout import Shootout
-    from topaz_nb.transfer import Transfer
+    from topaz_nb.batch.shootout import Shootout
+    from topaz_nb.storage.transfer import Transfer
 
     client = TopazClient(api_key=os.environ["TOPAZ_BENCH_API_KEY"],
                          base_url=os.environ["TOPAZ_BENCH_BASE_URL"])

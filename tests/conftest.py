@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 import pytest
 from PIL import Image
 
-from topaz_nb import _retry
+from topaz_nb.net import retry as _retry
 
 from topaz_nb.sandbox import Sandbox
 

@@ -12,7 +12,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from topaz_nb.comparison import Comparison
-from topaz_nb.gallery import Gallery
+from topaz_nb.batch.gallery import Gallery
 from topaz_nb.sandbox import STORAGE_PROFILES, Sandbox
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -139,7 +139,7 @@ def test_recent_and_review_options_fail_in_one_line(shell, sandbox, line, words)
 def test_review_recent_writes_to_the_file_given(shell, sandbox, tmp_path):
     path = tmp_path / "picks.csv"
     review = shell.run_line_magic("topaz", f"review recent --status Completed --file {path}")
-    from topaz_nb.review import Review
+    from topaz_nb.batch.review import Review
 
     assert isinstance(review, Review) and review.path == path
     assert review.current == review.ids[0] and len(review.ids) >= 18
@@ -423,7 +423,7 @@ def test_ctrl_c_stops_a_fetch_at_once_with_one_line(sandbox, make_image, tmp_pat
 
 
 def test_grid_shows_several_processes_as_one_shootout(shell, sandbox):
-    from topaz_nb.shootout import Shootout
+    from topaz_nb.batch.shootout import Shootout
 
     ids = sandbox.add_shootout()
     shell.user_ns["ids"] = ids

@@ -6,7 +6,7 @@ import pytest
 from traitlets import TraitError
 from traitlets.config import Config
 
-from topaz_nb.client import DEFAULT_BASE_URL
+from topaz_nb.api.client import DEFAULT_BASE_URL
 from topaz_nb.settings import Topaz
 
 
@@ -33,7 +33,7 @@ def test_preview_size_is_bounded():
 
 
 def test_mode_is_an_enum_of_the_modes():
-    from topaz_nb._modes import MODES
+    from topaz_nb.view.modes import MODES
 
     assert tuple(Topaz.class_traits()["mode"].values) == MODES
     assert Topaz(mode="Side-By-Side").mode == "side-by-side"

@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from ._text import Place, byte_size
 
 if TYPE_CHECKING:
-    from .client import TopazClient
+    from .api.client import TopazClient
 
 INTERVAL = 0.1
 """Seconds between two updates of one part (the final one always passes)."""

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 from .settings import Topaz
 
 if TYPE_CHECKING:
-    from .client import TopazClient
+    from .api.client import TopazClient
     from .sandbox import Sandbox
-    from .transfer import Transfer
+    from .storage.transfer import Transfer
 
 
 class Session:
@@ -86,7 +86,7 @@ class Session:
 
     def client(self) -> TopazClient:
         """The API client for the current target, rebuilt when a setting changed."""
-        from .client import TopazClient
+        from .api.client import TopazClient
 
         with self._lock:
             key: str | None
@@ -110,7 +110,7 @@ class Session:
         (``Topaz.max_download_bytes``), stall limit (``Topaz.stall_timeout``)
         and disk bound (``Topaz.cache_max_bytes``); a changed setting gives a
         new one."""
-        from .transfer import Transfer
+        from .storage.transfer import Transfer
 
         with self._lock:
             s = self.settings

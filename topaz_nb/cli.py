@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from . import _progress
 from ._ids import check_process_id
-from ._modes import DEFAULT_MODE, MODES
+from .view.modes import DEFAULT_MODE, MODES
 from ._text import byte_size, file_problem, interrupted, say
 from ._version import __version__
 from .errors import NotReady, TopazError, WaitTimeout
@@ -200,9 +200,9 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def _cmd_cache(args: argparse.Namespace) -> int:
     """``cache info`` / ``cache clear [ID]``: no key and no network needed."""
-    from . import _budget
+    from .storage import budget as _budget
     from .settings import Topaz
-    from .transfer import Transfer
+    from .storage.transfer import Transfer
 
     settings = Topaz()
     if args.cache_dir:

@@ -27,11 +27,11 @@ from .links import SIDES, Link, Side, expiry_text, redact_url, utc_text
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ._fidelity import Fidelity
-    from .client import Status, TopazClient
-    from .imaging import SourceImage
-    from .transfer import Fetched, ObjectInfo, Transfer
-    from .widget import CompareView
+    from .imaging.fidelity import Fidelity
+    from .api.client import Status, TopazClient
+    from .imaging.source import SourceImage
+    from .storage.transfer import Fetched, ObjectInfo, Transfer
+    from .view.widget import CompareView
 
 _log = logging.getLogger("topaz_nb.comparison")
 
@@ -112,7 +112,7 @@ class Comparison:
                 fetched = transfer.download(source, pid, side, info=data.object,
                                             on_progress=progress, cancel=stop)
                 data.fetched, data.file, data.from_cache = fetched, fetched.path, fetched.from_cache
-                from .imaging import load_image
+                from .imaging.source import load_image
 
                 # A large image's tile pyramid goes where the cache layout says, so
                 # it is discarded with its download and counted in the cache; once
@@ -210,7 +210,7 @@ class Comparison:
     def view(self) -> CompareView:
         """The comparison widget (made on first access, then reused)."""
         if self._view is None:
-            from .widget import CompareView
+            from .view.widget import CompareView
 
             inp, out = self._sides["input"].image, self._sides["output"].image
             if inp is None or out is None:
@@ -233,7 +233,7 @@ class Comparison:
         layer's derived files), so a later kernel reads it instead.
         """
         if self._fidelity is None:
-            from ._fidelity import cached_fidelity
+            from .imaging.fidelity import cached_fidelity
 
             inp, out = self._sides["input"], self._sides["output"]
             if inp.image is None or out.image is None:
@@ -339,7 +339,7 @@ class Comparison:
             out[side] = entry
         inp, outp = self._sides["input"].image, self._sides["output"].image
         if inp is not None and outp is not None:
-            from .imaging import scale_factor
+            from .imaging.source import scale_factor
 
             out["scale"] = scale_factor(inp.info, outp.info)
         if self.status is not None:

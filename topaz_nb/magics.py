@@ -22,7 +22,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from . import _progress
 from ._ids import check_process_id
-from ._modes import MODES
+from .view.modes import MODES
 from ._session import Session, set_default_session
 from ._text import file_problem, html_table, interrupted, say
 from .comparison import Comparison
@@ -139,9 +139,9 @@ class TopazMagics(Magics):
 
     def _batch(self, args: Any) -> Any:
         """``recent [filters]``, ``review ID…`` or ``review recent [filters]``."""
-        from .client import parse_since, parse_status
+        from .api.client import parse_since, parse_status
         from .errors import InvalidFilter
-        from .gallery import Gallery
+        from .batch.gallery import Gallery
 
         words = args.ids[1:] if args.ids[0] == "review" else args.ids
         client = self.session.client()
@@ -177,7 +177,7 @@ class TopazMagics(Magics):
                           mode=args.mode or self.settings.mode).start()
         if args.ids[0] != "review":
             return gallery
-        from .review import Review
+        from .batch.review import Review
 
         return Review(gallery, path=args.file or _REVIEW_FILE)
 
@@ -207,7 +207,7 @@ class TopazMagics(Magics):
 
     def _gallery(self, pids: list[str], args: Any) -> Any:
         """The gallery, returned at once: its cards fill in as they are fetched."""
-        from .gallery import Gallery
+        from .batch.gallery import Gallery
 
         return Gallery(pids, client=self.session.client(),
                        transfer=self.session.transfer(use_cache=not args.no_cache),
@@ -216,8 +216,8 @@ class TopazMagics(Magics):
                        mode=args.mode or self.settings.mode).start()
 
     def _shootout(self, pids: list[str], args: Any) -> Any:
-        from ._modes import MAX_OUTPUTS
-        from .shootout import Shootout
+        from .view.modes import MAX_OUTPUTS
+        from .batch.shootout import Shootout
 
         if len(pids) > MAX_OUTPUTS:
             raise UsageError(f"--grid compares at most {MAX_OUTPUTS} processes; got {len(pids)}.")

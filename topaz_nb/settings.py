@@ -13,7 +13,7 @@ from typing import Any
 from traitlets import Enum, Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
-from ._modes import DEFAULT_MODE, MODES
+from .view.modes import DEFAULT_MODE, MODES
 
 
 class _Mode(Enum):
@@ -71,13 +71,13 @@ class Topaz(Configurable):
 
     @default("base_url")
     def _default_base_url(self) -> str:
-        from .client import DEFAULT_BASE_URL
+        from .api.client import DEFAULT_BASE_URL
 
         return os.environ.get("TOPAZ_API_URL", "").strip() or DEFAULT_BASE_URL
 
     @default("cache_dir")
     def _default_cache_dir(self) -> str:
-        from .transfer import default_cache_dir
+        from .storage.transfer import default_cache_dir
 
         return str(default_cache_dir())
 

@@ -1,0 +1,460 @@
+"""Many processes at once: thumbnails, key numbers, and a click to compare.
+
+``%topaz ID1 ID2 …`` and ``%topaz recent`` return a :class:`Gallery`.  Its
+cards are fetched in the background through :func:`topaz_nb._tasks.workers`
+(a bounded pool, so a batch of five hundred neither runs one at a time nor
+opens five hundred connections), and each card fills in as soon as its
+process is fetched: the first thumbnails appear while the rest are still
+downloading, and the kernel stays free meanwhile.  A process that fails to
+fetch becomes a card saying why instead of aborting the batch; Ctrl-C (while
+waiting for the batch), :meth:`Gallery.cancel` or the ``cancel`` event given
+stops the whole batch at once (see :mod:`topaz_nb._tasks`), while a failure in
+one process stops only its own downloads.
+
+Memory stays bounded by the batch's *thumbnails*: a card keeps two small WebP
+thumbnails and a row of numbers, never the decoded images.  The full
+comparison is opened again from the disk cache when a card is opened
+(:meth:`Gallery.open`), and only the open one is kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import as_completed
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .._ids import check_process_id
+from .._tasks import child_event, workers
+from .._text import ago, byte_size, html_table, say
+from ..comparison import Comparison
+from ..errors import Cancelled, TopazError
+
+if TYPE_CHECKING:
+    from ..api.client import Status, TopazClient
+    from ..storage.transfer import Transfer
+
+__all__ = ["Card", "Gallery"]
+
+_log = logging.getLogger("topaz_nb.gallery")
+
+_THUMB = 160
+_FIDELITY_KEYS = ("psnr", "ssim")
+
+
+@dataclass
+class Card:
+    """What a gallery keeps of one process: no images, only thumbnails and numbers.
+
+    ``thumbs`` maps ``"input"``/``"output"`` to WebP bytes (``None`` for a
+    side that is not there).  ``done`` turns true once the process has been
+    fetched (or failed to); ``error`` is then the error that stopped it.
+    """
+
+    process_id: str
+    status: Status | None = None
+    thumbs: dict[str, bytes | None] = field(default_factory=dict)
+    row: dict[str, Any] = field(default_factory=dict)
+    error: TopazError | None = None
+    done: bool = False
+    ready: bool = False
+    failed: bool = False
+    reason: str | None = None
+    line: str = ""
+
+    @property
+    def filename(self) -> str | None:
+        return self.status.filename if self.status is not None else None
+
+    @property
+    def model(self) -> str | None:
+        return self.status.model if self.status is not None else None
+
+    @property
+    def state(self) -> str:
+        """``Completed``, ``Failed``…, ``error`` or ``fetching``."""
+        if self.error is not None:
+            return "error"
+        if self.status is not None:
+            return self.status.status
+        return "fetching" if not self.done else ("Completed" if self.ready else "not ready")
+
+
+class Gallery:
+    """The processes of a batch, in the order given, fetched in the background.
+
+    Made by :meth:`fetch` (which waits for every card) or by the magic, which
+    :meth:`start`\\ s it and returns at once.  ``process_ids`` is the display
+    order and ``len(gallery)`` its size; ``gallery[i]`` or
+    ``gallery.open(pid)`` opens one comparison (from the disk cache).
+    ``statuses`` (from :meth:`TopazClient.recent`) lets cards show the
+    filename, model and status before their thumbnails arrive.  Setting
+    ``cancel`` stops every download of the batch within a second.
+    """
+
+    def __init__(self, process_ids: Iterable[str], *, client: TopazClient, transfer: Transfer,
+                 statuses: Iterable[Status] = (), max_workers: int = 4,
+                 preview_size: int = 2048, mode: str = "swipe",
+                 on_done: Callable[[str], None] | None = None,
+                 cancel: threading.Event | None = None) -> None:
+        ids = list(dict.fromkeys(check_process_id(p) for p in process_ids))
+        known = {st.process_id: st for st in statuses}
+        self.cards: list[Card] = [Card(pid, status=known.get(pid)) for pid in ids]
+        self._client, self._transfer = client, transfer
+        self._max_workers = max_workers
+        self.preview_size, self.mode = preview_size, mode
+        self._on_done = on_done
+        self._cancel = child_event(cancel)  # the batch's: set by cancel() or by ``cancel``
+        self._lock = threading.RLock()
+        self._finished = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._widget: Any = None
+        self._card_widgets: dict[str, Any] = {}
+        self._counter: Any = None
+        self._detail: Any = None
+        self._listeners: list[Callable[[Card], None]] = []
+        self.opened: Comparison | None = None
+        if not ids:
+            self._finished.set()
+
+    # -- fetching -------------------------------------------------------------
+    @classmethod
+    def fetch(cls, process_ids: Iterable[str], *, client: TopazClient, transfer: Transfer,
+              **kw: Any) -> Gallery:
+        """Fetch every process, ``max_workers`` at a time, and return when all are done;
+        all IDs are checked before any request."""
+        return cls(process_ids, client=client, transfer=transfer, **kw).start().wait()
+
+    def start(self) -> Gallery:
+        """Start fetching in a background thread (once); returns ``self`` at once."""
+        with self._lock:
+            if self._thread is None and not self._finished.is_set():
+                self._thread = threading.Thread(target=self._run, name="topaz-gallery",
+                                                daemon=True)
+                self._thread.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> Gallery:
+        """Block until every card is fetched (at once when fetching never started);
+        Ctrl-C cancels the fetching."""
+        if self._thread is None:
+            return self
+        try:
+            self._finished.wait(timeout)
+        except KeyboardInterrupt:
+            self.cancel()
+            raise
+        return self
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def cancel(self) -> None:
+        """Stop fetching: transfers end within a second and keep their partial files."""
+        self._cancel.set()
+
+    def on_card(self, callback: Callable[[Card], None]) -> None:
+        """Call ``callback(card)`` (from a worker thread) each time a card is fetched."""
+        self._listeners.append(callback)
+
+    def _run(self) -> None:
+        try:
+            with workers(self._max_workers, "topaz-gallery", self._cancel) as pool:
+                futures = [pool.submit(self._fetch_card, card) for card in self.cards]
+                for future in as_completed(futures):
+                    future.result()
+        except Exception:  # noqa: BLE001 -- a bug must not leave the gallery waiting forever
+            _log.exception("fetching the gallery failed")
+        finally:
+            self._finished.set()
+
+    def _fetch_card(self, card: Card) -> None:
+        try:
+            if self._cancel.is_set():
+                raise Cancelled("The gallery was cancelled before this process was fetched.")
+            result = Comparison.fetch(card.process_id, client=self._client,
+                                      transfer=self._transfer, require_output=False,
+                                      preview_size=self.preview_size, mode=self.mode,
+                                      cancel=child_event(self._cancel))
+            try:
+                thumbs: dict[str, bytes | None] = {}
+                for side in ("input", "output"):  # thumbnails now: a damaged file fails here
+                    image = result.source(side)
+                    thumbs[side] = image.preview_bytes(_THUMB, format="webp") \
+                        if image is not None else None
+                row = _row(result)
+            finally:
+                for side in ("input", "output"):  # keep the thumbnails, not the pixels
+                    image = result.source(side)
+                    if image is not None:
+                        image.close()
+            with self._lock:
+                card.thumbs, card.row = thumbs, row
+                card.status = result.status or card.status
+                card.ready, card.failed, card.reason = result.ready, result.failed, result.reason
+                card.line = result.status_line("python") if result.failed else ""
+        except TopazError as exc:
+            with self._lock:
+                card.error = exc
+                card.line = say(exc, "python")
+                card.row = {"process_id": card.process_id, "status": "error",
+                            "error": card.line}
+        finally:
+            with self._lock:
+                card.done = True
+                self._refresh(card)
+            for listener in list(self._listeners):
+                try:
+                    listener(card)
+                except Exception:  # noqa: BLE001 -- a display callback must not stop the batch
+                    _log.exception("gallery listener failed")
+            if self._on_done is not None:
+                self._on_done(card.process_id)
+
+    # -- access -----------------------------------------------------------------
+    @property
+    def process_ids(self) -> list[str]:
+        """The process IDs in display order."""
+        return [card.process_id for card in self.cards]
+
+    def card(self, process_id: str) -> Card:
+        pid = check_process_id(process_id)
+        for card in self.cards:
+            if card.process_id == pid:
+                return card
+        raise KeyError(f"process {pid} is not in this gallery")
+
+    def open(self, which: int | str) -> Comparison:
+        """One process's comparison, fetched again (from the disk cache when it is
+        there); the gallery keeps only the last one opened."""
+        pid = self.cards[which].process_id if isinstance(which, int) else \
+            self.card(which).process_id
+        comparison = Comparison.fetch(pid, client=self._client, transfer=self._transfer,
+                                      require_output=False, preview_size=self.preview_size,
+                                      mode=self.mode).prepare()
+        self.opened = comparison
+        return comparison
+
+    def __getitem__(self, index: int) -> Comparison:
+        return self.open(index)
+
+    def __len__(self) -> int:
+        return len(self.cards)
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Process ID → one-line reason, for those that could not be fetched or failed.
+
+        A Failed or Cancelled process fetches fine (its input is there) but will
+        never have an output, so it counts here, with the server's reason.
+        """
+        with self._lock:
+            return {c.process_id: c.line for c in self.cards
+                    if c.done and (c.error is not None or c.failed)}
+
+    def sorted_by(self, key: str) -> Gallery:
+        """The same processes ordered by ``"psnr"`` or ``"ssim"``, least faithful
+        first, as a new gallery; processes without an output keep their order at
+        the end.  Waits for the fetching; each score is computed once and kept
+        beside the download (:attr:`Comparison.fidelity`), and both show in
+        :meth:`summary`."""
+        if key not in _FIDELITY_KEYS:
+            raise ValueError(f"sort key must be one of {', '.join(_FIDELITY_KEYS)}; got {key!r}")
+        self.start().wait()  # scores need the cards, even of a gallery never shown
+        scored = []
+        for i, card in enumerate(self.cards):
+            if card.ready and card.error is None:
+                result = self.open(card.process_id).fidelity
+                with self._lock:
+                    card.row.update(psnr=round(result.psnr, 2) if result.psnr < 1e9 else None,
+                                    ssim=round(result.ssim, 4))
+                scored.append((getattr(result, key), i))
+        first = [i for _, i in sorted(scored)]
+        order = first + [i for i in range(len(self.cards)) if i not in set(first)]
+        ordered = Gallery([self.cards[i].process_id for i in order], client=self._client,
+                          transfer=self._transfer, max_workers=self._max_workers,
+                          preview_size=self.preview_size, mode=self.mode)
+        ordered.cards = [self.cards[i] for i in order]
+        ordered._finished.set()
+        return ordered
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row of key numbers per process (feed it to ``pandas.DataFrame``)."""
+        with self._lock:
+            return [dict(c.row) if c.done else
+                    {"process_id": c.process_id, "status": "fetching",
+                     "filename": c.filename, "model": c.model} for c in self.cards]
+
+    # -- display ------------------------------------------------------------
+    def widget(self) -> Any:
+        """A grid of cards that fill in as they are fetched; a card's Compare button
+        opens its comparison below the grid."""
+        import ipywidgets as w
+
+        with self._lock:
+            if self._widget is not None:
+                return self._widget
+            self._counter = w.HTML(self._count_text())
+            self._detail = w.VBox(layout=w.Layout(width="100%"))
+            cards = [self._card_widget(card) for card in self.cards]
+            grid = w.GridBox(cards, layout=w.Layout(
+                grid_template_columns=f"repeat(auto-fill, minmax({2 * _THUMB + 24}px, 1fr))",
+                grid_gap="8px", width="100%"))
+            self._widget = w.VBox([self._counter, grid, self._detail])
+            return self._widget
+
+    def _count_text(self) -> str:
+        done = sum(c.done for c in self.cards)
+        if done == len(self.cards):
+            failed = len(self.errors)
+            return html.escape(f"{len(self.cards)} processes" +
+                               (f", {failed} failed" if failed else ""))
+        return html.escape(f"Fetched {done} of {len(self.cards)} processes…")
+
+    def _card_widget(self, card: Card) -> Any:
+        import ipywidgets as w
+
+        body = w.HTML(_card_html(card))
+        button = w.Button(description="Compare", disabled=not card.ready,
+                          layout=w.Layout(width="auto"))
+        button.on_click(lambda _b, pid=card.process_id: self._show(pid))
+        box = w.VBox([body, button], layout=w.Layout(
+            border="1px solid #ddd", padding="6px", align_items="flex-start"))
+        self._card_widgets[card.process_id] = (body, button)
+        return box
+
+    def _refresh(self, card: Card) -> None:
+        """Show a card's new state, if the grid is on screen (called with the lock held)."""
+        parts = self._card_widgets.get(card.process_id)
+        if parts is None:
+            return
+        body, button = parts
+        body.value = _card_html(card)
+        button.disabled = not card.ready
+        button.tooltip = card.line or card.state
+        if self._counter is not None:
+            self._counter.value = self._count_text()
+
+    def _show(self, pid: str) -> None:
+        assert self._detail is not None
+        self._detail.children = []
+        self.opened = None  # the previous comparison goes before the next is loaded
+        try:
+            self._detail.children = [self.open(pid).widget()]
+        except TopazError as exc:
+            self._detail.children = [w_error(say(exc, "panel"))]
+
+    def _html_table(self) -> str:
+        rows = self.summary()
+        cols = ["process_id", "filename", "status", "input_size", "output_size", "scale",
+                "output_format", "output_bytes", "model", "error"]
+        cols = [c for c in cols if any(r.get(c) not in (None, "") for r in rows)]
+
+        def shown(row: dict[str, Any], col: str) -> Any:
+            value = row.get(col)
+            return byte_size(value) if col == "output_bytes" and value is not None else value
+
+        return html_table(([shown(r, c) for c in cols] for r in rows), header=cols,
+                          css_class="topaz-gallery")
+
+    def __repr__(self) -> str:
+        if not self.finished:
+            done = sum(c.done for c in self.cards)
+            return f"<Gallery of {len(self.cards)} processes, {done} fetched so far>"
+        return f"<Gallery of {len(self.cards)} processes, {len(self.errors)} failed>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle = dict(self.widget()._repr_mimebundle_(include=include, exclude=exclude) or {})
+        bundle["text/html"] = self._html_table()
+        bundle["text/plain"] = "\n".join(
+            [repr(self)] + [f"  {r['process_id']}  {r.get('status')}  "
+                            f"{r.get('output_size') or r.get('error', '')}"
+                            for r in self.summary()])
+        return bundle
+
+    def review(self, path: str = "topaz-review.csv", *, order: str | None = None) -> Any:
+        """Step through this batch one comparison at a time, recording decisions
+        in the CSV file ``path``; see :class:`topaz_nb.review.Review`."""
+        from .review import Review
+
+        return Review(self, path=path, order=order)
+
+
+def _row(result: Comparison) -> dict[str, Any]:
+    info = result.info
+    inp, out = info.get("input", {}), info.get("output", {})
+    status = info.get("status") or {}
+    row: dict[str, Any] = {"process_id": result.process_id, "filename": status.get("filename")}
+    if result.failed:
+        row.update(error=result.reason or "")
+    row.update(
+        status=status.get("status") or ("Completed" if result.ready else "not ready"),
+        model=status.get("model"),
+        input_size=_size(inp), output_size=_size(out),
+        scale=round(info["scale"], 3) if "scale" in info else None,
+        output_format=out.get("format"),
+        output_bytes=out.get("file_size"),
+        output_megapixels=round(out["megapixels"], 2) if "megapixels" in out else None,
+    )
+    return row
+
+
+def _size(entry: dict[str, Any]) -> str | None:
+    return f"{entry['width']}×{entry['height']}" if "width" in entry else None
+
+
+def thumb_uri(data: bytes | None) -> str | None:
+    """A thumbnail as a ``data:`` URI for HTML (``None`` stays ``None``)."""
+    return "data:image/webp;base64," + base64.b64encode(data).decode() if data else None
+
+
+def _card_html(card: Card) -> str:
+    """One card's title, labelled thumbnails and note, as escaped HTML."""
+    name = card.filename or card.row.get("filename")
+    title = (f"<b>{html.escape(name)}</b> " if name else "") + \
+        f"<code>{html.escape(card.process_id[:8])}…</code>"
+    thumbs = "".join(_thumb_html(card, side) for side in ("input", "output"))
+    if card.error is not None:
+        note = _error_span(say(card.error, "panel"))
+    elif card.failed:
+        verb = "cancelled" if card.state == "Cancelled" else "failed"
+        note = _error_span(f"{verb}: {card.reason}" if card.reason else verb)
+    else:
+        row = card.row
+        when = ago(card.status.creation_time) if card.status is not None else ""
+        note = html.escape(" · ".join(str(x) for x in (
+            card.state if card.state != "Completed" else None,
+            row.get("output_size"),
+            f"{row['scale']}×" if row.get("scale") else None,
+            card.model, when) if x))
+    return (f"<div class='topaz-card'>{title}<div style='display:flex;gap:4px'>{thumbs}</div>"
+            f"<div>{note}</div></div>")
+
+
+def _thumb_html(card: Card, side: str) -> str:
+    """One side's thumbnail under its label, so input and output cannot be confused."""
+    uri = thumb_uri(card.thumbs.get(side))
+    label = f"<small>{side.capitalize()}</small>"
+    if uri is not None:
+        picture = f"<img src='{uri}' alt='{side}' style='width:{_THUMB}px;display:block'>"
+    else:
+        text = ("fetching…" if not card.done else "—" if card.error is not None
+                else "no output" if card.failed else "not ready")
+        picture = (f"<div style='width:{_THUMB}px;height:{_THUMB * 3 // 4}px;background:#eee;"
+                   f"display:flex;align-items:center;justify-content:center'>{text}</div>")
+    return f"<div>{label}{picture}</div>"
+
+
+def _error_span(text: str) -> str:
+    return f"<span style='color:var(--jp-error-color1, #b00)'>{html.escape(text)}</span>"
+
+
+def w_error(text: str) -> Any:
+    import ipywidgets as w
+
+    return w.HTML(_error_span(text))

@@ -1,0 +1,504 @@
+"""Review a batch: one comparison at a time, by keyboard, with decisions in a CSV.
+
+``review = gallery.review(path="topaz-review.csv")`` (or ``%topaz review …``)
+shows the current process in the full :class:`~topaz_nb.widget.CompareView`
+with a strip of the whole batch underneath, whose thumbnails carry the
+decisions made so far.  Keys, anywhere in the review (the comparison passes on
+the keys it does not use):
+
+====  ===========================================
+j/k   next / previous process
+a     accept          r  reject         f  flag
+n     write a note (Escape leaves the field)
+====  ===========================================
+
+Every decision is written at once to the CSV file, atomically (a temporary
+file in the same directory, then ``os.replace``), so the file is always whole
+even if the kernel dies mid-write.  Its header is :data:`HEADER`, one row per
+process; a later decision replaces the earlier one; rows of processes outside
+this batch are kept as they are.  Opening a review on the same file resumes
+at the first undecided process.
+
+While one process is on screen, the next is fetched in the background, so
+stepping forward is instant; only the previous, current and next comparisons
+are kept in memory.
+
+Front end/kernel protocol of the strip (:class:`ReviewStrip`, ``static/review.js``):
+the ``items`` trait lists ``{id, name, decision}`` per process and ``current``
+is the index on screen.  Thumbnails are not traits (every change of a trait
+sends it whole): the front end sends ``{"event": "ready"}`` when it renders
+and gets ``{"thumbs": {index: data_uri}}`` with all there are, then one such
+message per card as the gallery fetches it.  Keys and clicks come back as
+``{"event": "key", "key": "j"}`` and ``{"event": "go", "index": 3}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import html
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anywidget
+import traitlets as t
+
+from .._text import cannot_save, say
+from ..errors import TopazError
+
+if TYPE_CHECKING:
+    from ..comparison import Comparison
+    from .gallery import Card, Gallery
+
+__all__ = ["DECISIONS", "HEADER", "ORDERS", "Review", "ReviewStrip"]
+
+_log = logging.getLogger("topaz_nb.review")
+
+DECISIONS: tuple[str, ...] = ("accept", "reject", "flag")
+"""The decisions a process can get, as written in the CSV."""
+
+HEADER: tuple[str, ...] = ("process_id", "decision", "note", "model", "filename", "reviewed_at")
+"""The review file's columns."""
+
+_KEYS = {"a": "accept", "r": "reject", "f": "flag"}
+_MARKS = {"accept": "✓", "reject": "✗", "flag": "⚑"}
+_EXTENSIONS = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png", "tiff": ".tif", "webp": ".webp"}
+
+
+def _gallery_order(gallery: Gallery) -> list[str]:
+    return gallery.process_ids
+
+
+def _fidelity_order(gallery: Gallery) -> list[str]:
+    """Least faithful first (lowest PSNR against the input), so the outputs most
+    likely to have changed the picture are looked at while attention is fresh.
+
+    Waits for the gallery; each score is computed once and kept beside its
+    download.  Processes without an output come last, in the gallery's order.
+    """
+    return gallery.sorted_by("psnr").process_ids
+
+
+ORDERS: dict[str, Callable[[Gallery], list[str]]] = {
+    "gallery": _gallery_order,
+    "fidelity": _fidelity_order,
+}
+"""The orders a review can step through the batch in, by name."""
+
+
+class ReviewStrip(anywidget.AnyWidget):
+    """The batch as a strip of thumbnails with decision marks; it also takes the keys.
+
+    Traits: ``items`` (``[{id, name, decision}]``, in review order),
+    ``current`` (the index on screen).  See the module docstring for the
+    messages.
+    """
+
+    _esm = (files("topaz_nb.view") / "static" / "review.js").read_text(encoding="utf-8")
+    _css = (files("topaz_nb.view") / "static" / "review.css").read_text(encoding="utf-8")
+    items = t.List(t.Dict()).tag(sync=True)
+    current = t.Int(0).tag(sync=True)
+
+
+class Review:
+    """Step through a gallery's processes and record a decision for each.
+
+    ``path`` is the CSV file (created on the first decision; read first when
+    it exists).  ``order`` is a name in :data:`ORDERS` (default: the
+    gallery's order).  From Python: :meth:`decide`, :meth:`next`,
+    :meth:`previous`, :meth:`go`, :attr:`current`, :attr:`decisions`,
+    :meth:`save_accepted`; displaying the object shows the review.
+    """
+
+    def __init__(self, gallery: Gallery, path: str | os.PathLike[str] = "topaz-review.csv", *,
+                 order: str | None = None) -> None:
+        name = order or "gallery"
+        if name not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
+        self.gallery = gallery
+        self.ids: list[str] = ORDERS[name](gallery)
+        self.path = Path(path).expanduser()
+        self._lock = threading.RLock()
+        self._rows: dict[str, dict[str, str]] = _read(self.path)
+        self._index = next((i for i, pid in enumerate(self.ids) if pid not in self._rows), 0)
+        self._loading: dict[str, Future[Comparison]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topaz-review")
+        self._widget: Any = None
+        self._strip: ReviewStrip | None = None
+        self._note: Any = None
+        self._header: Any = None
+        self._stage: Any = None
+        self._shown: str | None = None
+        gallery.on_card(self._on_card)
+        gallery.start()
+        if self.ids:
+            self._want(self.ids[self._index])
+
+    # -- the API --------------------------------------------------------------
+    @property
+    def current(self) -> str | None:
+        """The process ID on screen (``None`` for an empty batch)."""
+        return self.ids[self._index] if self.ids else None
+
+    @property
+    def position(self) -> int:
+        """The index of :attr:`current` in :attr:`ids`."""
+        return self._index
+
+    @property
+    def decisions(self) -> dict[str, str]:
+        """Process ID → decision, for the processes of this batch decided so far."""
+        with self._lock:
+            return {pid: self._rows[pid]["decision"] for pid in self.ids if pid in self._rows}
+
+    def note(self, process_id: str) -> str:
+        """The note recorded with a process's decision (``""`` when none)."""
+        row = self._rows.get(process_id)
+        return row["note"] if row else ""
+
+    def decide(self, process_id: str | None, decision: str, note: str = "") -> None:
+        """Record ``decision`` (one of :data:`DECISIONS`) for a process and write the file.
+
+        ``process_id=None`` means the current one.  A later decision replaces
+        an earlier one.  An unknown decision is a ``ValueError``.
+        """
+        if decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
+        pid = self.current if process_id is None else str(process_id).strip().lower()
+        if pid not in self.ids:
+            raise ValueError(f"process {process_id} is not in this review")
+        model, filename = self._names(pid)
+        row = {
+            "process_id": pid, "decision": decision, "note": note or "",
+            "model": model, "filename": filename,
+            "reviewed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        with self._lock:
+            rows = dict(self._rows)
+            rows[pid] = row
+            _write(self.path, rows)  # a TopazError when it cannot: nothing recorded then
+            self._rows = rows
+            self._update_items()
+            if pid == self.current:
+                self._show_header()
+
+    def _names(self, pid: str) -> tuple[str, str]:
+        """``(model, filename)`` of a process: from its card, or its status when the
+        card is not fetched yet."""
+        card = self.gallery.card(pid)
+        status = card.status
+        if status is None:
+            loading = self._loading.get(pid)
+            if loading is not None and loading.done() and loading.exception() is None:
+                status = loading.result().status
+        if status is None:
+            try:
+                status = self.gallery._client.status(pid)
+            except TopazError:
+                status = None
+        if status is None:
+            return "", ""
+        return status.model or "", status.filename or ""
+
+    def next(self) -> str | None:
+        """Show the next process; returns its ID (stays on the last one)."""
+        return self.go(min(self._index + 1, max(0, len(self.ids) - 1)))
+
+    def previous(self) -> str | None:
+        """Show the previous process; returns its ID (stays on the first one)."""
+        return self.go(max(self._index - 1, 0))
+
+    def go(self, index: int) -> str | None:
+        """Show the process at ``index`` of :attr:`ids`."""
+        if not self.ids:
+            return None
+        if not 0 <= index < len(self.ids):
+            raise IndexError(f"index {index} is outside this review of {len(self.ids)}")
+        with self._lock:
+            self._index = index
+            self._want(self.ids[index])
+            if self._widget is not None:
+                self._show()
+        return self.current
+
+    def comparison(self) -> Comparison | None:
+        """The current process's comparison (waits for it if it is still loading)."""
+        if not self.ids:
+            return None
+        return self._want(self.current).result()
+
+    def save_accepted(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """Copy the accepted outputs (from the cache) into ``directory``.
+
+        Files keep the process's original filename with the output's
+        extension, made safe (no directories, no ``..``, no absolute paths:
+        nothing lands outside ``directory``); a name taken, in this call or
+        by a file already there, gets ``-2``, ``-3``… before its extension.
+        """
+        import shutil
+
+        target = Path(directory).expanduser()
+        accepted = [pid for pid, d in self.decisions.items() if d == "accept"]
+        saved: list[Path] = []
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            root = target.resolve()
+            for pid in accepted:
+                comparison = self._fetch(pid)
+                source = comparison.files().get("output")
+                if source is None:
+                    raise TopazError(f"Process {pid} was accepted but has no output to save.")
+                card = self.gallery.card(pid)
+                name = _safe_name(card.filename or card.row.get("filename") or "", pid)
+                stem = name.rsplit(".", 1)[0] if "." in name else name
+                ext = source.suffix or _EXTENSIONS.get(
+                    (card.status.output_format if card.status else "") or "", "")
+                dest = _free_path(root, stem, ext)
+                tmp = dest.with_name(f".{dest.name}.part")
+                try:
+                    shutil.copyfile(source, tmp)
+                    os.replace(tmp, dest)
+                except OSError:
+                    tmp.unlink(missing_ok=True)
+                    raise
+                saved.append(dest)
+        except OSError as exc:
+            raise TopazError(cannot_save(directory, exc)) from None
+        return saved
+
+    def close(self) -> None:
+        """Stop prefetching and let go of the comparisons."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._loading.clear()
+
+    # -- loading ---------------------------------------------------------------
+    def _fetch(self, pid: str) -> Comparison:
+        from ..comparison import Comparison
+
+        g = self.gallery
+        return Comparison.fetch(pid, client=g._client, transfer=g._transfer,
+                                require_output=False, preview_size=g.preview_size,
+                                mode=g.mode).prepare()
+
+    def _want(self, pid: str) -> Future[Comparison]:
+        """The comparison of ``pid``, loading; the next one starts loading too.
+
+        Only the neighbours of the current process stay in memory.
+        """
+        with self._lock:
+            i = self.ids.index(pid)
+            keep = set(self.ids[max(0, i - 1):i + 2])
+            for old in [p for p in self._loading if p not in keep]:
+                self._loading.pop(old).cancel()
+            for p in self.ids[i:i + 2]:
+                if p not in self._loading:
+                    self._loading[p] = self._pool.submit(self._fetch, p)
+            return self._loading[pid]
+
+    # -- display ---------------------------------------------------------------
+    def widget(self) -> Any:
+        """The review: header, comparison, note field and strip, in one box."""
+        import ipywidgets as w
+
+        with self._lock:
+            if self._widget is not None:
+                return self._widget
+            self._header = w.HTML()
+            self._stage = w.Box(layout=w.Layout(width="100%", min_height="200px"))
+            self._note = w.Text(placeholder="note (n to write, Enter to keep it)",
+                                continuous_update=False, layout=w.Layout(width="40em",
+                                                                         max_width="100%"))
+            self._note.add_class("topaz-review-note")
+            self._note.observe(self._on_note, names="value")
+            keys = w.HTML("<small>j/k next/previous · a accept · r reject · f flag · "
+                          "n note</small>", layout=w.Layout(margin="0 0 0 12px"))
+            self._strip = ReviewStrip(current=self._index)
+            self._strip.on_msg(self._on_message)
+            self._update_items()
+            self._widget = w.VBox([self._header, self._stage,
+                                   w.HBox([self._note, keys],
+                                          layout=w.Layout(align_items="center")),
+                                   self._strip], layout=w.Layout(width="100%"))
+            self._widget.add_class("topaz-review")
+            if self.ids:
+                self._show()
+            else:
+                self._header.value = "<b>Nothing to review: the batch is empty.</b>"
+            return self._widget
+
+    def _show(self) -> None:
+        pid = self.current
+        assert pid is not None and self._stage is not None and self._note is not None
+        self._show_header()
+        if self._strip is not None:
+            self._strip.current = self._index
+        self._shown = pid
+        self._note.value = self.note(pid)
+        try:
+            comparison = self._want(pid).result()
+            # The view alone when there is an output (the header carries the numbers);
+            # otherwise the input with the line saying why there is no output.
+            shown: Any = comparison.view if comparison.ready else comparison.widget("panel")
+        except TopazError as exc:
+            import ipywidgets as w
+
+            shown = w.HTML(f"<span style='color:var(--jp-error-color1, #b00)'>"
+                           f"{html.escape(say(exc, 'panel'))}</span>")
+        self._stage.children = [shown]
+
+    def _show_header(self) -> None:
+        if self._header is None or self.current is None:
+            return
+        card = self.gallery.card(self.current)
+        decision = self._rows.get(self.current, {}).get("decision")
+        row = card.row
+        sizes = ""
+        if row.get("output_size"):
+            scale = f" ({row['scale']}×)" if row.get("scale") else ""
+            sizes = f"{row.get('input_size')} → {row['output_size']}{scale}"
+        parts = [f"{self._index + 1} of {len(self.ids)}",
+                 card.filename or self.current, card.model or "",
+                 card.state if card.state != "fetching" else "", sizes]
+        line = " · ".join(html.escape(p) for p in parts if p)
+        mark = (f" <span class='topaz-review-decision'>{_MARKS[decision]} "
+                f"{decision}</span>") if decision else ""
+        self._header.value = f"<b>{line}</b>{mark}"
+
+    def _update_items(self) -> None:
+        if self._strip is None:
+            return
+        items = []
+        for pid in self.ids:
+            card = self.gallery.card(pid)
+            items.append({"id": pid, "name": card.filename or pid[:8],
+                          "decision": self._rows.get(pid, {}).get("decision", "")})
+        self._strip.items = items
+
+    def _thumbs(self, pids: list[str]) -> dict[str, str]:
+        from .gallery import thumb_uri
+
+        out = {}
+        for pid in pids:
+            card = self.gallery.card(pid)
+            uri = thumb_uri(card.thumbs.get("output") or card.thumbs.get("input"))
+            if uri:
+                out[str(self.ids.index(pid))] = uri
+        return out
+
+    def _on_card(self, card: Card) -> None:
+        strip = self._strip
+        if strip is None or card.process_id not in self.ids:
+            return
+        thumbs = self._thumbs([card.process_id])
+        if thumbs:
+            strip.send({"thumbs": thumbs})
+        if card.process_id == self.current:
+            self._show_header()
+
+    def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if not isinstance(content, dict):
+            return
+        event = content.get("event")
+        try:
+            if event == "ready" and self._strip is not None:
+                self._strip.send({"thumbs": self._thumbs(self.ids)})
+            elif event == "go" and isinstance(content.get("index"), int):
+                self.go(content["index"])
+            elif event == "key":
+                key = content.get("key")
+                if key == "j":
+                    self.next()
+                elif key == "k":
+                    self.previous()
+                elif key in _KEYS:
+                    self.decide(None, _KEYS[key], note=self._note.value if self._note else "")
+        except TopazError as exc:
+            if self._header is not None:
+                self._header.value = (f"<span style='color:var(--jp-error-color1, #b00)'>"
+                                      f"{html.escape(say(exc, 'panel'))}</span>")
+
+    def _on_note(self, change: dict[str, Any]) -> None:
+        pid = self._shown
+        row = self._rows.get(pid) if pid else None
+        if row is not None and change["new"] != row["note"]:
+            self.decide(pid, row["decision"], note=change["new"])
+
+    def __repr__(self) -> str:
+        return (f"<Review of {len(self.ids)} processes, {len(self.decisions)} decided, "
+                f"at {self.current} → {self.path}>")
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle = dict(self.widget()._repr_mimebundle_(include=include, exclude=exclude) or {})
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+
+# -- the file ------------------------------------------------------------------
+
+def _read(path: Path) -> dict[str, dict[str, str]]:
+    """The rows of an existing review file by process ID; ``{}`` when there is none."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if tuple(reader.fieldnames or ()) != HEADER:
+                raise TopazError(f"{path} is not a review file (its first line should be "
+                                 f"{','.join(HEADER)}): choose another path")
+            rows: dict[str, dict[str, str]] = {}
+            for row in reader:
+                if row.get("decision") in DECISIONS and row.get("process_id"):
+                    rows[row["process_id"]] = {k: row.get(k) or "" for k in HEADER}
+            return rows
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise TopazError(f"Cannot read the review file {path}: {exc}") from None
+
+
+def _write(path: Path, rows: dict[str, dict[str, str]]) -> None:
+    """All rows, written to a temporary file beside ``path`` and moved over it."""
+    directory = path.parent if str(path.parent) else Path(".")
+    tmp: str | None = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=HEADER)
+            writer.writeheader()
+            writer.writerows(rows.values())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise TopazError(f"The decision was not recorded: {cannot_save(path, exc)}") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _safe_name(name: str, fallback: str) -> str:
+    """A file name that stays in its directory: the last path part, printable,
+    without leading dots; ``fallback`` when nothing is left."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable() and ch not in '<>:"|?*')
+    base = base.strip().lstrip(".").strip()
+    return base[:200] or fallback
+
+
+def _free_path(root: Path, stem: str, ext: str) -> Path:
+    """``root/stem+ext``, or ``stem-2``, ``stem-3``… when taken; always inside ``root``."""
+    n = 1
+    while True:
+        candidate = root / (f"{stem}{ext}" if n == 1 else f"{stem}-{n}{ext}")
+        if candidate.resolve().parent != root:
+            raise TopazError(f"Refusing to save {candidate.name!r} outside {root}")
+        if not candidate.exists():
+            return candidate
+        n += 1
