@@ -34,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from topaz_nb.sandbox import Sandbox  # noqa: E402
+from topaz_nb.sandbox import Sandbox
 
 RUNS = 5
 _GIVE_UP = 60.0

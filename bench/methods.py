@@ -74,7 +74,7 @@ def ours(pid: str, cache: Path) -> dict[str, Any]:
     first view sends, made (the display bundle's fallback picture included)."""
     from topaz_nb.api.client import TopazClient
     from topaz_nb.comparison import Comparison
-    from topaz_nb.storage.transfer import Transfer
+    from topaz_nb.storage import Transfer
 
     base, key = _env()
     client, transfer = TopazClient(api_key=key, base_url=base), Transfer(cache_dir=cache)
@@ -124,10 +124,10 @@ def _zoom(pid: str, cache: Path, pause: float, count: int = 100,
     is the tile's time.  The first tile includes any wait for the background
     preparation (pyramid or decode) still under way after ``pause`` seconds.
     """
-    from topaz_nb.imaging import pyramid as _pyramid
     from topaz_nb.api.client import TopazClient
     from topaz_nb.comparison import Comparison
-    from topaz_nb.storage.transfer import Transfer
+    from topaz_nb.imaging import pyramid as _pyramid
+    from topaz_nb.storage import Transfer
     from topaz_nb.view.widget import TILE_PX
 
     build_times: list[float] = []
@@ -255,12 +255,12 @@ def lower_bound(pid: str, cache: Path) -> dict[str, Any]:
 
     def one(side: str) -> tuple[int, int]:
         body = io.BytesIO()
-        with requests.Session() as session:
-            with session.get(_link(session, base, key, pid, side), timeout=300,
-                             stream=True) as resp:
-                resp.raise_for_status()
-                for chunk in resp.iter_content(1 << 20):
-                    body.write(chunk)
+        with (requests.Session() as session,
+              session.get(_link(session, base, key, pid, side), timeout=300,
+                          stream=True) as resp):
+            resp.raise_for_status()
+            for chunk in resp.iter_content(1 << 20):
+                body.write(chunk)
         body.seek(0)
         image = Image.open(body)
         if image.format == "JPEG" and max(image.size) > preview:

@@ -35,6 +35,7 @@ CHOICES = {
 
 def _child(kind: str, source: str, choice: str) -> dict:
     from PIL import Image
+
     from topaz_nb.imaging import pyramid as _pyramid
     Image.MAX_IMAGE_PIXELS = None
     rng = random.Random(1)

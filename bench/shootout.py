@@ -66,9 +66,9 @@ def _fidelity(workload: str) -> dict[str, Any]:
 
 def _first_view(ids: list[str], cache: str) -> dict[str, Any]:
     from topaz_nb.api.client import TopazClient
-    from topaz_nb.comparison import Comparison
     from topaz_nb.batch.shootout import Shootout
-    from topaz_nb.storage.transfer import Transfer
+    from topaz_nb.comparison import Comparison
+    from topaz_nb.storage import Transfer
 
     client = TopazClient(api_key=os.environ["TOPAZ_BENCH_API_KEY"],
                          base_url=os.environ["TOPAZ_BENCH_BASE_URL"])

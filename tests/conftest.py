@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 from PIL import Image
 
 from topaz_nb.net import retry as _retry
-
 from topaz_nb.sandbox import Sandbox
 
 

@@ -19,11 +19,10 @@ def test_leaving_the_block_by_an_error_sets_cancel_and_does_not_wait():
         release.wait(30)
         finished.set()
 
-    with pytest.raises(KeyboardInterrupt):
-        with workers(2, "test-pool", cancel) as pool:
-            pool.submit(blocker)
-            started.wait(30)
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), workers(2, "test-pool", cancel) as pool:
+        pool.submit(blocker)
+        started.wait(30)
+        raise KeyboardInterrupt
     # The block was left while its task still ran: nothing waited for it.
     assert cancel.is_set() and not finished.is_set()
     release.set()
@@ -42,11 +41,10 @@ def test_a_normal_exit_waits_for_the_tasks_and_cancels_nothing():
 def test_tasks_not_started_are_dropped_on_an_error():
     cancel = threading.Event()
     gate, ran = threading.Event(), []
-    with pytest.raises(RuntimeError):
-        with workers(1, "test-pool", cancel) as pool:
-            pool.submit(gate.wait, 30)
-            later = pool.submit(ran.append, "late")
-            raise RuntimeError("one side failed")
+    with pytest.raises(RuntimeError), workers(1, "test-pool", cancel) as pool:
+        pool.submit(gate.wait, 30)
+        later = pool.submit(ran.append, "late")
+        raise RuntimeError("one side failed")
     gate.set()
     assert later.cancelled() and ran == []
 

@@ -7,8 +7,14 @@ import datetime as _dt
 import pytest
 
 from topaz_nb import _text
-from topaz_nb.errors import (ApiError, AuthenticationError, MissingApiKey, NotFound, NotReady,
-                             ProcessFailed)
+from topaz_nb.errors import (
+    ApiError,
+    AuthenticationError,
+    MissingApiKey,
+    NotFound,
+    NotReady,
+    ProcessFailed,
+)
 
 PID = "1b2c3d4e-0000-4000-8000-000000000001"
 PLACES = ("python", "magic", "cli", "panel")

@@ -11,7 +11,7 @@ from PIL import Image
 from topaz_nb.api.client import TopazClient
 from topaz_nb.comparison import Comparison
 from topaz_nb.errors import InvalidProcessId, NotFound, NotReady, TopazError
-from topaz_nb.storage.transfer import Transfer
+from topaz_nb.storage import Transfer
 
 
 @pytest.fixture
@@ -320,7 +320,7 @@ def test_a_large_output_gets_its_pyramid_as_a_derived_file_of_the_download(
 def test_fidelity_is_computed_once_and_kept_beside_the_download(sandbox, client, transfer,
                                                                make_image, monkeypatch):
     from topaz_nb.imaging import fidelity as _fidelity
-    from topaz_nb.storage.transfer import CacheEntry
+    from topaz_nb.storage import CacheEntry
 
     inp = make_image((40, 30), "red")
     pid = sandbox.add_job(inp, inp.resize((160, 120), Image.Resampling.NEAREST))

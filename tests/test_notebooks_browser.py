@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from browser_support import (
     REPO,
     current_panel,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from browser_support import REPO, launch_browser, require_chromium, screenshot, voila_server
+
 from topaz_nb.sandbox._demo import DEMO_JOBS
 
 pytestmark = pytest.mark.browser

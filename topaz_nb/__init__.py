@@ -46,7 +46,14 @@ _LAZY = {
     **{name: "topaz_nb.errors" for name in _ERRORS},
 }
 
-__all__ = [*sorted(_LAZY), "load_ipython_extension", "unload_ipython_extension"]
+__all__ = [
+    "ApiError", "AuthenticationError", "BadRequest", "Cancelled", "CompareView", "Comparison",
+    "Fidelity", "Gallery", "ImageError", "ImageTooLarge", "InvalidFilter", "InvalidProcessId",
+    "LinkExpired", "MissingApiKey", "NotFound", "NotReady", "ProcessFailed", "RateLimited",
+    "Review", "Sandbox", "ServerError", "Shootout", "TopazClient", "TopazError", "TopazPanel",
+    "Transfer", "TransferError", "WaitTimeout", "fidelity",
+    "load_ipython_extension", "unload_ipython_extension",
+]
 
 
 def __getattr__(name: str) -> Any:

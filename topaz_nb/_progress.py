@@ -23,6 +23,8 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from ._text import Place, byte_size
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .api.client import TopazClient
 
 INTERVAL = 0.1
@@ -78,7 +80,7 @@ class Progress:
                 self._view.close()
                 self._view = None
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -17,7 +17,7 @@ from .settings import Topaz
 if TYPE_CHECKING:
     from .api.client import TopazClient
     from .sandbox import Sandbox
-    from .storage.transfer import Transfer
+    from .storage import Transfer
 
 
 class Session:
@@ -30,7 +30,7 @@ class Session:
         self._sandbox: Sandbox | None = None
         self._client: TopazClient | None = None
         self._client_args: tuple | None = None
-        self._transfers: dict[tuple[str, bool, int, float], Transfer] = {}
+        self._transfers: dict[tuple[str, bool, int, float, float, int], Transfer] = {}
 
     def __repr__(self) -> str:
         return f"<Session {self.describe()}>"
@@ -110,7 +110,7 @@ class Session:
         (``Topaz.max_download_bytes``), stall limit (``Topaz.stall_timeout``)
         and disk bound (``Topaz.cache_max_bytes``); a changed setting gives a
         new one."""
-        from .storage.transfer import Transfer
+        from .storage import Transfer
 
         with self._lock:
             s = self.settings

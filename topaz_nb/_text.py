@@ -21,17 +21,24 @@ from __future__ import annotations
 import datetime as _dt
 import html
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from .errors import TopazError
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    MissingApiKey,
+    NotFound,
+    NotReady,
+    ProcessFailed,
+    TopazError,
+)
 
 Place = Literal["python", "magic", "cli", "panel"]
 
 
 # -- numbers -------------------------------------------------------------------
 
-def byte_size(n: int | float | None) -> str:
+def byte_size(n: float | None) -> str:
     """``950 B``, ``3.0 kB``, ``2.8 MB``, ``1.20 GB``: decimal units, three digits."""
     if n is None:
         return ""
@@ -118,7 +125,7 @@ def no_key(place: Place) -> str:
                 "(from your Topaz account), or try the local sandbox with `topaz-nb --demo …`")
     if place == "panel":
         return "No Topaz API key: set TOPAZ_API_KEY, or use the demo sandbox."
-    return "No Topaz API key: pass api_key=..., or set TOPAZ_API_KEY."
+    return MissingApiKey.HINT
 
 
 def not_ready(process_id: str, status: str | None, progress: int | None,
@@ -267,15 +274,6 @@ def say(exc: TopazError, place: Place) -> str:
     Errors that carry data are phrased here for the place; every other error
     already reads the same everywhere, so its own text is used.
     """
-    from .errors import (
-        ApiError,
-        AuthenticationError,
-        MissingApiKey,
-        NotFound,
-        NotReady,
-        ProcessFailed,
-    )
-
     if isinstance(exc, MissingApiKey) and not exc.detail:
         return no_key(place)
     if isinstance(exc, AuthenticationError) and place != "python":
@@ -311,8 +309,8 @@ def html_table(rows: Iterable[Sequence[object]], *, header: Sequence[str] | None
         text = "" if value is None else str(value)
         return f"<{tag} {_CELL}>{html.escape(text)}</{tag}>"
 
-    parts = [f'<table class="{html.escape(css_class)}" '
-             'style="font-size:12px;border-collapse:collapse">']
+    parts = [(f'<table class="{html.escape(css_class)}" '
+              'style="font-size:12px;border-collapse:collapse">')]
     if caption:
         parts.append('<caption style="text-align:left;font-family:monospace">'
                      f"{html.escape(caption)}</caption>")

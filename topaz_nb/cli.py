@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 
 from . import _progress
 from ._ids import check_process_id
-from .view.modes import DEFAULT_MODE, MODES
 from ._text import byte_size, file_problem, interrupted, say
 from ._version import __version__
 from .errors import NotReady, TopazError, WaitTimeout
 from .links import SIDES, expiry_text, redact_url
+from .view.modes import DEFAULT_MODE, MODES
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -200,9 +200,9 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def _cmd_cache(args: argparse.Namespace) -> int:
     """``cache info`` / ``cache clear [ID]``: no key and no network needed."""
-    from .storage import budget as _budget
     from .settings import Topaz
-    from .storage.transfer import Transfer
+    from .storage import Transfer
+    from .storage import budget as _budget
 
     settings = Topaz()
     if args.cache_dir:

@@ -10,6 +10,7 @@ Everything it prints or puts in a widget is redacted: links appear through
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import html
 import logging
 import threading
@@ -27,10 +28,10 @@ from .links import SIDES, Link, Side, expiry_text, redact_url, utc_text
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .imaging.fidelity import Fidelity
     from .api.client import Status, TopazClient
+    from .imaging.fidelity import Fidelity
     from .imaging.source import SourceImage
-    from .storage.transfer import Fetched, ObjectInfo, Transfer
+    from .storage import Fetched, ObjectInfo, Transfer
     from .view.widget import CompareView
 
 _log = logging.getLogger("topaz_nb.comparison")
@@ -56,7 +57,7 @@ class Comparison:
 
     Attributes most users want: ``input`` and ``output`` (full-resolution PIL
     images, decoded on first access), ``info`` (a plain dict of the metadata),
-    ``view`` (the :class:`~topaz_nb.widget.CompareView`).  ``output`` is
+    ``view`` (the :class:`~topaz_nb.view.widget.CompareView`).  ``output`` is
     ``None`` when the process has not finished; ``not_ready`` then says why.
     """
 
@@ -114,13 +115,14 @@ class Comparison:
                 data.fetched, data.file, data.from_cache = fetched, fetched.path, fetched.from_cache
                 from .imaging.source import load_image
 
-                # A large image's tile pyramid goes where the cache layout says, so
-                # it is discarded with its download and counted in the cache; once
-                # written (up to 4 B/px) the cache's size bound is checked again.
+                # Previews, a large image's tile pyramid and fidelity go where the
+                # cache layout says, so they are discarded with their download and
+                # counted in the cache; once a pyramid is written (up to 4 B/px)
+                # the cache's size bound is checked again.
                 file = data.file
                 data.image = load_image(
                     file, label=f"{side} of {pid}",
-                    pyramid_path=transfer.derived_path(file, "pyramid.tif"),
+                    derived=functools.partial(transfer.derived_path, file),
                     on_pyramid=lambda _path: _keep_within_budget(
                         transfer, [d.file for d in sides.values() if d.file is not None], True))
 
@@ -240,7 +242,8 @@ class Comparison:
                 raise TopazError(f"Process {self.process_id} has no output to score yet.")
             crop = self.status.crop_to_fill if self.status is not None else None
             self._fidelity = cached_fidelity(inp.image, out.image, input_file=inp.file,
-                                             output_file=out.file, crop_to_fill=crop)
+                                             output_file=out.file,
+                                             derived=out.image.derived_path, crop_to_fill=crop)
         return self._fidelity
 
     def prepare(self) -> Comparison:

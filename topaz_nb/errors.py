@@ -40,14 +40,16 @@ class InvalidFilter(TopazError, ValueError):
 class MissingApiKey(TopazError):
     """No API key was given and ``TOPAZ_API_KEY`` is not set.
 
-    Without a message, the text is the library's own hint; ``detail`` is
-    true when the raiser said something more specific (an empty key, say).
+    Without a message, the text is :attr:`HINT`, which is also what
+    ``_text.no_key`` says to Python code (the other places word it their own
+    way); ``detail`` is true when the raiser said something more specific (an
+    empty key, say).
     """
 
-    def __init__(self, message: str | None = None) -> None:
-        from ._text import no_key
+    HINT = "No Topaz API key: pass api_key=..., or set TOPAZ_API_KEY."
 
-        super().__init__(message or no_key("python"))
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.HINT)
         self.detail = message is not None
 
 

@@ -2,8 +2,8 @@
 
 ``%topaz ID`` fetches one process and returns a :class:`~topaz_nb.comparison.Comparison`
 (IPython shows it once, as the result of the cell).  ``%topaz ID1 ID2 …`` and
-``%topaz recent`` return a :class:`~topaz_nb.gallery.Gallery` whose cards fill in
-as they arrive; ``%topaz review …`` a :class:`~topaz_nb.review.Review`;
+``%topaz recent`` return a :class:`~topaz_nb.batch.gallery.Gallery` whose cards fill in
+as they arrive; ``%topaz review …`` a :class:`~topaz_nb.batch.review.Review`;
 ``%topaz`` alone shows the panel.  ``login`` and ``demo`` switch where
 requests go.  Every failure is a one-line ``UsageError``
 saying what to do next: no traceback, no key, no presigned query string.
@@ -22,13 +22,13 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from . import _progress
 from ._ids import check_process_id
-from .view.modes import MODES
 from ._session import Session, set_default_session
 from ._text import file_problem, html_table, interrupted, say
 from .comparison import Comparison
 from .errors import TopazError
 from .links import SIDES, Link, expiry_text, redact_url
 from .settings import Topaz
+from .view.modes import MODES
 
 _LIST_PUNCTUATION = re.compile(r"[\[\]\(\),'\"]")
 _RECENT_LIMIT = 100
@@ -140,8 +140,8 @@ class TopazMagics(Magics):
     def _batch(self, args: Any) -> Any:
         """``recent [filters]``, ``review ID…`` or ``review recent [filters]``."""
         from .api.client import parse_since, parse_status
-        from .errors import InvalidFilter
         from .batch.gallery import Gallery
+        from .errors import InvalidFilter
 
         words = args.ids[1:] if args.ids[0] == "review" else args.ids
         client = self.session.client()
@@ -216,8 +216,8 @@ class TopazMagics(Magics):
                        mode=args.mode or self.settings.mode).start()
 
     def _shootout(self, pids: list[str], args: Any) -> Any:
-        from .view.modes import MAX_OUTPUTS
         from .batch.shootout import Shootout
+        from .view.modes import MAX_OUTPUTS
 
         if len(pids) > MAX_OUTPUTS:
             raise UsageError(f"--grid compares at most {MAX_OUTPUTS} processes; got {len(pids)}.")

@@ -105,8 +105,8 @@ class TopazPanel(w.VBox):
                                                       display="none"))
         self._account_note = w.HTML(layout=w.Layout(margin="0 0 0 8px"))
         self._status = w.HTML()
-        self._bars: dict[Side, w.IntProgress] = {}
-        self._bar_notes: dict[Side, w.Label] = {}
+        self._bars: dict[str, w.IntProgress] = {}  # keyed by side, as WidgetBars names them
+        self._bar_notes: dict[str, w.Label] = {}
         for side in SIDES:
             self._bars[side] = w.IntProgress(value=0, min=0, max=100,
                                              description=side.capitalize())

@@ -77,7 +77,7 @@ class Topaz(Configurable):
 
     @default("cache_dir")
     def _default_cache_dir(self) -> str:
-        from .storage.transfer import default_cache_dir
+        from .storage import default_cache_dir
 
         return str(default_cache_dir())
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import FakeTime
 import requests
+from conftest import FakeTime
 from PIL import Image
 
 from topaz_nb import _text, errors
@@ -421,9 +421,9 @@ def test_reachable_host_that_never_answers_gets_the_long_budget(waits: FakeTime)
     """A refused connection is quick to report; a reset after connecting is not
     "unreachable", so it keeps the normal retry count."""
     seen = threading.Semaphore(0)
-    with _raw_server(lambda conn: (seen.release(), conn.close())) as url:
-        with pytest.raises(errors.ServerError) as info:
-            TopazClient(SECRET, url, retries=4, backoff_factor=0.5).status(str(uuid.uuid4()))
+    with (_raw_server(lambda conn: (seen.release(), conn.close())) as url,
+          pytest.raises(errors.ServerError) as info):
+        TopazClient(SECRET, url, retries=4, backoff_factor=0.5).status(str(uuid.uuid4()))
     count = 0
     while seen.acquire(blocking=False):
         count += 1
@@ -448,9 +448,8 @@ def test_key_in_reason_phrase_or_body_is_never_shown(body: bytes, ctype: str) ->
         conn.sendall(answer)
         conn.close()
 
-    with _raw_server(respond) as url:
-        with pytest.raises(errors.ApiError) as info:
-            TopazClient(SECRET, url, retries=0).status(str(uuid.uuid4()))
+    with _raw_server(respond) as url, pytest.raises(errors.ApiError) as info:
+        TopazClient(SECRET, url, retries=0).status(str(uuid.uuid4()))
     exc = info.value
     assert exc.status_code == 418
     shown = f"{exc} {exc!r} {exc.args} {exc.server_message}"
@@ -738,7 +737,7 @@ class _tiny_server:
 
     def __init__(self, respond) -> None:  # type: ignore[no-untyped-def]
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 respond(self)
 
             def log_message(self, *args: object) -> None:

@@ -7,9 +7,9 @@ import threading
 import pytest
 
 from topaz_nb.api.client import TopazClient
-from topaz_nb.errors import InvalidProcessId
 from topaz_nb.batch.gallery import Gallery
-from topaz_nb.storage.transfer import Transfer
+from topaz_nb.errors import InvalidProcessId
+from topaz_nb.storage import Transfer
 from topaz_nb.view.widget import CompareView
 
 MISSING = "00000000-0000-4000-8000-000000000000"
@@ -221,6 +221,7 @@ def test_cancel_stops_every_process_of_the_batch(sandbox, parts, make_image):
     import threading
 
     from conftest import wait_until
+
     from topaz_nb.errors import Cancelled
 
     client, transfer = parts

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from topaz_nb.batch import review as review_module
 from topaz_nb.api.client import TopazClient
-from topaz_nb.errors import TopazError
+from topaz_nb.batch import review as review_module
 from topaz_nb.batch.gallery import Gallery
 from topaz_nb.batch.review import HEADER, Review
-from topaz_nb.storage.transfer import Transfer
+from topaz_nb.errors import TopazError
+from topaz_nb.storage import Transfer
 from topaz_nb.view.widget import CompareView
 
 

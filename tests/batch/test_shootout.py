@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from topaz_nb.api.client import TopazClient
+from topaz_nb.batch.shootout import Shootout
 from topaz_nb.errors import TopazError
 from topaz_nb.sandbox._demo import SHOOTOUT_MODELS, shootout_patch
-from topaz_nb.batch.shootout import Shootout
-from topaz_nb.storage.transfer import Transfer
+from topaz_nb.storage import Transfer
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ small files stand for large ones."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from pathlib import Path
@@ -12,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from topaz_nb.errors import ImageError
 from topaz_nb.imaging import pyramid as _pyramid
 from topaz_nb.imaging.decoded import DecodedCache
-from topaz_nb.imaging.tiles import TileSource
-from topaz_nb.errors import ImageError
 from topaz_nb.imaging.source import load_image
+from topaz_nb.imaging.tiles import TileSource
 
 pytestmark = pytest.mark.skipif(not _pyramid.available(), reason="pyvips is not installed")
 
@@ -56,7 +57,7 @@ def test_levels_halve_down_to_one_tile(tmp_path: Path) -> None:
     src = _write(tmp_path, "out.png", _noise((2100, 1000)))
     sizes = _pyramid.build(src, tmp_path / "p.tif").level_sizes
     assert sizes[0] == (2100, 1000)
-    for (w0, h0), (w1, h1) in zip(sizes, sizes[1:]):
+    for (w0, h0), (w1, h1) in itertools.pairwise(sizes):
         assert abs(w1 - w0 / 2) <= 1 and abs(h1 - h0 / 2) <= 1
     assert max(sizes[-1]) <= _pyramid.TILE
     pyr = _pyramid.open_pyramid(tmp_path / "p.tif", src)
@@ -86,7 +87,8 @@ def test_a_changed_source_makes_the_pyramid_stale(tmp_path: Path) -> None:
 def test_a_truncated_source_leaves_no_file(tmp_path: Path) -> None:
     src = _write(tmp_path, "out.png", _noise((900, 700)))
     src.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
-    with pytest.raises(Exception):
+    pyvips = pytest.importorskip("pyvips")
+    with pytest.raises(pyvips.Error):
         _pyramid.build(src, tmp_path / "p.tif")
     assert list(tmp_path.iterdir()) == [src]
 

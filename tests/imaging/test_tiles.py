@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from topaz_nb.imaging.decoded import DecodedCache
-from topaz_nb.imaging.tiles import TileSource, cut
 from topaz_nb.imaging.source import align, load_image
+from topaz_nb.imaging.tiles import TileSource, cut
 
 
 def _pattern(w: int, h: int) -> Image.Image:

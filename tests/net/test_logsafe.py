@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from topaz_nb.api.client import TopazClient
 from topaz_nb.net import retry as _retry
 from topaz_nb.net.logsafe import LOGGERS, ScrubUrls, install_log_filter
-from topaz_nb.api.client import TopazClient
 from topaz_nb.sandbox import Sandbox
-from topaz_nb.storage.transfer import Transfer
+from topaz_nb.storage import Transfer
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,17 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FakeTime
 import requests
+from conftest import FakeTime
 from PIL import Image
 
-from topaz_nb.net import retry as _retry
 from topaz_nb import errors
 from topaz_nb.api.client import TopazClient
+from topaz_nb.net import retry as _retry
 from topaz_nb.sandbox import Sandbox
-from topaz_nb.storage.transfer import Transfer
-
-
+from topaz_nb.storage import Transfer
 
 
 @pytest.fixture

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from topaz_nb.storage import budget as _budget
 from topaz_nb.api.client import TopazClient
 from topaz_nb.comparison import Comparison
-from topaz_nb.storage.transfer import CacheEntry, Transfer
+from topaz_nb.storage import Transfer
+from topaz_nb.storage import budget as _budget
+from topaz_nb.storage.cache import CacheEntry
 
 
 @pytest.fixture
@@ -75,14 +76,14 @@ def test_least_recently_used_derived_files_go_first_then_downloads(
         old_derived = sum(p.stat().st_size for p in _derived(transfer, old))
         assert old_derived > 0
         # Just over: the old process's derived files are enough.
-        freed = _budget.enforce(transfer, total - old_derived // 2)
+        freed = _budget.enforce(transfer.cache_dir, total - old_derived // 2)
         assert freed >= old_derived // 2
         assert all(p.exists() for p in old.files().values())
         assert _derived(transfer, new) and not _derived(transfer, old)
         # Further over than every derived file: then the old downloads go, the
         # newer ones stay.
         new_derived = sum(p.stat().st_size for p in _derived(transfer, new))
-        _budget.enforce(transfer, _budget.usage(transfer.cache_dir).total_bytes
+        _budget.enforce(transfer.cache_dir, _budget.usage(transfer.cache_dir).total_bytes
                         - new_derived - 10)
         assert not _derived(transfer, new)
         assert not all(p.exists() for p in old.files().values())  # just enough went
@@ -92,9 +93,9 @@ def test_least_recently_used_derived_files_go_first_then_downloads(
 def test_the_process_in_view_is_kept(sandbox, client, tmp_path, make_image):
     with Transfer(tmp_path / "cache") as transfer:
         only = _fetch(sandbox, client, transfer, make_image, "red", 100)
-        _budget.enforce(transfer, 0, keep=tuple(only.files().values()))
+        _budget.enforce(transfer.cache_dir, 0, keep=tuple(only.files().values()))
         assert all(p.exists() for p in only.files().values())
-        _budget.enforce(transfer, 0)
+        _budget.enforce(transfer.cache_dir, 0)
         assert _budget.usage(transfer.cache_dir).downloads == 0
 
 

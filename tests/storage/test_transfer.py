@@ -15,12 +15,11 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator
 
-import platformdirs
 import pytest
 import requests
 from PIL import Image
@@ -28,7 +27,7 @@ from PIL import Image
 from topaz_nb.errors import Cancelled, InvalidProcessId, LinkExpired, TransferError
 from topaz_nb.links import Link, Side, redact_url
 from topaz_nb.sandbox import STORAGE_PROFILES, Sandbox
-from topaz_nb.storage.transfer import Fetched, ObjectInfo, Transfer, default_cache_dir
+from topaz_nb.storage import Fetched, Transfer
 
 MIB = 1 << 20
 
@@ -200,6 +199,16 @@ def test_chunk_size_is_honoured(sb: Sandbox, job: str, big_png: bytes, tmp_path:
     progress: list[int] = []
     with Transfer(tmp_path, chunk_size=256 * 1024) as t:
         t.fetch(Source(sb, job), job, "output", on_progress=lambda d, _t: progress.append(d))
+    assert len(big_png) // (256 * 1024) <= len(progress) <= math.ceil(len(big_png) / (256 * 1024))
+
+
+def test_settings_changed_after_construction_apply_to_the_next_download(
+        sb: Sandbox, job: str, big_png: bytes, transfer: Transfer) -> None:
+    transfer.chunk_size, transfer.max_bytes, transfer.stall_timeout = 256 * 1024, 10**9, 5.0
+    assert (transfer.chunk_size, transfer.max_bytes, transfer.stall_timeout) == \
+        (256 * 1024, 10**9, 5.0)
+    progress: list[int] = []
+    transfer.fetch(Source(sb, job), job, "output", on_progress=lambda d, _t: progress.append(d))
     assert len(big_png) // (256 * 1024) <= len(progress) <= math.ceil(len(big_png) / (256 * 1024))
 
 
@@ -655,17 +664,6 @@ def test_same_object_from_many_threads(sb: Sandbox, job: str, big_png: bytes, tm
 # --------------------------------------------------------- cache admin
 
 
-def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("TOPAZ_NB_CACHE", raising=False)
-    assert default_cache_dir() == platformdirs.user_cache_path("topaz-nb")
-    monkeypatch.setenv("TOPAZ_NB_CACHE", str(tmp_path / "here"))
-    assert default_cache_dir() == tmp_path / "here"
-    with Transfer() as t:
-        assert t.cache_dir == tmp_path / "here"
-    with Transfer(tmp_path / "explicit") as t:
-        assert t.cache_dir == tmp_path / "explicit"
-
-
 def test_clear_cache(sb: Sandbox, job: str, small_jpeg: bytes, tmp_path: Path) -> None:
     other = sb.add_job(small_jpeg, small_jpeg)
     unrelated = tmp_path / "notes" / "keep.txt"
@@ -690,12 +688,6 @@ def test_bad_arguments_fail_before_any_request(sb: Sandbox, job: str,
     with pytest.raises(ValueError, match="side"):
         transfer.fetch(src, job, "middle")  # type: ignore[arg-type]
     assert src.calls == [] and storage(sb) == []
-
-
-def test_object_info_repr_has_no_headers() -> None:
-    info = ObjectInfo(1, "image/png", "e", None, {"X-Secret": "v"}, "http://h/p?…")
-    assert "X-Secret" not in repr(info)
-    assert hash(info) == hash(ObjectInfo(1, "image/png", "e", None, {}, "http://h/p?…"))
 
 
 # ------------------------------------------------- hostile storage servers

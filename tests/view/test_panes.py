@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from topaz_nb.view.panes import PaneTiles, placements_on, smooth_cut
 from topaz_nb.imaging.source import load_image
+from topaz_nb.view.panes import PaneTiles, placements_on, smooth_cut
 
 
 def _ramp(w: int, h: int) -> Image.Image:

@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
-
 from browser_support import (
     ARTIFACTS,
     REPO,
@@ -43,6 +41,8 @@ from browser_support import (
     wait_for_pixel,
     write_notebook,
 )
+from PIL import Image
+
 from topaz_nb.view.modes import BLEND_DEFAULT, DIFF_GAIN, MAX_ZOOM, TILE_PX
 
 pytestmark = pytest.mark.browser

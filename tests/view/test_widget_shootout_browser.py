@@ -32,8 +32,8 @@ from browser_support import (
     write_notebook,
 )
 
-from topaz_nb.view.composite import grid_shape
 from topaz_nb.imaging.fidelity import magma
+from topaz_nb.view.composite import grid_shape
 
 pytestmark = pytest.mark.browser
 

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -43,8 +43,6 @@ from urllib3.exceptions import NameResolutionError
 
 from .. import _text
 from .._ids import check_process_id
-from ..net.logsafe import install_log_filter
-from ..net.retry import CONNECT_TIMEOUT, DEFAULT_MAX_RETRY_AFTER, is_unreachable, make_retry
 from .._version import user_agent
 from ..errors import (
     ApiError,
@@ -61,6 +59,11 @@ from ..errors import (
     WaitTimeout,
 )
 from ..links import Link, LinkSource, Side, redact_url, scrub_urls
+from ..net.logsafe import install_log_filter
+from ..net.retry import CONNECT_TIMEOUT, DEFAULT_MAX_RETRY_AFTER, is_unreachable, make_retry
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["DEFAULT_BASE_URL", "STATUSES", "Status", "TopazClient", "parse_since",
            "parse_status"]
@@ -277,7 +280,7 @@ class TopazClient:
         """Release pooled connections; cached links stay usable."""
         self._session.close()
 
-    def __enter__(self) -> TopazClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -19,13 +19,11 @@ comparison is opened again from the disk cache when a card is opened
 
 from __future__ import annotations
 
-import base64
 import html
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import as_completed
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._ids import check_process_id
@@ -33,10 +31,13 @@ from .._tasks import child_event, workers
 from .._text import ago, byte_size, html_table, say
 from ..comparison import Comparison
 from ..errors import Cancelled, TopazError
+from ..links import SIDES
+from .cards import Card, thumb_uri
+from .review import Review
 
 if TYPE_CHECKING:
     from ..api.client import Status, TopazClient
-    from ..storage.transfer import Transfer
+    from ..storage import Transfer
 
 __all__ = ["Card", "Gallery"]
 
@@ -44,44 +45,6 @@ _log = logging.getLogger("topaz_nb.gallery")
 
 _THUMB = 160
 _FIDELITY_KEYS = ("psnr", "ssim")
-
-
-@dataclass
-class Card:
-    """What a gallery keeps of one process: no images, only thumbnails and numbers.
-
-    ``thumbs`` maps ``"input"``/``"output"`` to WebP bytes (``None`` for a
-    side that is not there).  ``done`` turns true once the process has been
-    fetched (or failed to); ``error`` is then the error that stopped it.
-    """
-
-    process_id: str
-    status: Status | None = None
-    thumbs: dict[str, bytes | None] = field(default_factory=dict)
-    row: dict[str, Any] = field(default_factory=dict)
-    error: TopazError | None = None
-    done: bool = False
-    ready: bool = False
-    failed: bool = False
-    reason: str | None = None
-    line: str = ""
-
-    @property
-    def filename(self) -> str | None:
-        return self.status.filename if self.status is not None else None
-
-    @property
-    def model(self) -> str | None:
-        return self.status.model if self.status is not None else None
-
-    @property
-    def state(self) -> str:
-        """``Completed``, ``Failed``…, ``error`` or ``fetching``."""
-        if self.error is not None:
-            return "error"
-        if self.status is not None:
-            return self.status.status
-        return "fetching" if not self.done else ("Completed" if self.ready else "not ready")
 
 
 class Gallery:
@@ -183,13 +146,13 @@ class Gallery:
                                       cancel=child_event(self._cancel))
             try:
                 thumbs: dict[str, bytes | None] = {}
-                for side in ("input", "output"):  # thumbnails now: a damaged file fails here
+                for side in SIDES:  # thumbnails now: a damaged file fails here
                     image = result.source(side)
                     thumbs[side] = image.preview_bytes(_THUMB, format="webp") \
                         if image is not None else None
                 row = _row(result)
             finally:
-                for side in ("input", "output"):  # keep the thumbnails, not the pixels
+                for side in SIDES:  # keep the thumbnails, not the pixels
                     image = result.source(side)
                     if image is not None:
                         image.close()
@@ -234,11 +197,21 @@ class Gallery:
         there); the gallery keeps only the last one opened."""
         pid = self.cards[which].process_id if isinstance(which, int) else \
             self.card(which).process_id
-        comparison = Comparison.fetch(pid, client=self._client, transfer=self._transfer,
-                                      require_output=False, preview_size=self.preview_size,
-                                      mode=self.mode).prepare()
+        comparison = self.load(pid)
         self.opened = comparison
         return comparison
+
+    def load(self, process_id: str) -> Comparison:
+        """One process's comparison fetched as the gallery fetches it (same client,
+        cache, preview size and mode), ready to show; the gallery keeps nothing
+        of it.  A Failed process loads too, with its input alone."""
+        return Comparison.fetch(process_id, client=self._client, transfer=self._transfer,
+                                require_output=False, preview_size=self.preview_size,
+                                mode=self.mode).prepare()
+
+    def status(self, process_id: str) -> Status:
+        """The process's status, asked of the API now (a card not fetched yet has none)."""
+        return self._client.status(process_id)
 
     def __getitem__(self, index: int) -> Comparison:
         return self.open(index)
@@ -377,11 +350,9 @@ class Gallery:
                             for r in self.summary()])
         return bundle
 
-    def review(self, path: str = "topaz-review.csv", *, order: str | None = None) -> Any:
+    def review(self, path: str = "topaz-review.csv", *, order: str | None = None) -> Review:
         """Step through this batch one comparison at a time, recording decisions
-        in the CSV file ``path``; see :class:`topaz_nb.review.Review`."""
-        from .review import Review
-
+        in the CSV file ``path``; see :class:`~topaz_nb.batch.review.Review`."""
         return Review(self, path=path, order=order)
 
 
@@ -406,11 +377,6 @@ def _row(result: Comparison) -> dict[str, Any]:
 
 def _size(entry: dict[str, Any]) -> str | None:
     return f"{entry['width']}×{entry['height']}" if "width" in entry else None
-
-
-def thumb_uri(data: bytes | None) -> str | None:
-    """A thumbnail as a ``data:`` URI for HTML (``None`` stays ``None``)."""
-    return "data:image/webp;base64," + base64.b64encode(data).decode() if data else None
 
 
 def _card_html(card: Card) -> str:

@@ -1,7 +1,7 @@
 """Review a batch: one comparison at a time, by keyboard, with decisions in a CSV.
 
 ``review = gallery.review(path="topaz-review.csv")`` (or ``%topaz review …``)
-shows the current process in the full :class:`~topaz_nb.widget.CompareView`
+shows the current process in the full :class:`~topaz_nb.view.widget.CompareView`
 with a strip of the whole batch underneath, whose thumbnails carry the
 decisions made so far.  Keys, anywhere in the review (the comparison passes on
 the keys it does not use):
@@ -45,17 +45,39 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anywidget
 import traitlets as t
 
 from .._text import cannot_save, say
 from ..errors import TopazError
+from .cards import Card, thumb_uri
 
 if TYPE_CHECKING:
+    from ..api.client import Status
     from ..comparison import Comparison
-    from .gallery import Card, Gallery
+
+
+class Batch(Protocol):
+    """What a review needs of the batch it steps through: a
+    :class:`~topaz_nb.batch.gallery.Gallery`, which fills its cards in the
+    background and loads one comparison at a time."""
+
+    @property
+    def process_ids(self) -> list[str]: ...
+
+    def card(self, process_id: str) -> Card: ...
+
+    def on_card(self, callback: Callable[[Card], None]) -> None: ...
+
+    def start(self) -> Any: ...
+
+    def sorted_by(self, key: str) -> Batch: ...
+
+    def load(self, process_id: str) -> Comparison: ...
+
+    def status(self, process_id: str) -> Status: ...
 
 __all__ = ["DECISIONS", "HEADER", "ORDERS", "Review", "ReviewStrip"]
 
@@ -72,11 +94,11 @@ _MARKS = {"accept": "✓", "reject": "✗", "flag": "⚑"}
 _EXTENSIONS = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png", "tiff": ".tif", "webp": ".webp"}
 
 
-def _gallery_order(gallery: Gallery) -> list[str]:
+def _gallery_order(gallery: Batch) -> list[str]:
     return gallery.process_ids
 
 
-def _fidelity_order(gallery: Gallery) -> list[str]:
+def _fidelity_order(gallery: Batch) -> list[str]:
     """Least faithful first (lowest PSNR against the input), so the outputs most
     likely to have changed the picture are looked at while attention is fresh.
 
@@ -86,7 +108,7 @@ def _fidelity_order(gallery: Gallery) -> list[str]:
     return gallery.sorted_by("psnr").process_ids
 
 
-ORDERS: dict[str, Callable[[Gallery], list[str]]] = {
+ORDERS: dict[str, Callable[[Batch], list[str]]] = {
     "gallery": _gallery_order,
     "fidelity": _fidelity_order,
 }
@@ -117,7 +139,7 @@ class Review:
     :meth:`save_accepted`; displaying the object shows the review.
     """
 
-    def __init__(self, gallery: Gallery, path: str | os.PathLike[str] = "topaz-review.csv", *,
+    def __init__(self, gallery: Batch, path: str | os.PathLike[str] = "topaz-review.csv", *,
                  order: str | None = None) -> None:
         name = order or "gallery"
         if name not in ORDERS:
@@ -200,7 +222,7 @@ class Review:
                 status = loading.result().status
         if status is None:
             try:
-                status = self.gallery._client.status(pid)
+                status = self.gallery.status(pid)
             except TopazError:
                 status = None
         if status is None:
@@ -230,9 +252,10 @@ class Review:
 
     def comparison(self) -> Comparison | None:
         """The current process's comparison (waits for it if it is still loading)."""
-        if not self.ids:
+        current = self.current
+        if current is None:
             return None
-        return self._want(self.current).result()
+        return self._want(current).result()
 
     def save_accepted(self, directory: str | os.PathLike[str]) -> list[Path]:
         """Copy the accepted outputs (from the cache) into ``directory``.
@@ -280,12 +303,7 @@ class Review:
 
     # -- loading ---------------------------------------------------------------
     def _fetch(self, pid: str) -> Comparison:
-        from ..comparison import Comparison
-
-        g = self.gallery
-        return Comparison.fetch(pid, client=g._client, transfer=g._transfer,
-                                require_output=False, preview_size=g.preview_size,
-                                mode=g.mode).prepare()
+        return self.gallery.load(pid)
 
     def _want(self, pid: str) -> Future[Comparison]:
         """The comparison of ``pid``, loading; the next one starts loading too.
@@ -382,8 +400,6 @@ class Review:
         self._strip.items = items
 
     def _thumbs(self, pids: list[str]) -> dict[str, str]:
-        from .gallery import thumb_uri
-
         out = {}
         for pid in pids:
             card = self.gallery.card(pid)

@@ -3,7 +3,7 @@
 ``%topaz ID1 ID2 … --grid`` returns a :class:`Shootout`.  It holds one
 :class:`~topaz_nb.comparison.Comparison` per process and shows the input once
 (from the first process) with every output beside it in one
-:class:`~topaz_nb.widget.CompareView` (grid mode first; the pair modes compare
+:class:`~topaz_nb.view.widget.CompareView` (grid mode first; the pair modes compare
 any two panes), with a table of each output's model, size and fidelity
 (PSNR, SSIM against its own input).
 
@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._ids import check_process_id
-from ..view.modes import MAX_OUTPUTS
 from .._tasks import child_event, workers
 from .._text import html_table, psnr_text, ssim_text
 from ..comparison import Comparison
 from ..errors import TopazError
+from ..view.modes import MAX_OUTPUTS
 
 if TYPE_CHECKING:
     from ..api.client import TopazClient
-    from ..storage.transfer import Transfer
+    from ..storage import Transfer
     from ..view.widget import CompareView
 
 

@@ -35,6 +35,7 @@ from typing import Any
 from PIL import Image
 
 from .align import Placement, align
+from .previews import Derived
 
 TOLERANCE = 2.0
 """Differences up to this many 8-bit levels count as agreement (heat 0)."""
@@ -197,7 +198,7 @@ def _shrink_linear(out: Image.Image, box: tuple[float, float, float, float],
     to_srgb = _linear_to_srgb_table()
     planes = []
     if integer:
-        rounded = tuple(round(v) for v in box)
+        rounded = (round(box[0]), round(box[1]), round(box[2]), round(box[3]))
         crop = out if rounded == (0, 0, *out.size) else out.crop(rounded)
         for band in crop.split():
             linear = band.point(table, "I")
@@ -361,34 +362,34 @@ _STORE_VERSION = 1
 
 
 def cached_fidelity(input: Any, output: Any, *, input_file: Any = None, output_file: Any = None,
+                    derived: Derived | None = None,
                     crop_to_fill: bool | None = None) -> Fidelity:
     """:func:`fidelity`, kept on disk beside a downloaded output.
 
     The scores and regions go to the output's derived file ``fidelity.json``
-    and the heat map to ``fidelity.png`` (paths from
-    :meth:`topaz_nb.transfer.CacheEntry.derived`, so discarding the download
-    or clearing the cache removes them).  The record names both files' sizes
-    and modification times and the alignment rule, and is ignored once any of
-    them changes.  Files outside the download cache are computed every time.
+    and the heat map to ``fidelity.png``, at the paths ``derived`` hands out
+    (the download cache's, so discarding the download or clearing the cache
+    removes them).  The record names both files' sizes and modification times
+    and the alignment rule, and is ignored once any of them changes.  Without
+    ``derived``, or where it gives no path, it is computed every time.
     """
     import json
     import os
     from pathlib import Path
 
-    from ..storage.transfer import CacheEntry
-
-    entry = CacheEntry.of(output_file) if output_file is not None else None
+    meta_path = derived("fidelity.json") if derived is not None else None
+    heat_path = derived("fidelity.png") if derived is not None else None
     stamp: dict[str, Any] | None = None
-    if entry is not None and input_file is not None:
+    if meta_path is not None and heat_path is not None and input_file is not None \
+            and output_file is not None:
         try:
             a, b = Path(input_file).stat(), Path(output_file).stat()
             stamp = {"v": _STORE_VERSION, "crop_to_fill": crop_to_fill,
                      "input": [a.st_size, a.st_mtime_ns], "output": [b.st_size, b.st_mtime_ns]}
         except OSError:
             stamp = None
-    if entry is None or stamp is None:
+    if meta_path is None or heat_path is None or stamp is None:
         return fidelity(input, output, crop_to_fill=crop_to_fill)
-    meta_path, heat_path = entry.derived("fidelity.json"), entry.derived("fidelity.png")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("stamp") == stamp:

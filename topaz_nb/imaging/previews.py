@@ -4,10 +4,10 @@ Making the first view of a large output means decoding all of it (a PNG
 cannot be decoded at reduced size); opening the same process again, even from
 a new kernel, should cost a file read instead.
 
-Where the files go is not decided here: the transfer layer owns the cache
-layout and hands out the path of every file derived from a download
-(:meth:`topaz_nb.transfer.CacheEntry.derived`), so discarding a download or
-clearing the cache removes its previews too.
+Where the files go is not decided here: whoever owns the files' layout (the
+download cache, through ``Transfer.derived_path``) hands a :data:`Derived`
+function to :func:`~topaz_nb.imaging.load_image`, so discarding a download
+or clearing the cache removes its previews too.
 """
 
 from __future__ import annotations
@@ -16,9 +16,15 @@ import contextlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
+
+Derived = Callable[[str], "Path | None"]
+"""Where the file derived from an image under a given name (``p2048.raw``,
+``pyramid.tif``, ``fidelity.json``) lives, or ``None`` for an image whose
+derived files are not kept."""
 
 
 class PreviewStore:
@@ -29,31 +35,21 @@ class PreviewStore:
     Each entry records the source's size and modification time and is ignored
     once they change, so a file replaced in place never shows a stale preview.
 
-    Only files of the download cache get entries (writing beside a user's own
-    files would be a surprise).  Entries are written atomically; a directory
-    that cannot be written to just means no entry.
+    Only images whose owner hands out derived paths get entries (for the
+    download cache's files; writing beside a user's own files would be a
+    surprise).  Entries are written atomically; a directory that cannot be
+    written to just means no entry.
     """
 
     _VERSION = 1
 
-    def __init__(self, source: Path, max_side: int) -> None:
-        from ..storage.transfer import CacheEntry
-
+    def __init__(self, source: Path, max_side: int, derived: Derived) -> None:
         self.source = source
         self.max_side = max_side
-        self._entry = CacheEntry.of(source)
-
-    @staticmethod
-    def applies_to(path: Path) -> bool:
-        """Whether ``path`` is a download of the cache (see the class doc)."""
-        from ..storage.transfer import CacheEntry
-
-        return CacheEntry.of(path) is not None
+        self._derived = derived
 
     def _target(self, suffix: str) -> Path | None:
-        if self._entry is None:
-            return None
-        return self._entry.derived(f"p{self.max_side}.{suffix}")
+        return self._derived(f"p{self.max_side}.{suffix}")
 
     def _stamp(self) -> dict[str, int] | None:
         try:

@@ -42,15 +42,15 @@ from typing import IO, Any, Union
 
 from PIL import Image, ImageFile
 
+from .._sniff import UnrecognisedImage, describe_non_image, open_header
+from .._tasks import shared_pool
+from ..errors import ImageError, ImageTooLarge, TopazError
 from . import pyramid as _pyramid
 from .align import Placement, align
 from .color import display_mode, profile_description, to_display
 from .decoded import DecodedCache, default_budget
-from .previews import PreviewStore
-from .._tasks import shared_pool
-from .._sniff import UnrecognisedImage, describe_non_image, open_header
+from .previews import Derived, PreviewStore
 from .tiles import TileSource
-from ..errors import ImageError, ImageTooLarge, TopazError
 
 __all__ = [
     "MAX_PIXELS", "MAX_SIDE", "DecodedCache", "ImageInfo", "Placement", "SourceImage",
@@ -182,11 +182,14 @@ class SourceImage:
 
     def __init__(self, opener: Callable[[], Any], *, label: str, cache: DecodedCache,
                  pil: Image.Image | None = None, file_size: int | None = None,
-                 path: Path | None = None, pyramid_path: Path | None = None,
+                 path: Path | None = None, derived: Derived | None = None,
+                 pyramid_path: Path | None = None,
                  on_pyramid: Callable[[Path], None] | None = None) -> None:
         self.label = label
-        self._path = path if path is not None and PreviewStore.applies_to(path) else None
+        self._derived = derived if path is not None else None
         self._file_path = path
+        if pyramid_path is None and self._derived is not None:
+            pyramid_path = self._derived("pyramid.tif")
         self._pyramid_path = pyramid_path if path is not None else None
         self._on_pyramid = on_pyramid
         self._pyramid_future: Future[_pyramid.Pyramid] | None = None
@@ -210,6 +213,17 @@ class SourceImage:
         """Display size (after EXIF orientation)."""
         return (self.info.width, self.info.height)
 
+    def derived_path(self, name: str) -> Path | None:
+        """Where the file derived from this image under ``name`` is kept, as the
+        owner of the file's layout said (``derived=`` of :func:`load_image`),
+        or ``None`` when nothing derived from it is kept on disk."""
+        return self._derived(name) if self._derived is not None else None
+
+    def _store(self, max_side: int) -> PreviewStore | None:
+        if self._file_path is None or self._derived is None:
+            return None
+        return PreviewStore(self._file_path, max_side, self._derived)
+
     def preview(self, max_side: int = 2048) -> Image.Image:
         """A display-ready image whose long side is at most ``max_side`` px.
 
@@ -224,7 +238,7 @@ class SourceImage:
             self._check_open()
             if self._preview is not None and self._preview[0] == max_side:
                 return self._preview[1]
-            store = PreviewStore(self._path, max_side) if self._path is not None else None
+            store = self._store(max_side)
             if store is not None:
                 _stored_by_now(store.source)
             image = store.load_image() if store is not None else None
@@ -253,7 +267,7 @@ class SourceImage:
         # A preview this object has just made has no stored encoding worth
         # waiting for: its own entries are still being written.
         fresh = max_side in self._made
-        store = PreviewStore(self._path, max_side) if self._path is not None else None
+        store = self._store(max_side)
         if store is not None and not fresh:
             _stored_by_now(store.source)
         data = store.load_encoded(tag) if store is not None and not fresh else None
@@ -447,6 +461,7 @@ class SourceImage:
 
 def load_image(source: Source, *, label: str = "image",
                cache: DecodedCache | None = None,
+               derived: Derived | None = None,
                pyramid_path: str | os.PathLike[str] | None = None,
                on_pyramid: Callable[[Path], None] | None = None) -> SourceImage:
     """Open ``source`` (a path, bytes, a PIL image or a numpy-style array) lazily.
@@ -455,10 +470,13 @@ def load_image(source: Source, *, label: str = "image",
     :meth:`SourceImage.preview` / :meth:`SourceImage.full`.  Raises
     :class:`ImageError` (not an image, damaged) or :class:`ImageTooLarge`.
 
-    ``pyramid_path`` (for a path ``source`` only) is where a tiled pyramid of a
-    large image may be written and found again (see :mod:`topaz_nb.imaging.pyramid`);
-    whoever owns the files' layout chooses it.  Without it tiles are cut from
-    the fully decoded image.  ``on_pyramid(path)`` is called after a pyramid
+    ``derived`` (for a path ``source`` only) says where files derived from it
+    are kept: previews and their encodings, the tiled pyramid of a large image
+    (``pyramid.tif``, see :mod:`topaz_nb.imaging.pyramid`) and fidelity.
+    Whoever owns the files' layout hands it over (the download cache does);
+    without it nothing is written beside the file.  ``pyramid_path`` overrides
+    the pyramid's place; with neither, tiles are cut from the fully decoded
+    image.  ``on_pyramid(path)`` is called after a pyramid
     was written (the download cache checks its size bound then).
     """
     shared = _first_use()
@@ -477,7 +495,7 @@ def load_image(source: Source, *, label: str = "image",
             raise ImageError(f"{label}: cannot read {path!r} ({exc.strerror or exc}); "
                              "check the path") from None
         return SourceImage(lambda: open(path, "rb"), label=label, cache=cache,
-                           file_size=file_size, path=Path(path),
+                           file_size=file_size, path=Path(path), derived=derived,
                            pyramid_path=Path(pyramid_path) if pyramid_path is not None else None,
                            on_pyramid=on_pyramid)
     if hasattr(source, "__array_interface__"):

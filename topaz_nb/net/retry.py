@@ -1,7 +1,7 @@
 """The one retry policy of topaz-nb: urllib3's ``Retry`` inside time budgets.
 
-Both hosts (the API, through :class:`~topaz_nb.client.TopazClient`, and
-object storage, through :class:`~topaz_nb.transfer.Transfer`) mount a
+Both hosts (the API, through :class:`~topaz_nb.api.client.TopazClient`, and
+object storage, through :class:`~topaz_nb.storage.transfer.Transfer`) mount a
 :class:`BoundedRetry` made by :func:`make_retry` on their ``HTTPAdapter``, so
 they wait and give up the same way.  Plain ``Retry`` would not do for a
 notebook:

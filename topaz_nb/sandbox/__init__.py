@@ -27,7 +27,7 @@ import secrets
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._api import PREFIX, api_error, make_api_route
 from ._demo import DEMO_JOBS, SHOOTOUT_MODELS, SHOOTOUT_SOURCE_ID, demo_bytes, shootout_bytes
@@ -35,6 +35,9 @@ from ._faults import SERVERS, FaultBook, make_fault
 from ._http import RecordedRequest, RequestLog, SandboxServer
 from ._jobs import STATUSES, ImageSource, Job, JobStore, make_object, source_name
 from ._storage import STORAGE_PROFILES, Signer, make_storage_route, storage_error
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["STORAGE_PROFILES", "Job", "RecordedRequest", "Sandbox", "serve"]
 
@@ -118,8 +121,9 @@ class Sandbox:
             thread.join(5)
         self._servers, self._threads = [], []
 
-    def __enter__(self) -> Sandbox:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -91,7 +91,7 @@ def make_object(source: ImageSource, default_format: str, fmt: str | None,
             width, height = probe.size
             if probe.format in _FORMATS:
                 api_format, ext, ctype = _FORMATS[probe.format]
-    except Exception:  # noqa: BLE001 - corrupt bytes are stored as they are, on purpose
+    except Exception:  # noqa: BLE001, S110 - corrupt bytes are stored as they are, on purpose
         pass
     return StoredObject(
         data=data, format=api_format, extension=ext, content_type=ctype,

@@ -83,7 +83,7 @@ class Signer:
         return f"/{BUCKET}/{job.process_id}/{side}.{obj.extension}"
 
     def _signature(self, method: str, path: str, date: str, expires: str) -> str:
-        message = "\n".join((method, path, date, expires)).encode()
+        message = f"{method}\n{path}\n{date}\n{expires}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def sign(self, method: str, path: str, issued: int, expiry: int) -> str:

@@ -4,4 +4,27 @@ the cache layout and its locks, and the cache's disk bound.
 
 May import: ``net`` and the shared vocabulary.  Never imports ``api`` (it
 never sees the API key) nor anything above it.
+
+Modules, each importing only those listed after it:
+
+* ``transfer``: :class:`Transfer`, the facade users construct, and
+  :class:`Fetched`;
+* ``budget``: the cache's disk bound, least recently used first;
+* ``download``: HTTP HEAD/GET, streaming into a ``.part``, resume and checks;
+  :class:`ObjectInfo`;
+* ``refresh``: one operation's link, refreshed at most once;
+* ``cache``: the layout (:class:`CacheEntry`), sidecars, locks, sweeping.
+
+``DEFAULT_MAX_BYTES`` here is the ceiling on a download of unknown size
+(``Topaz.max_download_bytes``); the cache's own bound is
+``budget.DEFAULT_MAX_BYTES`` (``Topaz.cache_max_bytes``).
 """
+
+from .cache import CacheEntry, default_cache_dir
+from .download import DEFAULT_MAX_BYTES, DEFAULT_STALL_TIMEOUT, ObjectInfo
+from .transfer import Fetched, Transfer
+
+__all__ = [
+    "DEFAULT_MAX_BYTES", "DEFAULT_STALL_TIMEOUT", "CacheEntry", "Fetched", "ObjectInfo",
+    "Transfer", "default_cache_dir",
+]

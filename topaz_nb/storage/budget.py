@@ -7,8 +7,9 @@ A pyramid is about 4 bytes a pixel (806 MB for a 201 MP output, beside its
 1. derived files (previews, pyramids) of the least recently used downloads
    are deleted first: they are rebuilt from the download when needed;
 2. then whole downloads, least recently used first, through
-   :meth:`topaz_nb.transfer.Transfer.discard` (which takes the entry's lock
-   and removes its sidecar and derived files with it).
+   :func:`topaz_nb.storage.cache.discard` (which takes the entry's lock, so
+   no download of it is under way, and removes its sidecar and derived files
+   with it).
 
 The downloads of the process being viewed are never evicted.  "Used" is the
 modification time of a small derived marker file (:func:`mark_used`) written
@@ -19,8 +20,10 @@ when fetches only hit the cache, and after a pyramid is written (the
 comparison passes that hook to :func:`topaz_nb.imaging.load_image`).  Previews
 written in between can leave the cache over its bound by a few MB until then.
 
-Paths come from :class:`topaz_nb.transfer.CacheEntry`, the one owner of the
-cache layout; nothing here parses file names.
+Paths come from :class:`topaz_nb.storage.cache.CacheEntry`, the one owner
+of the cache layout; nothing here parses file names.  The facade
+(:meth:`topaz_nb.storage.transfer.Transfer.keep_within_budget`) decides when
+to check; this module knows the cache and nothing above it.
 """
 
 from __future__ import annotations
@@ -30,10 +33,8 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .transfer import CacheEntry, Transfer
+from .cache import CacheEntry, discard
 
 _log = logging.getLogger("topaz_nb.cache")
 
@@ -65,8 +66,6 @@ class Usage:
 
 def mark_used(path: Path) -> None:
     """Record that the download at ``path`` was just used (for eviction order)."""
-    from .transfer import CacheEntry
-
     entry = CacheEntry.of(path)
     if entry is None:
         return
@@ -86,8 +85,6 @@ def _size(path: Path) -> int:
 def _scan(cache_dir: Path) -> tuple[list[_Item], int, int]:
     """Every complete download with its derived files; and the total bytes of
     the process folders and of folders with any download in them."""
-    from .transfer import CacheEntry
-
     items: list[_Item] = []
     total = 0
     folders = 0
@@ -129,13 +126,13 @@ def usage(cache_dir: Path) -> Usage:
                  total_bytes=total)
 
 
-def enforce(transfer: Transfer, max_bytes: int, keep: tuple[Path, ...] = ()) -> int:
+def enforce(cache_dir: Path, max_bytes: int, keep: tuple[Path, ...] = ()) -> int:
     """Delete least recently used derived files, then downloads, until the
-    cache takes at most ``max_bytes``; the downloads in ``keep`` (and their
-    derived files) stay.  Returns the bytes freed."""
+    cache in ``cache_dir`` takes at most ``max_bytes``; the downloads in
+    ``keep`` (and their derived files) stay.  Returns the bytes freed."""
     if max_bytes < 0:
         raise ValueError("max_bytes must not be negative")
-    items, total, _ = _scan(transfer.cache_dir)
+    items, total, _ = _scan(cache_dir)
     if total <= max_bytes:
         return 0
     kept = {Path(p) for p in keep}
@@ -155,7 +152,7 @@ def enforce(transfer: Transfer, max_bytes: int, keep: tuple[Path, ...] = ()) -> 
             break
         rest = item.download + sum(size for p, size in item.derived if p.exists())
         try:
-            transfer.discard(item.file)
+            discard(item.entry, item.file)
         except (OSError, ValueError) as exc:
             _log.warning("could not evict %s from the cache: %s", item.file.name, exc)
             continue

@@ -97,9 +97,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
-from concurrent.futures import Future
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,14 +107,14 @@ import anywidget
 import traitlets as t
 from PIL import Image
 
-from . import composite as _composite
 from .._tasks import shared_pool
+from ..imaging.source import SourceImage, TileSource, align, encode, load_image
+from ..links import SIDES
+from . import composite as _composite
 from .modes import BLEND_DEFAULT, INPUT_FILTERS, MAX_OUTPUTS, MODES, ORIENTATIONS, TILE_PX
 from .modes import MAX_ZOOM as _MAX_ZOOM
 from .modes import limits as _limits
 from .panes import PaneTiles, placements_on
-from ..imaging.source import SourceImage, TileSource, align, encode, load_image
-from ..links import SIDES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
