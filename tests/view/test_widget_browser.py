@@ -664,7 +664,7 @@ def blank(chromium: Any) -> Iterator[Any]:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.set_content("<!DOCTYPE html><title>geometry</title>")  # no server, no kernel
-    static = REPO / "topaz_nb" / "static"
+    static = REPO / "topaz_nb" / "view" / "static"
     for name in ("geometry.js", "tiles.js", "draw.js", "dom.js", "input.js"):
         page.add_script_tag(content=(static / name).read_text(encoding="utf-8"))
     assert errors == []
