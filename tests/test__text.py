@@ -110,3 +110,42 @@ def test_address_problems_name_the_setting_of_the_place(place: str, setting: str
         assert ("network" in line) == (exc is unreachable)
     others = {"base_url=", "%config Topaz.base_url", "--api-url"} - {setting}
     assert not any(word in _text.say(odd, place) for word in others)  # type: ignore[arg-type]
+
+
+
+@pytest.mark.parametrize(("place", "elsewhere", "writable", "again"), [
+    ("python", "save into another directory", "save into another directory you can write to",
+     ""),
+    ("magic", "give --save another directory", "give --save another directory you can write to",
+     ", then run the cell again"),
+    ("cli", "give -o another directory", "give -o another directory you can write to",
+     ", then run the command again"),
+    ("panel", "type another directory in Save to",
+     "type another directory you can write to in Save to", ", then press Save images again"),
+], ids=PLACES)
+def test_files_not_saved_are_one_line_each_in_the_words_of_the_place(
+        place: str, elsewhere: str, writable: str, again: str) -> None:
+    import errno
+
+    from topaz_nb.errors import NotSaved
+
+    failures: list[tuple[str, str | None, Exception]] = [
+        ("the output", "/out/x-output.png", IsADirectoryError(errno.EISDIR, "Is a directory")),
+        ("the input", "/out/x-input.jpg", PermissionError(errno.EACCES, "Permission denied")),
+        ("the output of a.jpg", "/out/a.png", OSError(errno.ENOSPC, "No space left on device")),
+        ("the output of b.jpg", None, NotFound("gone", process_id=PID)),
+    ]
+    err = NotSaved("…", saved={"other": "/out/o.png"}, failures=failures)
+    lines = _text.say(err, place).splitlines()  # type: ignore[arg-type]
+    head, sep, end = ("could not save", ";", "") if place == "cli" else ("Could not save", ":", ".")
+    assert lines[:3] == [
+        (f"{head} the output as '/out/x-output.png' (a directory is in the way){sep} "
+         f"move it aside or {elsewhere}{again}{end}"),
+        (f"{head} the input as '/out/x-input.jpg' (not allowed to write there){sep} "
+         f"{writable}{again}{end}"),
+        (f"{head} the output of a.jpg as '/out/a.png' (the disk is full){sep} "
+         f"free some space or {elsewhere}{again}{end}"),
+    ]
+    assert lines[3] == f"{head} the output of b.jpg: {_text.not_found(PID, place)}"  # type: ignore[arg-type]
+    assert lines[4:] == (["The other file was saved: the error's .saved lists it."]
+                         if place == "python" else [])

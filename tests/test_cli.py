@@ -136,6 +136,50 @@ def test_output_onto_a_file_or_unwritable_dir_is_one_line(
         assert "Could not save into" in line and "choose a directory" in line
 
 
+def _names(tmp_path: Path, pid: str, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """The names ``fetch -o`` gives the two sides of ``pid`` (their extensions are sniffed)."""
+    first = tmp_path / "first"
+    assert main(["fetch", pid, "-o", str(first)]) == 0
+    capsys.readouterr()
+    return {p.name.split("-")[-1].split(".")[0]: p.name for p in first.iterdir()}
+
+
+def test_output_never_follows_a_link_planted_at_a_predictable_name(
+        keyed: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pid = keyed.demo_ids[0]
+    names = _names(tmp_path, pid, capsys)
+    out = tmp_path / "out"
+    out.mkdir()
+    # The output's temporary name the copy used to write through, and the input's final name.
+    planted = [names["output"] + ".part", names["input"]]
+    victims = [tmp_path / "victim0", tmp_path / "victim1"]
+    for name, victim in zip(planted, victims):
+        victim.write_bytes(b"must stay as it is")
+        (out / name).symlink_to(victim)
+    assert main(["fetch", pid, "-o", str(out)]) == 0
+    assert [v.read_bytes() for v in victims] == [b"must stay as it is"] * 2
+    for name in names.values():
+        assert not (out / name).is_symlink()
+        assert (out / name).read_bytes() == (tmp_path / "first" / name).read_bytes()
+
+
+def test_a_side_that_cannot_be_written_is_one_line_and_the_other_is_saved(
+        keyed: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pid = keyed.demo_ids[0]
+    names = _names(tmp_path, pid, capsys)
+    out = tmp_path / "out"
+    blocked = out / names["output"]
+    (blocked / "inside").mkdir(parents=True)  # a directory where the output goes
+    assert main(["fetch", pid, "-o", str(out)]) == 2
+    captured = capsys.readouterr()
+    line = _one_error_line(captured.err)
+    assert line == (f"topaz-nb: error: could not save the output as {str(blocked)!r} (a "
+                    "directory is in the way); move it aside or give -o another directory, "
+                    "then run the command again")
+    assert f"input   {out / names['input']}" in captured.out.splitlines()
+    assert (out / names["input"]).read_bytes() == (tmp_path / "first" / names["input"]).read_bytes()
+
+
 def test_unwritable_cache_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

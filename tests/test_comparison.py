@@ -10,7 +10,7 @@ from PIL import Image
 
 from topaz_nb.api.client import TopazClient
 from topaz_nb.comparison import Comparison
-from topaz_nb.errors import InvalidProcessId, NotFound, NotReady, TopazError
+from topaz_nb.errors import InvalidProcessId, NotFound, NotReady, NotSaved, TopazError
 from topaz_nb.storage import Transfer
 
 
@@ -196,6 +196,49 @@ def test_save_onto_a_file_is_a_one_line_error(sandbox, client, transfer, tmp_pat
     assert "Could not save into" in str(bad.value) and "\n" not in str(bad.value)
     with pytest.raises(TopazError, match="Could not save into"):
         result.save("/proc/topaz-nb-test")
+
+
+def test_save_never_follows_a_link_planted_at_a_predictable_name(sandbox, client, transfer,
+                                                                  tmp_path):
+    result = Comparison.fetch(sandbox.demo_ids[0], client=client, transfer=transfer)
+    files = result.files()
+    out = tmp_path / "out"
+    out.mkdir()
+    pid = result.process_id
+    # The output's temporary name the copy used to write through, and the input's final name.
+    planted = [f"{pid}-output{files['output'].suffix}.part", f"{pid}-input{files['input'].suffix}"]
+    victims = [tmp_path / "victim0", tmp_path / "victim1"]
+    for name, victim in zip(planted, victims):
+        victim.write_bytes(b"must stay as it is")
+        (out / name).symlink_to(victim)
+    saved = result.save(out)
+    assert [v.read_bytes() for v in victims] == [b"must stay as it is"] * 2
+    for side, path in saved.items():
+        assert path == out / f"{pid}-{side}{files[side].suffix}"
+        assert not path.is_symlink() and path.read_bytes() == files[side].read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == sorted([planted[0], *(p.name for p in
+                                                                         saved.values())])
+
+
+def test_save_reports_a_side_it_cannot_write_in_one_line_and_saves_the_other(
+        sandbox, client, transfer, tmp_path):
+    result = Comparison.fetch(sandbox.demo_ids[0], client=client, transfer=transfer)
+    files = result.files()
+    out = tmp_path / "out"
+    blocked = out / f"{result.process_id}-input{files['input'].suffix}"
+    (blocked / "inside").mkdir(parents=True)  # a directory where the input goes
+    with pytest.raises(NotSaved) as caught:
+        result.save(out)
+    err = caught.value
+    assert list(err.saved) == ["output"]
+    assert err.saved["output"].read_bytes() == files["output"].read_bytes()
+    lines = str(err).splitlines()
+    assert lines == [(f"Could not save the input as {str(blocked)!r} (a directory is in the way): "
+                      "move it aside or save into another directory."),
+                     "The other file was saved: the error's .saved lists it."]
+    assert (blocked / "inside").is_dir()
+    assert sorted(p.name for p in out.iterdir()) == sorted([blocked.name,
+                                                           err.saved["output"].name])
 
 
 # -- a cache that heals itself ------------------------------------------------

@@ -282,6 +282,42 @@ def test_save_onto_a_file_is_one_line(shell, sandbox, tmp_path):
         shell.run_line_magic("topaz", f"{sandbox.demo_ids[0]} --save /proc/topaz-nb-test")
 
 
+def test_save_never_follows_a_link_planted_at_a_predictable_name(shell, sandbox, tmp_path):
+    pid = sandbox.demo_ids[0]
+    files = shell.run_line_magic("topaz", pid).files()
+    out = tmp_path / "saved"
+    out.mkdir()
+    # The output's temporary name the copy used to write through, and the input's final name.
+    planted = [f"{pid}-output{files['output'].suffix}.part", f"{pid}-input{files['input'].suffix}"]
+    victims = [tmp_path / "victim0", tmp_path / "victim1"]
+    for name, victim in zip(planted, victims):
+        victim.write_bytes(b"must stay as it is")
+        (out / name).symlink_to(victim)
+    shell.run_line_magic("topaz", f"{pid} --save {out}")
+    assert [v.read_bytes() for v in victims] == [b"must stay as it is"] * 2
+    for side, source in files.items():
+        saved = out / f"{pid}-{side}{source.suffix}"
+        assert not saved.is_symlink() and saved.read_bytes() == source.read_bytes()
+
+
+def test_save_reports_a_side_it_cannot_write_in_one_line_and_saves_the_other(
+        shell, sandbox, tmp_path, capsys):
+    pid = sandbox.demo_ids[0]
+    files = shell.run_line_magic("topaz", pid).files()
+    out = tmp_path / "saved"
+    blocked = out / f"{pid}-output{files['output'].suffix}"
+    (blocked / "inside").mkdir(parents=True)  # a directory where the output goes
+    capsys.readouterr()
+    with pytest.raises(UsageError) as bad:
+        shell.run_line_magic("topaz", f"{pid} --save {out}")
+    assert str(bad.value) == (
+        f"Could not save the output as {str(blocked)!r} (a directory is in the way): move it "
+        "aside or give --save another directory, then run the cell again.")
+    saved = out / f"{pid}-input{files['input'].suffix}"
+    assert capsys.readouterr().out.splitlines() == [f"saved input: {saved}"]
+    assert saved.read_bytes() == files["input"].read_bytes()
+
+
 def test_bogus_mode_setting_is_one_line(shell, caplog):
     with caplog.at_level("ERROR"):
         _, cap = _cell(shell, '%config Topaz.mode = "bogus"')

@@ -302,6 +302,29 @@ def test_wait_checkbox_waits_for_the_output(
     assert paths[:first_get].count(("api", "GET")) >= 2
 
 
+def test_save_button_saves_one_side_and_says_in_one_line_why_not_the_other(
+        panel: TopazPanel, session: Session, tmp_path: Path) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    pid = sb.demo_ids[0]
+    comparison = panel.fetch(pid)
+    assert comparison is not None
+    files = comparison.files()
+    out = tmp_path / "out"
+    blocked = out / f"{pid}-input{files['input'].suffix}"
+    (blocked / "inside").mkdir(parents=True)  # a directory where the input goes
+    panel._save_dir.value = str(out)
+    panel._save_button.click()
+    saved = out / f"{pid}-output{files['output'].suffix}"
+    assert saved.read_bytes() == files["output"].read_bytes()
+    status = panel._status.value.replace("&#x27;", "'")
+    assert "\n" not in status and "error-color" in status
+    assert status.endswith(
+        f">Saved output → {saved}. Could not save the input as {str(blocked)!r} (a directory is "
+        "in the way): move it aside or type another directory in Save to, then press Save "
+        "images again.</span>")
+
+
 def test_no_secret_in_any_widget_state(panel: TopazPanel, session: Session,
                                        make_image: Any, tmp_path: Path) -> None:
     sb = session.sandbox

@@ -15,7 +15,7 @@ import-linter contracts check them):
 * ``api/`` (the Topaz API) and ``storage/`` (presigned downloads and the disk
   cache), which never import each other, over ``net/`` (retries, log scrubbing);
 * the shared vocabulary: ``errors``, ``links``, ``_ids``, ``_text``, ``_tasks``,
-  ``_sniff``, ``_version``.
+  ``_sniff``, ``_files``, ``_version``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from ._version import __version__ as __version__
 _ERRORS = (
     "ApiError", "AuthenticationError", "BadRequest", "Cancelled", "ImageError",
     "ImageTooLarge", "InvalidFilter", "InvalidProcessId", "LinkExpired", "MissingApiKey",
-    "NotFound", "NotReady", "ProcessFailed", "RateLimited", "ServerError", "TopazError",
-    "TransferError", "WaitTimeout",
+    "NotFound", "NotReady", "NotSaved", "ProcessFailed", "RateLimited", "ServerError",
+    "TopazError", "TransferError", "WaitTimeout",
 )
 
 _LAZY = {
@@ -49,9 +49,9 @@ _LAZY = {
 __all__ = [
     "ApiError", "AuthenticationError", "BadRequest", "Cancelled", "CompareView", "Comparison",
     "Fidelity", "Gallery", "ImageError", "ImageTooLarge", "InvalidFilter", "InvalidProcessId",
-    "LinkExpired", "MissingApiKey", "NotFound", "NotReady", "ProcessFailed", "RateLimited",
-    "Review", "Sandbox", "ServerError", "Shootout", "TopazClient", "TopazError", "TopazPanel",
-    "Transfer", "TransferError", "WaitTimeout", "fidelity",
+    "LinkExpired", "MissingApiKey", "NotFound", "NotReady", "NotSaved", "ProcessFailed",
+    "RateLimited", "Review", "Sandbox", "ServerError", "Shootout", "TopazClient", "TopazError",
+    "TopazPanel", "Transfer", "TransferError", "WaitTimeout", "fidelity",
     "load_ipython_extension", "unload_ipython_extension",
 ]
 

@@ -19,6 +19,7 @@ the Topaz web app do, everywhere.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import html
 from collections.abc import Iterable, Sequence
 from typing import Literal
@@ -29,6 +30,7 @@ from .errors import (
     MissingApiKey,
     NotFound,
     NotReady,
+    NotSaved,
     ProcessFailed,
     TopazError,
 )
@@ -216,6 +218,54 @@ def cannot_save(target: object, exc: OSError) -> str:
             "choose a directory you can write to.")
 
 
+_ELSEWHERE = {"python": "save into another directory{}",
+              "magic": "give --save another directory{}",
+              "cli": "give -o another directory{}",
+              "panel": "type another directory{} in Save to"}
+_AGAIN = {"python": "", "magic": ", then run the cell again",
+          "cli": ", then run the command again", "panel": ", then press Save images again"}
+
+
+def could_not_save(what: str, where: str | None, error: BaseException, place: Place) -> str:
+    """One file was not saved (the others were): why, and what to do about it here.
+
+    ``what`` names the file in words ("the output"), ``where`` is the path it
+    was to take; ``error`` is the ``OSError`` of the copy, or the
+    :class:`TopazError` that kept the file from being had at all.
+    """
+    if isinstance(error, TopazError):
+        text = f"could not save {what}: {say(error, place)}"
+        return text if place == "cli" else text[0].upper() + text[1:]
+    code = getattr(error, "errno", None)
+    elsewhere = _ELSEWHERE[place].format("")
+    if isinstance(error, (IsADirectoryError, NotADirectoryError, FileExistsError)) \
+            or code == errno.ENOTEMPTY:
+        why, cure = ("a directory is in the way" if isinstance(error, IsADirectoryError)
+                     or code == errno.ENOTEMPTY else "something is in the way",
+                     f"move it aside or {elsewhere}")
+    elif isinstance(error, PermissionError) or code == errno.EROFS:
+        why, cure = "not allowed to write there", _ELSEWHERE[place].format(" you can write to")
+    elif code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        why, cure = "the disk is full", f"free some space or {elsewhere}"
+    else:
+        why = getattr(error, "strerror", None) or type(error).__name__
+        cure = f"check the directory and its free space, or {elsewhere}"
+    as_ = f" as {where!r}" if where else ""
+    if place == "cli":
+        return f"could not save {what}{as_} ({why}); {cure}{_AGAIN[place]}"
+    return f"Could not save {what}{as_} ({why}): {cure}{_AGAIN[place]}."
+
+
+def not_saved(failures: Sequence[tuple[str, str | None, BaseException]], place: Place, *,
+              saved: int) -> str:
+    """The files that were not saved, one line each; in Python, where the others are."""
+    lines = [could_not_save(what, where, error, place) for what, where, error in failures]
+    if place == "python" and saved:
+        others = f"other {saved} files were" if saved > 1 else "other file was"
+        lines.append(f"The {others} saved: the error's .saved lists {'them' if saved > 1 else 'it'}.")
+    return "\n".join(lines)
+
+
 
 
 def _inside(path: str, directory: str) -> bool:
@@ -269,7 +319,7 @@ def not_found(process_id: str, place: Place) -> str:
 
 
 def say(exc: TopazError, place: Place) -> str:
-    """The one line to show for ``exc`` at ``place``.
+    """The one line to show for ``exc`` at ``place`` (a :class:`NotSaved`: one per file).
 
     Errors that carry data are phrased here for the place; every other error
     already reads the same everywhere, so its own text is used.
@@ -286,6 +336,8 @@ def say(exc: TopazError, place: Place) -> str:
         return not_ready(exc.process_id, exc.status, exc.progress, exc.eta, place)
     if isinstance(exc, NotFound) and exc.process_id:
         return not_found(exc.process_id, place)
+    if isinstance(exc, NotSaved):  # one line per file that was not saved
+        return not_saved(exc.failures, place, saved=len(exc.saved))
     if exc.address_problem:
         return wrong_address(exc.address_problem, place, network=exc.status_code is None
                              if isinstance(exc, ApiError) else False)

@@ -29,7 +29,7 @@ from . import _progress
 from ._ids import check_process_id
 from ._text import byte_size, file_problem, interrupted, say
 from ._version import __version__
-from .errors import NotReady, TopazError, WaitTimeout
+from .errors import NotReady, NotSaved, TopazError, WaitTimeout
 from .links import SIDES, expiry_text, redact_url
 from .view.modes import DEFAULT_MODE, MODES
 
@@ -191,10 +191,16 @@ def _cmd_links(args: argparse.Namespace) -> int:
 def _cmd_fetch(args: argparse.Namespace) -> int:
     with _session(args) as session:
         comparison = _fetch(args, session, use_cache=not args.no_cache)
-        saved = comparison.save(args.output)
+        failure: NotSaved | None = None
+        try:
+            saved = comparison.save(args.output)
+        except NotSaved as exc:  # the others were saved: list them, then what was not
+            saved, failure = exc.saved, exc
         _print_table(comparison.rows(), comparison.process_id)
         for side, path in saved.items():
             print(f"{side:<7} {path}")
+        if failure is not None:
+            raise failure
     return 0
 
 
@@ -517,8 +523,10 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 
 def _error(message: str) -> None:
-    line = " ".join(message.split())
-    print(f"{_PROG}: error: {line}", file=sys.stderr)
+    """``topaz-nb: error: …``, once per line of ``message`` (several files not saved)."""
+    for text in message.splitlines() or [""]:
+        line = " ".join(text.split())
+        print(f"{_PROG}: error: {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ._ids import check_process_id
 from ._tasks import cancellable, child_event, workers
 from ._text import Place, byte_size
-from .errors import ImageError, ImageTooLarge, NotReady, TopazError
+from .errors import ImageError, ImageTooLarge, NotReady, NotSaved, TopazError
 from .links import SIDES, Link, Side, expiry_text, redact_url, utc_text
 
 if TYPE_CHECKING:
@@ -294,30 +294,34 @@ class Comparison:
     def save(self, directory: str | Path) -> dict[Side, Path]:
         """Copy both original files into ``directory`` as ``<pid>-<side>.<ext>``.
 
-        A path that is a file, or a directory that cannot be written, is a
-        one-line :class:`TopazError`: the magic, the panel and the command all
-        show it as it is.
+        Saving the same process again replaces its files (a link planted at
+        either name is replaced itself, never followed; see :mod:`topaz_nb._files`).
+        A path that is a file, or a directory that cannot be made, is a
+        one-line :class:`TopazError`.  A side that cannot be written (a
+        directory at its name, say) does not stop the other: it is saved, then
+        :class:`NotSaved` says what was not, one line per side, and holds the
+        saved paths as ``saved``.  The magic, the panel and the command show
+        either through ``_text.say``.
         """
-        import shutil
-
-        from ._text import cannot_save
+        from ._files import copy_into
+        from ._text import cannot_save, not_saved
 
         target = Path(directory).expanduser()
-        saved: dict[Side, Path] = {}
         try:
             target.mkdir(parents=True, exist_ok=True)
-            for side, path in self.files().items():
-                dest = target / f"{self.process_id}-{side}{path.suffix}"
-                tmp = dest.with_name(dest.name + ".part")
-                try:
-                    shutil.copyfile(path, tmp)
-                    tmp.replace(dest)
-                except OSError:
-                    tmp.unlink(missing_ok=True)
-                    raise
-                saved[side] = dest
         except OSError as exc:
             raise TopazError(cannot_save(directory, exc)) from None
+        saved: dict[Side, Path] = {}
+        failures: list[tuple[str, str | None, Exception]] = []
+        for side, path in self.files().items():
+            stem = f"{self.process_id}-{side}"
+            try:
+                saved[side] = copy_into(path, target, stem, path.suffix, replace=True)
+            except OSError as exc:
+                failures.append((f"the {side}", str(target / f"{stem}{path.suffix}"), exc))
+        if failures:
+            raise NotSaved(not_saved(failures, "python", saved=len(saved)), saved=saved,
+                           failures=failures)
         return saved
 
     # -- metadata ---------------------------------------------------------

@@ -151,3 +151,22 @@ class Cancelled(TopazError):
     What had arrived is kept as a ``.part`` file, so running the same fetch
     again resumes where this one stopped.
     """
+
+
+class NotSaved(TopazError):
+    """Some files could not be saved; every other one was.
+
+    One bad file never stops the rest, so this is raised only after all the
+    others are saved.  ``saved`` is what the call returns when all goes well,
+    holding the files that were saved; ``failures`` lists one
+    ``(what, where, error)`` per file that was not: the file in words ("the
+    output"), the path it was to take (``None`` when it never got one), and the
+    ``OSError`` or :class:`TopazError` that stopped it.  The message has one
+    line per failure; :func:`topaz_nb._text.say` words them for each place.
+    """
+
+    def __init__(self, message: str, *, saved: Any,
+                 failures: list[tuple[str, str | None, Exception]]) -> None:
+        super().__init__(message)
+        self.saved = saved
+        self.failures = failures

@@ -25,7 +25,7 @@ from ._ids import check_process_id
 from ._session import Session, set_default_session
 from ._text import file_problem, html_table, interrupted, say
 from .comparison import Comparison
-from .errors import TopazError
+from .errors import NotSaved, TopazError
 from .links import SIDES, Link, expiry_text, redact_url
 from .settings import Topaz
 from .view.modes import MODES
@@ -268,8 +268,15 @@ class TopazMagics(Magics):
         if args.save:
             if not result.downloaded:
                 raise UsageError("--save needs the images: drop --meta to download them.")
-            for side, path in result.save(args.save).items():
+            failure: NotSaved | None = None
+            try:
+                saved = result.save(args.save)
+            except NotSaved as exc:  # the others were saved: say so, then what was not
+                saved, failure = exc.saved, exc
+            for side, path in saved.items():
                 print(f"saved {side}: {path}")
+            if failure is not None:
+                raise failure
         return result
 
     def _wait(self, pid: str, timeout: float) -> None:

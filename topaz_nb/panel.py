@@ -32,7 +32,7 @@ from ._progress import Progress, WidgetBars
 from ._session import Session, default_session
 from ._tasks import cancellable
 from ._text import byte_size, file_problem, interrupted, process_line, progress_state, say
-from .errors import Cancelled, MissingApiKey, ProcessFailed, TopazError
+from .errors import Cancelled, MissingApiKey, NotSaved, ProcessFailed, TopazError
 from .links import SIDES, Side, scrub_urls
 
 if TYPE_CHECKING:
@@ -215,13 +215,27 @@ class TopazPanel(w.VBox):
         self._cancel.set()
 
     def save(self, directory: str | None = None) -> dict[Side, Any]:
-        """Copy the last fetch's files into ``directory`` (default: the Save-to field)."""
+        """Copy the last fetch's files into ``directory`` (default: the Save-to field).
+
+        When one side cannot be written, the other is saved all the same: the
+        status line lists what was saved and what was not, and
+        :class:`~topaz_nb.errors.NotSaved` is raised (the button shows only
+        the status line).
+        """
         if self._comparison is None:
             raise TopazError("Nothing to save yet: fetch a process first.")
         target = (directory if directory is not None else self._save_dir.value).strip()
         if not target:
             raise TopazError("No directory to save into: type one in the Save to field.")
-        saved = self._comparison.save(target)  # a one-line TopazError when it cannot
+        try:
+            saved = self._comparison.save(target)  # a one-line TopazError when it cannot
+        except NotSaved as exc:
+            if directory is not None:
+                self._save_dir.value = target
+            listing = ", ".join(f"{side} → {path}" for side, path in exc.saved.items())
+            self._set_status(" ".join(([f"Saved {listing}."] if listing else [])
+                                      + [say(exc, "panel")]), error=True)
+            raise
         if directory is not None:
             self._save_dir.value = target
         listing = ", ".join(f"{side} → {path}" for side, path in saved.items())
@@ -391,6 +405,8 @@ class TopazPanel(w.VBox):
     def _run_guarded(self, action: Any) -> None:
         try:
             action()
+        except NotSaved:
+            pass  # save() has put what was saved and what was not in the status line
         except TopazError as exc:
             self._set_status(say(exc, "panel"), error=True)
 

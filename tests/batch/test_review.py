@@ -12,7 +12,7 @@ from topaz_nb.api.client import TopazClient
 from topaz_nb.batch import review as review_module
 from topaz_nb.batch.gallery import Gallery
 from topaz_nb.batch.review import HEADER, Review
-from topaz_nb.errors import TopazError
+from topaz_nb.errors import NotSaved, TopazError
 from topaz_nb.storage import Transfer
 from topaz_nb.view.widget import CompareView
 
@@ -205,6 +205,93 @@ def test_save_accepted_keeps_names_safely_inside_the_directory(sandbox, parts, m
     # Saving again never overwrites: the names get the next suffix.
     again = review.save_accepted(out)
     assert "photo-3.png" in {p.name for p in again}
+    review.close()
+    gallery.wait(10)
+
+
+def _accepted_review(sandbox, parts, make_image, tmp_path, names):
+    client, transfer = parts
+    ids = [sandbox.add_job(make_image(), make_image((128, 96)), filename=name) for name in names]
+    gallery = Gallery(ids, client=client, transfer=transfer)
+    review = gallery.review(path=str(tmp_path / "r.csv"))
+    for pid in ids:
+        review.decide(pid, "accept")
+    gallery.wait(30)  # every card has its status, so its file name, before saving
+    return gallery, review, ids
+
+
+@pytest.mark.parametrize("planted", [".photo.png.part", "photo.png"],
+                         ids=["the old temporary name", "the final name"])
+def test_save_accepted_never_follows_a_link_planted_at_a_predictable_name(
+        sandbox, parts, make_image, tmp_path, planted):
+    gallery, review, ids = _accepted_review(sandbox, parts, make_image, tmp_path,
+                                            ["photo.jpg", "other.jpg"])
+    out = tmp_path / "accepted"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"must stay as it is")
+    (out / planted).symlink_to(victim)
+    saved = review.save_accepted(out)
+    assert victim.read_bytes() == b"must stay as it is"
+    taken = planted == "photo.png"
+    assert [p.name for p in saved] == ["photo-2.png" if taken else "photo.png", "other.png"]
+    for pid, path in zip(ids, saved):
+        assert not path.is_symlink()
+        assert path.read_bytes() == gallery.load(pid).files()["output"].read_bytes()
+    assert (out / planted).is_symlink()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [planted, *(p.name for p in saved)])  # no temporary file left
+    review.close()
+    gallery.wait(10)
+
+
+def test_save_accepted_shortens_a_long_non_ascii_name_keeping_the_extension(
+        sandbox, parts, make_image, tmp_path):
+    import os
+
+    long = "é" * 196 + ".jpg"  # 200 characters, 396 bytes in UTF-8
+    gallery, review, ids = _accepted_review(sandbox, parts, make_image, tmp_path,
+                                            [long, "after.jpg"])
+    out = tmp_path / "accepted"
+    saved = review.save_accepted(out)
+    first, after = saved
+    raw = os.fsencode(first.name)
+    assert len(raw) <= os.pathconf(out, "PC_NAME_MAX") and first.name.endswith(".png")
+    assert long.startswith(first.name[:-len(".png")]) and len(first.name) > 100
+    raw.decode("utf-8")  # no character cut in half
+    assert first.read_bytes() == gallery.load(ids[0]).files()["output"].read_bytes()
+    assert after.name == "after.png" and after.is_file()
+    review.close()
+    gallery.wait(10)
+
+
+def test_save_accepted_reports_a_bad_file_in_one_line_and_saves_the_rest(
+        sandbox, parts, make_image, tmp_path):
+    client, transfer = parts
+    # The first accepted output can no longer be downloaded (storage answers 404).
+    ids = [sandbox.add_job(make_image(), make_image((128, 96)), filename=name)
+           for name in ("gone.jpg", "two.jpg", "three.jpg")]
+    sandbox.inject("status", server="storage", path=ids[0], code=404, times=None)
+    gallery = Gallery(ids, client=client, transfer=transfer)
+    review = gallery.review(path=str(tmp_path / "r.csv"))
+    for pid in ids:
+        review.decide(pid, "accept")
+    gallery.wait(30)
+    out = tmp_path / "accepted"
+    (out / "two.png").mkdir(parents=True)  # a name taken by a directory: the next one
+    with pytest.raises(NotSaved) as caught:
+        review.save_accepted(out)
+    err = caught.value
+    assert [p.name for p in err.saved] == ["two-2.png", "three.png"]
+    for pid, path in zip(ids[1:], err.saved):
+        assert path.read_bytes() == gallery.load(pid).files()["output"].read_bytes()
+    assert [what for what, _where, _error in err.failures] == [f"the output of {ids[0]}"]
+    lines = str(err).splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"Could not save the output of {ids[0]}: ")
+    assert "404" in lines[0]
+    assert lines[1] == "The other 2 files were saved: the error's .saved lists them."
+    assert sorted(p.name for p in out.iterdir()) == ["three.png", "two-2.png", "two.png"]
     review.close()
     gallery.wait(10)
 

@@ -262,38 +262,53 @@ class Review:
 
         Files keep the process's original filename with the output's
         extension, made safe (no directories, no ``..``, no absolute paths:
-        nothing lands outside ``directory``); a name taken, in this call or
-        by a file already there, gets ``-2``, ``-3``… before its extension.
+        nothing lands outside ``directory``) and shortened to what the file
+        system allows (in bytes, the extension kept); a name taken, in this
+        call or by anything already there (a file, a directory, a link, which
+        is never followed), gets ``-2``, ``-3``… before its extension.  A file
+        that cannot be had or written does not stop the rest: every other one
+        is saved, then :class:`~topaz_nb.errors.NotSaved` says, one line each,
+        what was not, and holds the saved paths as ``saved``.
         """
-        import shutil
+        from .._files import copy_into, fit_name, name_max
+        from .._text import not_saved, one_line
+        from ..errors import Cancelled, NotSaved
 
         target = Path(directory).expanduser()
         accepted = [pid for pid, d in self.decisions.items() if d == "accept"]
-        saved: list[Path] = []
         try:
             target.mkdir(parents=True, exist_ok=True)
             root = target.resolve()
-            for pid in accepted:
+        except OSError as exc:
+            raise TopazError(cannot_save(directory, exc)) from None
+        saved: list[Path] = []
+        failures: list[tuple[str, str | None, Exception]] = []
+        for pid in accepted:
+            card = self.gallery.card(pid)
+            where: str | None = None
+            try:
                 comparison = self._fetch(pid)
+                status = comparison.status or card.status
+                name = _safe_name(
+                    (status.filename if status else None) or card.row.get("filename") or "", pid)
                 source = comparison.files().get("output")
                 if source is None:
                     raise TopazError(f"Process {pid} was accepted but has no output to save.")
-                card = self.gallery.card(pid)
-                name = _safe_name(card.filename or card.row.get("filename") or "", pid)
                 stem = name.rsplit(".", 1)[0] if "." in name else name
                 ext = source.suffix or _EXTENSIONS.get(
-                    (card.status.output_format if card.status else "") or "", "")
-                dest = _free_path(root, stem, ext)
-                tmp = dest.with_name(f".{dest.name}.part")
-                try:
-                    shutil.copyfile(source, tmp)
-                    os.replace(tmp, dest)
-                except OSError:
-                    tmp.unlink(missing_ok=True)
-                    raise
-                saved.append(dest)
-        except OSError as exc:
-            raise TopazError(cannot_save(directory, exc)) from None
+                    (status.output_format if status else "") or "", "")
+                where = str(root / fit_name(stem, ext, name_max(root)))
+                saved.append(copy_into(source, root, stem, ext, replace=False))
+            except Cancelled:
+                raise
+            except (TopazError, OSError) as exc:
+                known = _safe_name(card.filename or card.row.get("filename") or "", pid)
+                what = (f"the output of {one_line(known, 80)} ({pid})" if known != pid
+                        else f"the output of {pid}")
+                failures.append((what, where, exc))
+        if failures:
+            raise NotSaved(not_saved(failures, "python", saved=len(saved)), saved=saved,
+                           failures=failures)
         return saved
 
     def close(self) -> None:
@@ -505,16 +520,4 @@ def _safe_name(name: str, fallback: str) -> str:
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     base = "".join(ch for ch in base if ch.isprintable() and ch not in '<>:"|?*')
     base = base.strip().lstrip(".").strip()
-    return base[:200] or fallback
-
-
-def _free_path(root: Path, stem: str, ext: str) -> Path:
-    """``root/stem+ext``, or ``stem-2``, ``stem-3``… when taken; always inside ``root``."""
-    n = 1
-    while True:
-        candidate = root / (f"{stem}{ext}" if n == 1 else f"{stem}-{n}{ext}")
-        if candidate.resolve().parent != root:
-            raise TopazError(f"Refusing to save {candidate.name!r} outside {root}")
-        if not candidate.exists():
-            return candidate
-        n += 1
+    return base or fallback  # shortened to the file system's limit by _files.copy_into
