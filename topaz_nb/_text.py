@@ -218,6 +218,12 @@ def cannot_save(target: object, exc: OSError) -> str:
 
 
 
+def closed_comparison(process_id: str) -> str:
+    """A closed comparison (or one whose view was closed) was asked for its view."""
+    return (f"The comparison of {process_id} was closed, and its files may have left the "
+            "cache since: fetch it again to view it.")
+
+
 def _inside(path: str, directory: str) -> bool:
     import os
 
