@@ -21,7 +21,8 @@ at the first undecided process.
 
 While one process is on screen, the next is fetched in the background, so
 stepping forward is instant; only the previous, current and next comparisons
-are kept in memory.
+are kept in memory, and on disk: those three pin their downloads against the
+cache's bound, and a comparison the review lets go of is closed.
 
 Front end/kernel protocol of the strip (:class:`ReviewStrip`, ``static/review.js``):
 the ``items`` trait lists ``{id, name, decision}`` per process and ``current``
@@ -52,7 +53,7 @@ import traitlets as t
 
 from .._text import cannot_save, say
 from ..errors import TopazError
-from .cards import Card, thumb_uri
+from .cards import Card, close_when_done, thumb_uri
 
 if TYPE_CHECKING:
     from ..api.client import Status
@@ -274,32 +275,36 @@ class Review:
             target.mkdir(parents=True, exist_ok=True)
             root = target.resolve()
             for pid in accepted:
-                comparison = self._fetch(pid)
-                source = comparison.files().get("output")
-                if source is None:
-                    raise TopazError(f"Process {pid} was accepted but has no output to save.")
-                card = self.gallery.card(pid)
-                name = _safe_name(card.filename or card.row.get("filename") or "", pid)
-                stem = name.rsplit(".", 1)[0] if "." in name else name
-                ext = source.suffix or _EXTENSIONS.get(
-                    (card.status.output_format if card.status else "") or "", "")
-                dest = _free_path(root, stem, ext)
-                tmp = dest.with_name(f".{dest.name}.part")
-                try:
-                    shutil.copyfile(source, tmp)
-                    os.replace(tmp, dest)
-                except OSError:
-                    tmp.unlink(missing_ok=True)
-                    raise
-                saved.append(dest)
+                with self._fetch(pid) as comparison:  # pinned while it is copied
+                    source = comparison.files().get("output")
+                    if source is None:
+                        raise TopazError(f"Process {pid} was accepted but has no output to save.")
+                    card = self.gallery.card(pid)
+                    name = _safe_name(card.filename or card.row.get("filename") or "", pid)
+                    stem = name.rsplit(".", 1)[0] if "." in name else name
+                    ext = source.suffix or _EXTENSIONS.get(
+                        (card.status.output_format if card.status else "") or "", "")
+                    dest = _free_path(root, stem, ext)
+                    tmp = dest.with_name(f".{dest.name}.part")
+                    try:
+                        shutil.copyfile(source, tmp)
+                        os.replace(tmp, dest)
+                    except OSError:
+                        tmp.unlink(missing_ok=True)
+                        raise
+                    saved.append(dest)
         except OSError as exc:
             raise TopazError(cannot_save(directory, exc)) from None
         return saved
 
     def close(self) -> None:
-        """Stop prefetching and let go of the comparisons."""
+        """Stop prefetching and let go of the comparisons (their views leave
+        the page, their files are no longer pinned)."""
+        with self._lock:
+            loading, self._loading = self._loading, {}
+        for future in loading.values():
+            close_when_done(future)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._loading.clear()
 
     # -- loading ---------------------------------------------------------------
     def _fetch(self, pid: str) -> Comparison:
@@ -314,7 +319,7 @@ class Review:
             i = self.ids.index(pid)
             keep = set(self.ids[max(0, i - 1):i + 2])
             for old in [p for p in self._loading if p not in keep]:
-                self._loading.pop(old).cancel()
+                close_when_done(self._loading.pop(old))
             for p in self.ids[i:i + 2]:
                 if p not in self._loading:
                     self._loading[p] = self._pool.submit(self._fetch, p)
