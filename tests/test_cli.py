@@ -491,3 +491,27 @@ def test_cache_info_and_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert re.search(r"processes\s+0 \(0 downloaded files\)", capsys.readouterr().out)
     assert main(["cache", "info", "not-a-process"]) == 2
     _one_error_line(capsys.readouterr().err)
+
+
+def test_cache_info_says_when_files_in_use_keep_the_cache_over_its_bound(
+        sandbox: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from topaz_nb.api.client import TopazClient
+    from topaz_nb.comparison import Comparison
+    from topaz_nb.storage import Transfer
+
+    with TopazClient(api_key=sandbox.api_key, base_url=sandbox.base_url) as client, \
+            Transfer(tmp_path / "cache") as transfer:
+        shown = Comparison.fetch(sandbox.demo_ids[0], client=client, transfer=transfer)
+        assert main(["--cache-max-bytes", "1000", "cache", "info"]) == 0
+        info = capsys.readouterr().out
+        assert "of at most 1.0 kB (Topaz.cache_max_bytes)" in info
+        assert re.search(r"over its bound: 2 downloaded files in use \([\d.]+ [kM]B with "
+                         r"their previews and tile pyramids\) stay while a view shows them", info), info
+        shown.close()
+    assert main(["--cache-max-bytes", "1e3", "cache", "info"]) == 0
+    info = capsys.readouterr().out
+    assert "over its bound: the next fetch trims it" in info and "in use" not in info
+    assert main(["--cache-max-bytes", "1e12", "cache", "info"]) == 0
+    assert "over its bound" not in capsys.readouterr().out
+    assert main(["--cache-max-bytes", "lots", "cache", "info"]) == 2
+    assert "'lots' is not a number of bytes (e.g. 20e9)" in capsys.readouterr().err

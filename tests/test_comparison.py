@@ -381,3 +381,135 @@ def test_fidelity_is_computed_once_and_kept_beside_the_download(sandbox, client,
     monkeypatch.setattr(_fidelity, "fidelity", never)
     again = Comparison.fetch(pid, client=client, transfer=transfer).fidelity
     assert again.ssim == pytest.approx(result.ssim) and again.heatmap.size == (40, 30)
+
+
+# -- the cache's bound never takes the files of a view on screen -------------
+
+
+def _noisy_jpeg(size: tuple[int, int], seed: int) -> bytes:
+    """A JPEG that does not compress away, so a process has a size worth bounding;
+    a JPEG's preview is decoded from its file apart, so its tiles read the file."""
+    import io
+
+    import numpy as np
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def _processes(sandbox, count: int) -> tuple[list[str], int]:
+    """``count`` processes alike in size, and a bound of 2.5 of them."""
+    sides = [(_noisy_jpeg((80, 60), k), _noisy_jpeg((320, 240), 100 + k)) for k in range(count)]
+    ids = [sandbox.add_job(inp, out) for inp, out in sides]
+    return ids, int(2.5 * max(len(inp) + len(out) for inp, out in sides))
+
+
+def _tiles_at_100_percent(view) -> list[dict]:
+    """Ask the view for its 100 % tiles as the front end does; its answers."""
+    sent: list[dict] = []
+    view.send = lambda content, buffers=None: sent.append(content)
+    view._on_tile_request(view, {"type": "tiles", "view": "v1", "gen": 1, "level": 1,
+                                 "tiles": [[0, 0]]}, [])
+    return sent
+
+
+def test_a_view_on_screen_keeps_its_downloads_while_other_processes_are_fetched(
+        sandbox, client, tmp_path):
+    import gc
+
+    from topaz_nb.batch.gallery import Gallery
+
+    ids, bound = _processes(sandbox, 5)
+    with Transfer(tmp_path / "cache", cache_max_bytes=bound) as transfer:
+        shown = Comparison.fetch(ids[0], client=client, transfer=transfer)
+        view = shown.view
+        files = list(shown.files().values())
+        del shown  # only the view on screen holds the comparison now
+        gc.collect()
+        Gallery.fetch(ids[1:], client=client, transfer=transfer, max_workers=2)
+        assert all(path.is_file() for path in files)
+        answers = _tiles_at_100_percent(view)
+        assert [a["type"] for a in answers] == ["tile"], answers
+        # Closed, the view lets go: a check of the bound may take its files now.
+        view.close()
+        transfer.cache_max_bytes = 0
+        transfer.keep_within_budget()
+        assert not any(path.exists() for path in files)
+
+
+_OTHER_KERNEL = r"""
+import os, sys
+from topaz_nb.api.client import TopazClient
+from topaz_nb.batch.gallery import Gallery
+from topaz_nb.storage import Transfer
+
+cache, bound, *ids = sys.argv[1:]
+with TopazClient(api_key=os.environ["TOPAZ_API_KEY"],
+                 base_url=os.environ["TOPAZ_API_URL"]) as client, \
+        Transfer(cache, cache_max_bytes=int(bound)) as transfer:
+    if ids:
+        gallery = Gallery.fetch(ids, client=client, transfer=transfer, max_workers=2)
+        assert not gallery.errors, gallery.errors
+    transfer.keep_within_budget()
+print("done")
+"""
+
+
+def _other_kernel(sandbox, cache: Path, bound: int, ids: list[str]) -> None:
+    """Another process sharing the cache fetches ``ids`` (none: checks the bound only)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TOPAZ_API_URL=sandbox.base_url, TOPAZ_API_KEY=sandbox.api_key)
+    done = subprocess.run([sys.executable, "-c", _OTHER_KERNEL, str(cache), str(bound), *ids],
+                          check=False, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr
+
+
+def test_a_comparison_open_here_keeps_its_downloads_while_another_kernel_fetches(
+        sandbox, client, tmp_path):
+    ids, bound = _processes(sandbox, 5)
+    cache = tmp_path / "cache"
+    with Transfer(cache, cache_max_bytes=bound) as transfer:
+        shown = Comparison.fetch(ids[0], client=client, transfer=transfer)
+        view = shown.view
+        files = list(shown.files().values())
+        _other_kernel(sandbox, cache, bound, ids[1:])
+        assert all(path.is_file() for path in files)
+        answers = _tiles_at_100_percent(view)
+        assert [a["type"] for a in answers] == ["tile"], answers
+        # Closed here, the files are free for the other kernel's bound too.
+        shown.close()
+        _other_kernel(sandbox, cache, 0, [])
+        assert not any(path.exists() for path in files)
+
+
+def test_closing_lets_go_of_the_downloads_and_takes_the_view_with_it(
+        sandbox, client, transfer, make_image):
+    from topaz_nb.storage import budget
+
+    pid = sandbox.add_job(make_image((40, 30), "red"), make_image((160, 120), "blue"))
+    with Comparison.fetch(pid, client=client, transfer=transfer) as result:
+        view = result.view
+        assert budget.usage(transfer.cache_dir).in_use == 2
+    assert result.closed and view.comm is None  # off the page
+    assert budget.usage(transfer.cache_dir).in_use == 0
+    with pytest.raises(TopazError, match="was closed.*fetch it again"):
+        result.view  # noqa: B018
+    again = Comparison.fetch(pid, client=client, transfer=transfer)
+    again.view.close()  # closing its view closes the comparison
+    assert again.closed and budget.usage(transfer.cache_dir).in_use == 0
+    again.close()  # once is enough
+
+
+def test_a_failed_fetch_pins_nothing(sandbox, client, transfer, make_image):
+    from topaz_nb.storage import budget
+
+    pid = sandbox.add_job(make_image((40, 30)), b"<html>not an image</html>")
+    with pytest.raises(TopazError, match="not an image"):
+        Comparison.fetch(pid, client=client, transfer=transfer)
+    cached = budget.usage(transfer.cache_dir)
+    assert cached.downloads == 2 and cached.in_use == 0  # downloaded, and free to go

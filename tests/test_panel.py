@@ -457,3 +457,16 @@ def test_cancel_stops_a_running_fetch_and_says_so(session: Session, panel: Topaz
     assert panel.join(60) is None
     assert not panel.busy and panel._cancel_button.layout.display == "none"
     assert "Cancelled: the downloads stopped" in panel._status.value
+
+
+def test_the_comparison_a_new_fetch_replaces_lets_go_of_its_files(
+        panel: TopazPanel, session: Session) -> None:
+    from topaz_nb.storage import budget
+
+    sb = session.sandbox
+    assert sb is not None
+    first = panel.fetch(sb.demo_ids[0])
+    assert first is not None and budget.usage(session.transfer().cache_dir).in_use == 2
+    second = panel.fetch(sb.demo_ids[1])
+    assert second is not None and first.closed and not second.closed
+    assert budget.usage(session.transfer().cache_dir).in_use == 2

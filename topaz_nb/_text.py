@@ -268,6 +268,22 @@ def not_saved(failures: Sequence[tuple[str, str | None, BaseException]], place: 
 
 
 
+def closed_comparison(process_id: str) -> str:
+    """A closed comparison (or one whose view was closed) was asked for its view."""
+    return (f"The comparison of {process_id} was closed, and its files may have left the "
+            "cache since: fetch it again to view it.")
+
+
+def cache_over_bound(in_use: int, in_use_bytes: int) -> str:
+    """Why the download cache holds more than its bound, and what brings it back."""
+    if in_use:
+        files = f"{in_use} downloaded file{'s' * (in_use != 1)}"
+        return (f"over its bound: {files} in use ({byte_size(in_use_bytes)} with "
+                "their previews and tile pyramids) stay while a view shows them or a fetch "
+                "needs them; the first fetch after they are closed trims the cache")
+    return "over its bound: the next fetch trims it"
+
+
 def _inside(path: str, directory: str) -> bool:
     import os
 

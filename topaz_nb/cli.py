@@ -14,6 +14,7 @@ redacted unless ``links --show-urls`` asks for them.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from . import _progress
 from ._ids import check_process_id
-from ._text import byte_size, file_problem, interrupted, say
+from ._text import byte_size, cache_over_bound, file_problem, interrupted, say
 from ._version import __version__
 from .errors import NotReady, NotSaved, TopazError, WaitTimeout
 from .links import SIDES, expiry_text, redact_url
@@ -90,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
                              f"network; the ID {_FIRST!r} means its first demo process")
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="download cache (default: $TOPAZ_NB_CACHE or the user cache dir)")
+    parser.add_argument("--cache-max-bytes", metavar="BYTES", type=_byte_count,
+                        help="bound on the download cache's disk use, e.g. 20e9 "
+                             "(default: 20 GB)")
     parser.set_defaults(command=None)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -149,6 +153,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def _mode(text: str) -> str:
     return text.strip().lower()
+
+
+def _byte_count(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes (e.g. 20e9)")
+    return int(value)
 
 
 def _port(text: str) -> int:
@@ -213,6 +227,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     settings = Topaz()
     if args.cache_dir:
         settings.cache_dir = args.cache_dir
+    if args.cache_max_bytes is not None:
+        settings.cache_max_bytes = args.cache_max_bytes
     with Transfer(settings.cache_dir) as transfer:
         if args.action == "clear":
             pid = check_process_id(args.process_id) if args.process_id else None
@@ -223,13 +239,15 @@ def _cmd_cache(args: argparse.Namespace) -> int:
             return 0
         if args.process_id:
             raise _Failure("cache info takes no process ID")
-        use = _budget.usage(transfer.cache_dir)
+        use = _budget.usage(transfer.cache_dir, settings.cache_max_bytes)
     print(f"cache      {use.directory}")
     print(f"processes  {use.processes} ({use.downloads} downloaded files)")
     print(f"downloads  {byte_size(use.download_bytes) or '0 B'}")
     print(f"derived    {byte_size(use.derived_bytes) or '0 B'} (previews and tile pyramids)")
     print(f"total      {byte_size(use.total_bytes) or '0 B'} of at most "
           f"{byte_size(settings.cache_max_bytes)} (Topaz.cache_max_bytes)")
+    if use.over_bound:
+        print(f"           {cache_over_bound(use.in_use, use.in_use_bytes)}")
     return 0
 
 
@@ -415,6 +433,8 @@ class _session:
             settings.base_url = args.api_url
         if args.cache_dir:
             settings.cache_dir = args.cache_dir
+        if args.cache_max_bytes is not None:
+            settings.cache_max_bytes = args.cache_max_bytes
         self.session = Session(settings)
         if args.demo:
             self.session.use_demo()

@@ -5,6 +5,13 @@ asks the client for both presigned links, has the transfer layer HEAD and
 download both objects *concurrently*, and opens them with the imaging layer.
 Everything it prints or puts in a widget is redacted: links appear through
 ``redact_url`` only, and it never sees the API key (the client keeps it).
+
+From the moment it asks for them until it is closed, a comparison *pins* its
+downloads (:meth:`topaz_nb.storage.Transfer.pin`): the cache's bound evicts
+other files first, and goes over its bound rather than take these, whichever
+thread or kernel checks it.  :meth:`Comparison.close` lets go, as does
+closing its view (a view on screen keeps the comparison, and so its files, for
+as long as it is not closed), or dropping the comparison.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ if TYPE_CHECKING:
     from .api.client import Status, TopazClient
     from .imaging.fidelity import Fidelity
     from .imaging.source import SourceImage
-    from .storage import Fetched, ObjectInfo, Transfer
+    from .storage import Fetched, ObjectInfo, Pin, Transfer
     from .view.widget import CompareView
 
 _log = logging.getLogger("topaz_nb.comparison")
@@ -50,6 +57,12 @@ class _SideData:
     fetched: Fetched | None = None
     # Discards the cached file and downloads it once more (set for downloads only).
     heal: Callable[[], None] | None = None
+    # Keeps the download from the cache's eviction until the comparison is closed.
+    pin: Pin | None = None
+
+    def release(self) -> None:
+        if self.pin is not None:
+            self.pin.release()
 
 
 class Comparison:
@@ -72,6 +85,7 @@ class Comparison:
         self.mode = mode
         self._view: CompareView | None = None
         self._fidelity: Fidelity | None = None
+        self._closed = False
 
     # -- fetching ---------------------------------------------------------
     @classmethod
@@ -94,6 +108,9 @@ class Comparison:
         more; only a second failure is reported.  Without that, a damaged
         file (an error page saved by an older version, a disk fault) would
         fail on every run until the cache was cleared by hand.
+
+        Both downloads are pinned against the cache's eviction before they are
+        looked for, until :meth:`close` (see the module's docstring).
         """
         pid = check_process_id(process_id)
         sides: dict[Side, _SideData] = {side: _SideData() for side in SIDES}
@@ -106,6 +123,10 @@ class Comparison:
                                     f"Cancelled: asking for the {side} link of {pid}")
             data.object = transfer.head(source, cancel=stop)
             if not download:
+                return
+            data.pin = transfer.pin(pid, side, data.object, cancel=stop)
+            if stop.is_set():  # the fetch has ended meanwhile: nobody else would let go
+                data.release()
                 return
             progress = (lambda done, total: on_progress(side, done, total)) if on_progress else None
 
@@ -152,26 +173,62 @@ class Comparison:
                 return None
 
         not_ready: NotReady | None = None
-        with workers(3, "topaz-fetch", stop) as pool:
-            status_future = pool.submit(get_status)
-            futures = {side: pool.submit(one_side, side) for side in SIDES}
-            for side in SIDES:
-                try:
-                    futures[side].result()
-                except NotReady as exc:
-                    if require_output:
-                        raise
-                    not_ready = exc
-                    sides[side] = _SideData()
-            status = status_future.result()
+        try:
+            with workers(3, "topaz-fetch", stop) as pool:
+                status_future = pool.submit(get_status)
+                futures = {side: pool.submit(one_side, side) for side in SIDES}
+                for side in SIDES:
+                    try:
+                        futures[side].result()
+                    except NotReady as exc:
+                        if require_output:
+                            raise
+                        not_ready = exc
+                        sides[side].release()
+                        sides[side] = _SideData()
+                status = status_future.result()
+        except BaseException:
+            # ``stop`` is set by now: a side still running releases a pin it
+            # takes after this itself (see one_side).
+            for data in sides.values():
+                data.release()
+            raise
         in_use = [d.file for d in sides.values() if d.file is not None]
         if in_use:
             # Downloads must not fill the disk: this process's files are marked
-            # used, the least recently used others go.
+            # used, the least recently used others (never a pinned one) go.
             _keep_within_budget(transfer, in_use, any(not d.from_cache for d in sides.values()
                                                       if d.file is not None))
         return cls(pid, sides=sides, status=status, not_ready=not_ready,
                    preview_size=preview_size, mode=mode)
+
+    # -- lifetime -----------------------------------------------------------
+    def close(self) -> None:
+        """Let go of the downloads (the cache's bound may evict them from now
+        on), the decoded images and the view, which leaves the page.  Closing
+        the view closes its comparison too.  Later calls do nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        view, self._view = self._view, None
+        try:
+            if view is not None:
+                view.close()
+        finally:
+            for data in self._sides.values():
+                data.release()
+                if data.image is not None:
+                    data.image.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Comparison:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- images -----------------------------------------------------------
     @property
@@ -210,7 +267,14 @@ class Comparison:
 
     @property
     def view(self) -> CompareView:
-        """The comparison widget (made on first access, then reused)."""
+        """The comparison widget (made on first access, then reused).
+
+        The view keeps this comparison's downloads pinned until it is closed.
+        """
+        if self._closed:
+            from ._text import closed_comparison
+
+            raise TopazError(closed_comparison(self.process_id))
         if self._view is None:
             from .view.widget import CompareView
 
@@ -224,6 +288,7 @@ class Comparison:
             view = CompareView(inp, out, preview_size=self.preview_size, crop_to_fill=crop)
             view.fidelity_source = lambda _pane: self.fidelity  # cached beside the download
             view.mode = self.mode
+            view.on_close(self.close)  # the view on screen holds the files until then
             self._view = view
         return self._view
 

@@ -291,8 +291,10 @@ class TopazPanel(w.VBox):
 
     def _work(self, pid: str) -> None:
         cancel = self._cancel
-        self._comparison = None
+        previous, self._comparison = self._comparison, None
         self._result.children = ()
+        if previous is not None:
+            previous.close()  # off the panel: its files are no longer pinned
         try:
             self._reset_bars()
             session = self._session

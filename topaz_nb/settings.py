@@ -60,8 +60,9 @@ class Topaz(Configurable):
     cache_max_bytes = Integer(
         20_000_000_000,
         help="Bound, in bytes, on the download cache's disk use; least recently used "
-             "previews and tile pyramids go first, then downloads (0: keep only the "
-             "process being viewed).",
+             "previews and tile pyramids go first, then downloads. Files in use (a view "
+             "not closed, a fetch under way, in any kernel) are never evicted: the cache "
+             "goes over the bound for them (0: keep only what is in use).",
     ).tag(config=True)
     stall_timeout = Float(
         30.0,

@@ -255,3 +255,67 @@ def test_sorted_by_fidelity_puts_the_least_faithful_first(sandbox, parts, make_i
     assert "ssim" in by_psnr.summary()[0]
     with pytest.raises(ValueError, match="psnr, ssim"):
         gallery.sorted_by("size")
+
+
+def _noisy_jpeg(size: tuple[int, int], seed: int) -> bytes:
+    """A JPEG that does not compress away, so a process has a size worth bounding."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def test_a_small_cache_bound_never_takes_the_files_of_a_card_being_fetched(
+        sandbox, tmp_path, monkeypatch):
+    """Eight workers, a bound of 2.5 processes: every card is made from its own
+    downloads, none evicted by another worker's check of the bound."""
+    from topaz_nb.batch import gallery as _gallery
+    from topaz_nb.comparison import Comparison
+    from topaz_nb.storage import budget
+
+    sides = [(_noisy_jpeg((80, 60), k), _noisy_jpeg((320, 240), 100 + k)) for k in range(8)]
+    ids = [sandbox.add_job(inp, out) for inp, out in sides]
+    bound = int(2.5 * max(len(inp) + len(out) for inp, out in sides))
+    # Every process is downloaded (and the bound checked after each) before any
+    # card makes its thumbnails: the order that lost cards.
+    fetched = threading.Barrier(len(ids), timeout=60)
+
+    class MeetingFirst(Comparison):
+        @classmethod
+        def fetch(cls, *args, **kwargs):  # type: ignore[override]
+            result = Comparison.fetch(*args, **kwargs)
+            fetched.wait()
+            return result
+
+    monkeypatch.setattr(_gallery, "Comparison", MeetingFirst)
+    with TopazClient(api_key=sandbox.api_key, base_url=sandbox.base_url) as client, \
+            Transfer(tmp_path / "cache", cache_max_bytes=bound) as transfer:
+        gallery = Gallery.fetch(ids, client=client, transfer=transfer, max_workers=len(ids))
+        assert gallery.errors == {}
+        assert all(card.ready and card.thumbs["input"] and card.thumbs["output"]
+                   for card in gallery.cards)
+        # The cards keep thumbnails only: their files are free to go now.
+        transfer.keep_within_budget()
+        assert budget.usage(transfer.cache_dir).total_bytes <= bound
+
+
+def test_the_comparison_below_the_grid_is_closed_when_another_replaces_it(sandbox, parts):
+    from topaz_nb.storage import budget
+
+    client, transfer = parts
+    ids = sandbox.demo_ids[:2]
+    gallery = Gallery.fetch(ids, client=client, transfer=transfer)
+    assert budget.usage(transfer.cache_dir).in_use == 0  # the cards let go
+    _counter, grid, _detail = gallery.widget().children
+    buttons = [c.children[-1] for c in grid.children]
+    buttons[0].click()
+    first = gallery.opened
+    assert first is not None and budget.usage(transfer.cache_dir).in_use == 2
+    buttons[1].click()
+    assert first.closed and not gallery.opened.closed
+    assert budget.usage(transfer.cache_dir).in_use == 2  # the second one's only

@@ -314,3 +314,22 @@ def test_fidelity_order_puts_the_least_faithful_first(sandbox, parts, tmp_path):
         gallery.review(path=str(tmp_path / "r.csv"), order="random")
     review.close()
     gallery.wait(10)
+
+def test_comparisons_the_review_lets_go_of_are_closed(batch, parts, tmp_path):
+    from topaz_nb.storage import budget
+
+    cache = parts[1].cache_dir
+    review = batch.review(path=str(tmp_path / "r.csv"))
+    ids = batch.process_ids
+    first = review.comparison()
+    assert first is not None and not first.closed
+    review.go(3)  # far away: the first and its neighbour are dropped
+    assert review.comparison() is not None
+    assert first.closed
+    batch.wait(10)
+    loaded = [f.result(10) for f in review._loading.values()]
+    in_use = budget.usage(cache).in_use
+    assert set(review._loading) <= {ids[2], ids[3]} and in_use == 2 * len(loaded)
+    review.close()
+    assert all(c.closed for c in loaded)
+    assert budget.usage(cache).in_use == 0

@@ -79,3 +79,29 @@ def test_an_unfinished_process_or_too_many_is_a_one_line_error(sandbox, parts, m
     comparisons = _shootout(ids, parts).comparisons
     with pytest.raises(TopazError, match="at most 8 outputs; got 9"):
         Shootout(comparisons * 3)
+
+
+def test_a_shootout_pins_every_comparison_until_its_view_is_closed(sandbox, parts):
+    from topaz_nb.storage import budget
+
+    cache = parts[1].cache_dir
+    shootout = _shootout(sandbox.add_shootout(), parts)
+    view = shootout.view
+    assert budget.usage(cache).in_use == 2 * len(shootout.comparisons)
+    view.close()
+    assert all(c.closed for c in shootout.comparisons)
+    assert budget.usage(cache).in_use == 0
+
+
+def test_a_shootout_that_fails_to_fetch_pins_nothing(sandbox, parts, make_image):
+    from conftest import wait_until
+
+    from topaz_nb.storage import budget
+
+    ids = sandbox.add_shootout()
+    pending = sandbox.add_job(make_image(), make_image((128, 96)), status="Processing")
+    with pytest.raises(TopazError):
+        _shootout([*ids, pending], parts)
+    # The others may still be finishing (or stopping): each lets go when it does.
+    wait_until(lambda: budget.usage(parts[1].cache_dir).in_use == 0,
+               "the fetched comparisons to let go of their files")

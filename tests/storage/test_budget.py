@@ -72,6 +72,8 @@ def test_least_recently_used_derived_files_go_first_then_downloads(
         old = _fetch(sandbox, client, transfer, make_image, "red", 300)
         new = _fetch(sandbox, client, transfer, make_image, "blue", 100)
         _settle(transfer, old, new)
+        old.close()  # neither in use any more: the older goes first
+        new.close()
         total = _budget.usage(transfer.cache_dir).total_bytes
         old_derived = sum(p.stat().st_size for p in _derived(transfer, old))
         assert old_derived > 0
@@ -93,6 +95,7 @@ def test_least_recently_used_derived_files_go_first_then_downloads(
 def test_the_process_in_view_is_kept(sandbox, client, tmp_path, make_image):
     with Transfer(tmp_path / "cache") as transfer:
         only = _fetch(sandbox, client, transfer, make_image, "red", 100)
+        only.close()  # not pinned: kept because it is named
         _budget.enforce(transfer.cache_dir, 0, keep=tuple(only.files().values()))
         assert all(p.exists() for p in only.files().values())
         _budget.enforce(transfer.cache_dir, 0)
@@ -102,6 +105,7 @@ def test_the_process_in_view_is_kept(sandbox, client, tmp_path, make_image):
 def test_fetch_keeps_the_cache_under_its_bound(sandbox, client, tmp_path, make_image):
     with Transfer(tmp_path / "cache", cache_max_bytes=1) as transfer:
         first = _fetch(sandbox, client, transfer, make_image, "red", 100)
+        first.close()
         second = _fetch(sandbox, client, transfer, make_image, "blue", 0)
     # A bound smaller than one process keeps just the process being fetched.
     assert not any(p.exists() for p in first.files().values())
@@ -133,6 +137,8 @@ def test_a_pyramid_written_after_the_fetch_is_counted_against_the_bound(
         old = _fetch(sandbox, client, transfer, make_image, "red", 100)
         current = _fetch(sandbox, client, transfer, make_image, "blue", 0)
         _settle(transfer, old, current)
+        old.close()
+        current.close()  # fetched again below
         pyramid = transfer.derived_path(current.files()["output"], "pyramid.tif")
         assert pyramid is not None
         pyramid.unlink(missing_ok=True)  # the preview's decode wrote one: write it anew
@@ -146,3 +152,29 @@ def test_a_pyramid_written_after_the_fetch_is_counted_against_the_bound(
         assert _budget.usage(transfer.cache_dir).total_bytes <= bound
         assert len(_derived(transfer, old)) < before
         assert all(p.exists() for p in fresh.files().values())
+
+
+def test_a_pinned_download_stays_with_its_derived_files_and_the_cache_goes_over(
+        sandbox, client, tmp_path, make_image):
+    with Transfer(tmp_path / "cache") as transfer:
+        shown = _fetch(sandbox, client, transfer, make_image, "red", 300)  # the oldest
+        other = _fetch(sandbox, client, transfer, make_image, "blue", 0)
+        _settle(transfer, shown, other)
+        other.close()  # ``shown`` stays open: its downloads are pinned
+        kept = [*shown.files().values(), *_derived(transfer, shown)]
+        _budget.enforce(transfer.cache_dir, 0)
+        assert all(p.exists() for p in kept)  # derived files too: a view reads them
+        assert not any(p.exists() for p in other.files().values())
+        use = _budget.usage(transfer.cache_dir, 0)
+        assert use.over_bound and use.in_use == 2 and use.downloads == 2
+        assert use.in_use_bytes >= sum(p.stat().st_size for p in kept)
+        shown.close()
+        assert _budget.usage(transfer.cache_dir, 0).in_use == 0
+        _budget.enforce(transfer.cache_dir, 0)
+        assert not any(p.exists() for p in kept)
+        assert not _budget.usage(transfer.cache_dir, 0).over_bound
+
+
+def test_usage_against_no_bound_is_never_over(tmp_path):
+    use = _budget.usage(tmp_path / "nothing")
+    assert use.total_bytes == 0 and use.max_bytes is None and not use.over_bound

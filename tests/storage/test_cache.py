@@ -22,9 +22,12 @@ from topaz_nb.storage.cache import (
     default_cache_dir,
     discard,
     hold,
+    pin,
+    pinned,
     read_json,
     sweep_stale_parts,
     sweep_stale_parts_in,
+    unpinned,
     write_json,
 )
 
@@ -281,3 +284,96 @@ def test_discard_waits_for_the_download_another_process_holds(
     assert not worker.is_alive()
     assert not path.exists() and not entry.sidecar.exists() and entry.derived_files() == []
     assert any(f"discarded {path.name}" in r.getMessage() for r in caplog.records)
+
+
+# ----------------------------------------------------------------- pins
+
+
+def _free(entry: CacheEntry) -> bool:
+    with unpinned(entry) as free:
+        return free
+
+
+def test_a_pin_keeps_an_entry_from_eviction_in_every_thread_until_released(
+        tmp_path: Path) -> None:
+    entry = _entry(tmp_path)
+    assert not pinned(entry) and _free(entry)
+    first = pin(entry)  # before there is any download: a pin may come first
+    assert first.held and pinned(entry)
+    results: list[bool] = []
+    other = threading.Thread(target=lambda: results.append(_free(entry)))
+    other.start()
+    other.join(10)
+    assert results == [False]  # another thread sees it pinned
+    second = pin(entry)  # pins are shared: many users at once
+    first.release()
+    assert pinned(entry) and not _free(entry)
+    second.release()
+    second.release()  # once is enough
+    assert not pinned(entry) and _free(entry)
+    assert entry.pin_file.exists()  # the file stays, for the next holder
+    pin(entry)  # dropped at once: released with its last reference
+    assert _free(entry)
+    # Other entries are free meanwhile.
+    with pin(entry):
+        assert _free(_entry(tmp_path, side="input"))
+
+
+def test_a_pin_waits_for_an_eviction_under_way_and_a_cancel_ends_the_wait(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    entry = _entry(tmp_path)
+    waiting, got = threading.Event(), threading.Event()
+
+    class Signal(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for the cache's bound" in record.getMessage():
+                waiting.set()
+
+    caplog.set_level(logging.DEBUG, logger="topaz_nb.transfer")
+    signal = Signal()
+    logging.getLogger("topaz_nb.transfer").addHandler(signal)
+    pins = []
+    try:
+        with unpinned(entry) as free:
+            assert free
+            worker = threading.Thread(target=lambda: (pins.append(pin(entry)), got.set()))
+            worker.start()
+            assert waiting.wait(10)
+            assert not got.is_set()  # no pin while the eviction holds the entry
+            cancel = threading.Event()
+            cancel.set()
+            with pytest.raises(Cancelled, match="waiting for the cache to make room"):
+                pin(entry, cancel, "the output of x")
+        worker.join(10)
+    finally:
+        logging.getLogger("topaz_nb.transfer").removeHandler(signal)
+    assert got.is_set() and pins[0].held and pinned(entry)
+    pins[0].release()
+
+
+_PIN_AND_WAIT = """
+import sys
+from pathlib import Path
+from topaz_nb.storage.cache import CacheEntry, pin
+held = pin(CacheEntry(Path(sys.argv[1]), sys.argv[2]))
+print("pinned", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs flock")
+def test_a_pin_holds_across_processes_and_goes_with_a_killed_one(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    entry = _entry(tmp_path)
+    with subprocess.Popen([sys.executable, "-c", _PIN_AND_WAIT, str(entry.directory),
+                           entry.stem], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "pinned"
+            assert pinned(entry) and not _free(entry)
+        finally:
+            child.kill()  # SIGKILL: no clean-up of its own
+            child.wait(30)
+    assert not pinned(entry) and _free(entry)

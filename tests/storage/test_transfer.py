@@ -1263,3 +1263,32 @@ def test_cancel_while_waiting_for_another_process(
         finally:
             os.close(holder)
     assert server.gets() == []
+
+
+# ------------------------------------------------------------- pins
+
+
+def test_a_download_is_pinned_while_it_runs_and_a_pin_taken_first_outlasts_it(
+        s3: Sandbox, small_jpeg: bytes, big_png: bytes, tmp_path: Path) -> None:
+    from topaz_nb.storage import budget
+    from topaz_nb.storage.cache import pinned
+
+    job = s3.add_job(small_jpeg, big_png, status="Completed")
+    with Transfer(tmp_path / "cache", chunk_size=MIB) as t:
+        source = Source(s3, job)
+        info = t.head(source)
+        entry = t.entry(job, "output", info)
+        during: list[bool] = []
+        fetched = t.download(source, job, "output", info=info,
+                             on_progress=lambda done, total: during.append(pinned(entry)))
+        assert during and all(during)  # every report came while it was pinned
+        assert not pinned(entry)  # the download's own pin ends with it
+        budget.enforce(t.cache_dir, 0)
+        assert not fetched.path.exists()
+        # A user's pin, taken before the download, keeps it after the download.
+        with t.pin(job, "output", info) as held:
+            again = t.download(source, job, "output", info=info)
+            budget.enforce(t.cache_dir, 0)
+            assert again.path.is_file() and held.held
+        budget.enforce(t.cache_dir, 0)
+        assert not again.path.exists()

@@ -682,3 +682,15 @@ def test_a_shootout_page_carries_every_preview(tmp_path: Path) -> None:
     assert [base64.b64decode(p["__b64__"]) for p in state["more_previews"]] == v.more_previews
     assert base64.b64decode(state["fidelity_map"]["overlay"]["__b64__"]) == \
         v.fidelity_map["overlay"]
+
+
+def test_closing_calls_back_once_whoever_must_let_go_of_what_it_showed() -> None:
+    v = CompareView(solid((40, 30), (255, 0, 0)), solid((80, 60), (0, 0, 255)))
+    calls: list[str] = []
+    v.on_close(lambda: calls.append("first"))
+    v.on_close(lambda: calls.append("second"))
+    assert calls == []
+    v.close()
+    assert calls == ["first", "second"] and v.comm is None
+    v.close()
+    assert calls == ["first", "second"]

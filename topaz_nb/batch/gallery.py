@@ -14,7 +14,10 @@ one process stops only its own downloads.
 Memory stays bounded by the batch's *thumbnails*: a card keeps two small WebP
 thumbnails and a row of numbers, never the decoded images.  The full
 comparison is opened again from the disk cache when a card is opened
-(:meth:`Gallery.open`), and only the open one is kept.
+(:meth:`Gallery.open`), and only the open one is kept.  So does the disk: a
+card's comparison pins its downloads against the cache's bound only until its
+thumbnails are made, then closes; the comparison shown below the grid stays
+pinned until another replaces it.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class Gallery:
         self._detail: Any = None
         self._listeners: list[Callable[[Card], None]] = []
         self.opened: Comparison | None = None
+        self._shown: Comparison | None = None  # below the grid
         if not ids:
             self._finished.set()
 
@@ -152,10 +156,7 @@ class Gallery:
                         if image is not None else None
                 row = _row(result)
             finally:
-                for side in SIDES:  # keep the thumbnails, not the pixels
-                    image = result.source(side)
-                    if image is not None:
-                        image.close()
+                result.close()  # keep the thumbnails, not the pixels nor the files
             with self._lock:
                 card.thumbs, card.row = thumbs, row
                 card.status = result.status or card.status
@@ -242,7 +243,8 @@ class Gallery:
         scored = []
         for i, card in enumerate(self.cards):
             if card.ready and card.error is None:
-                result = self.open(card.process_id).fidelity
+                with self.load(card.process_id) as comparison:
+                    result = comparison.fidelity
                 with self._lock:
                     card.row.update(psnr=round(result.psnr, 2) if result.psnr < 1e9 else None,
                                     ssim=round(result.ssim, 4))
@@ -316,9 +318,15 @@ class Gallery:
     def _show(self, pid: str) -> None:
         assert self._detail is not None
         self._detail.children = []
-        self.opened = None  # the previous comparison goes before the next is loaded
+        # The previous comparison goes before the next is loaded: off the page,
+        # its files are no longer pinned.
+        self.opened = None
+        shown, self._shown = self._shown, None
+        if shown is not None:
+            shown.close()
         try:
-            self._detail.children = [self.open(pid).widget()]
+            self._shown = self.open(pid)
+            self._detail.children = [self._shown.widget()]
         except TopazError as exc:
             self._detail.children = [w_error(say(exc, "panel"))]
 

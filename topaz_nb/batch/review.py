@@ -21,7 +21,8 @@ at the first undecided process.
 
 While one process is on screen, the next is fetched in the background, so
 stepping forward is instant; only the previous, current and next comparisons
-are kept in memory.
+are kept in memory, and on disk: those three pin their downloads against the
+cache's bound, and a comparison the review lets go of is closed.
 
 Front end/kernel protocol of the strip (:class:`ReviewStrip`, ``static/review.js``):
 the ``items`` trait lists ``{id, name, decision}`` per process and ``current``
@@ -52,7 +53,7 @@ import traitlets as t
 
 from .._text import cannot_save, say
 from ..errors import TopazError
-from .cards import Card, thumb_uri
+from .cards import Card, close_when_done, thumb_uri
 
 if TYPE_CHECKING:
     from ..api.client import Status
@@ -287,18 +288,19 @@ class Review:
             card = self.gallery.card(pid)
             where: str | None = None
             try:
-                comparison = self._fetch(pid)
-                status = comparison.status or card.status
-                name = _safe_name(
-                    (status.filename if status else None) or card.row.get("filename") or "", pid)
-                source = comparison.files().get("output")
-                if source is None:
-                    raise TopazError(f"Process {pid} was accepted but has no output to save.")
-                stem = name.rsplit(".", 1)[0] if "." in name else name
-                ext = source.suffix or _EXTENSIONS.get(
-                    (status.output_format if status else "") or "", "")
-                where = str(root / fit_name(stem, ext, name_max(root)))
-                saved.append(copy_into(source, root, stem, ext, replace=False))
+                with self._fetch(pid) as comparison:  # pinned while it is copied
+                    status = comparison.status or card.status
+                    name = _safe_name(
+                        (status.filename if status else None) or card.row.get("filename") or "",
+                        pid)
+                    source = comparison.files().get("output")
+                    if source is None:
+                        raise TopazError(f"Process {pid} was accepted but has no output to save.")
+                    stem = name.rsplit(".", 1)[0] if "." in name else name
+                    ext = source.suffix or _EXTENSIONS.get(
+                        (status.output_format if status else "") or "", "")
+                    where = str(root / fit_name(stem, ext, name_max(root)))
+                    saved.append(copy_into(source, root, stem, ext, replace=False))
             except Cancelled:
                 raise
             except (TopazError, OSError) as exc:
@@ -312,9 +314,13 @@ class Review:
         return saved
 
     def close(self) -> None:
-        """Stop prefetching and let go of the comparisons."""
+        """Stop prefetching and let go of the comparisons (their views leave
+        the page, their files are no longer pinned)."""
+        with self._lock:
+            loading, self._loading = self._loading, {}
+        for future in loading.values():
+            close_when_done(future)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._loading.clear()
 
     # -- loading ---------------------------------------------------------------
     def _fetch(self, pid: str) -> Comparison:
@@ -329,7 +335,7 @@ class Review:
             i = self.ids.index(pid)
             keep = set(self.ids[max(0, i - 1):i + 2])
             for old in [p for p in self._loading if p not in keep]:
-                self._loading.pop(old).cancel()
+                close_when_done(self._loading.pop(old))
             for p in self.ids[i:i + 2]:
                 if p not in self._loading:
                     self._loading[p] = self._pool.submit(self._fetch, p)

@@ -12,6 +12,9 @@ the ``source_id`` the API reports where every status gives one; otherwise by
 the inputs' sizes and the SHA-256 of their files.  When they differ the
 shoot-out says so in one line and still shows them, each output aligned to the
 first output's grid as usual.
+
+Its comparisons keep their downloads pinned against the cache's bound until
+the shoot-out is closed, or its view (:meth:`Shootout.close`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .._text import html_table, psnr_text, ssim_text
 from ..comparison import Comparison
 from ..errors import TopazError
 from ..view.modes import MAX_OUTPUTS
+from .cards import close_when_done
 
 if TYPE_CHECKING:
     from ..api.client import TopazClient
@@ -74,8 +78,34 @@ class Shootout:
                     on_done(pid)
 
         with workers(max_workers, "topaz-shootout", stop) as pool:
-            comparisons = list(pool.map(one, ids))
-        return cls(comparisons, mode=mode)
+            futures = [pool.submit(one, pid) for pid in ids]
+            try:
+                comparisons = [future.result() for future in futures]
+            except BaseException:
+                for future in futures:  # nobody will show them: let their files go
+                    close_when_done(future)
+                raise
+        try:
+            return cls(comparisons, mode=mode)
+        except BaseException:
+            for comparison in comparisons:
+                comparison.close()
+            raise
+
+    def close(self) -> None:
+        """Close the view and every comparison: their downloads are no longer
+        pinned against the cache's bound.  Closing the view does this too."""
+        view, self._view = self._view, None
+        if view is not None:
+            view.close()
+        for comparison in self.comparisons:
+            comparison.close()
+
+    def __enter__(self) -> Shootout:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- what is compared ----------------------------------------------------
     @property
@@ -113,6 +143,7 @@ class Shootout:
                                preview_size=first.preview_size, crop_to_fill=crop)
             view.fidelity_source = lambda k: self.comparisons[k - 1].fidelity
             view.mode = mode  # after the source: fidelity mode reads the cached results
+            view.on_close(self.close)  # on screen, it keeps every comparison's files
             self._view = view
         return self._view
 

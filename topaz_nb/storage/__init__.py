@@ -13,18 +13,19 @@ Modules, each importing only those listed after it:
 * ``download``: HTTP HEAD/GET, streaming into a ``.part``, resume and checks;
   :class:`ObjectInfo`;
 * ``refresh``: one operation's link, refreshed at most once;
-* ``cache``: the layout (:class:`CacheEntry`), sidecars, locks, sweeping.
+* ``cache``: the layout (:class:`CacheEntry`), sidecars, locks, pins (:class:`Pin`),
+  sweeping.
 
 ``DEFAULT_MAX_BYTES`` here is the ceiling on a download of unknown size
 (``Topaz.max_download_bytes``); the cache's own bound is
 ``budget.DEFAULT_MAX_BYTES`` (``Topaz.cache_max_bytes``).
 """
 
-from .cache import CacheEntry, default_cache_dir
+from .cache import CacheEntry, Pin, default_cache_dir
 from .download import DEFAULT_MAX_BYTES, DEFAULT_STALL_TIMEOUT, ObjectInfo
 from .transfer import Fetched, Transfer
 
 __all__ = [
-    "DEFAULT_MAX_BYTES", "DEFAULT_STALL_TIMEOUT", "CacheEntry", "Fetched", "ObjectInfo",
+    "DEFAULT_MAX_BYTES", "DEFAULT_STALL_TIMEOUT", "CacheEntry", "Fetched", "ObjectInfo", "Pin",
     "Transfer", "default_cache_dir",
 ]

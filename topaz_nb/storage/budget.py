@@ -11,7 +11,13 @@ A pyramid is about 4 bytes a pixel (806 MB for a 201 MP output, beside its
    no download of it is under way, and removes its sidecar and derived files
    with it).
 
-The downloads of the process being viewed are never evicted.  "Used" is the
+A download in use is never evicted, nor its derived files: one being
+downloaded, opened by a fetch not yet finished, or behind a comparison or a
+view not yet closed, in this kernel or in any other sharing the cache.  Those
+users *pin* it (:func:`topaz_nb.storage.cache.pin`), and eviction works only
+inside :func:`topaz_nb.storage.cache.unpinned`, skipping what is pinned.  When
+the bound cannot be kept without them the cache stays over it, and
+:func:`usage` says so and why (``topaz-nb cache info``).  "Used" is the
 modification time of a small derived marker file (:func:`mark_used`) written
 each time a process is fetched, falling back to the download's own time.
 
@@ -34,7 +40,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import CacheEntry, discard
+from .cache import CacheEntry, discard, pinned, unpinned
 
 _log = logging.getLogger("topaz_nb.cache")
 
@@ -54,7 +60,9 @@ class _Item:
 
 @dataclass(frozen=True)
 class Usage:
-    """What the cache holds: bytes of downloads, of derived files and in all."""
+    """What the cache holds: bytes of downloads, of derived files and in all;
+    how many downloads are in use now (pinned, so never evicted) and the bytes
+    they keep with their derived files; the bound when one was given."""
 
     directory: Path
     processes: int
@@ -62,6 +70,15 @@ class Usage:
     download_bytes: int
     derived_bytes: int
     total_bytes: int
+    in_use: int = 0
+    in_use_bytes: int = 0
+    max_bytes: int | None = None
+
+    @property
+    def over_bound(self) -> bool:
+        """The cache holds more than its bound (files in use keep it there, or
+        no fetch has checked the bound since it was lowered)."""
+        return self.max_bytes is not None and self.total_bytes > self.max_bytes
 
 
 def mark_used(path: Path) -> None:
@@ -91,45 +108,52 @@ def _scan(cache_dir: Path) -> tuple[list[_Item], int, int]:
     if not cache_dir.is_dir():
         return items, 0, 0
     for folder in cache_dir.iterdir():
-        if not folder.is_dir():
+        # Another thread or kernel may evict or clear while this one looks.
+        try:
+            paths = list(folder.iterdir()) if folder.is_dir() else []
+        except OSError:
             continue
         found = False
-        for path in folder.iterdir():
-            if not path.is_file():
-                continue
-            if CacheEntry.of(path) is None:
-                continue
+        for path in paths:
             entry = CacheEntry.of(path)
-            assert entry is not None
-            if entry.file != path:
+            if entry is None or entry.file != path:
                 continue  # not the complete file its sidecar names (a .part, say)
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
             found = True
             derived = [(p, _size(p)) for p in entry.derived_files()]
             marker = entry.derived(_USED)
             try:
                 used = marker.stat().st_mtime
             except OSError:
-                used = path.stat().st_mtime
-            items.append(_Item(entry, path, used, _size(path), derived))
+                used = stat.st_mtime
+            items.append(_Item(entry, path, used, stat.st_size, derived))
         if found:
             folders += 1
-            total += sum(_size(p) for p in folder.iterdir() if p.is_file())
+            total += sum(_size(p) for p in paths if p.is_file())
     return items, total, folders
 
 
-def usage(cache_dir: Path) -> Usage:
-    """What the cache in ``cache_dir`` holds now."""
+def usage(cache_dir: Path, max_bytes: int | None = None) -> Usage:
+    """What the cache in ``cache_dir`` holds now, and what of it is in use;
+    ``max_bytes`` is the bound to report it against."""
     items, total, folders = _scan(cache_dir)
+    busy = [i for i in items if pinned(i.entry)]
     return Usage(directory=cache_dir, processes=folders, downloads=len(items),
                  download_bytes=sum(i.download for i in items),
                  derived_bytes=sum(size for i in items for _, size in i.derived),
-                 total_bytes=total)
+                 total_bytes=total, in_use=len(busy),
+                 in_use_bytes=sum(i.download + sum(size for _, size in i.derived) for i in busy),
+                 max_bytes=max_bytes)
 
 
 def enforce(cache_dir: Path, max_bytes: int, keep: tuple[Path, ...] = ()) -> int:
     """Delete least recently used derived files, then downloads, until the
     cache in ``cache_dir`` takes at most ``max_bytes``; the downloads in
-    ``keep`` (and their derived files) stay.  Returns the bytes freed."""
+    ``keep`` and those in use anywhere (pinned), with their derived files,
+    stay.  Returns the bytes freed."""
     if max_bytes < 0:
         raise ValueError("max_bytes must not be negative")
     items, total, _ = _scan(cache_dir)
@@ -137,27 +161,41 @@ def enforce(cache_dir: Path, max_bytes: int, keep: tuple[Path, ...] = ()) -> int
         return 0
     kept = {Path(p) for p in keep}
     candidates = sorted((i for i in items if i.file not in kept), key=lambda i: i.used)
+    in_use: set[Path] = set()
     freed = 0
     for item in candidates:  # 1. derived files, oldest use first
-        for path, size in item.derived:
-            if total - freed <= max_bytes:
-                break
-            if path == item.entry.derived(_USED):
+        if total - freed <= max_bytes:
+            break
+        with unpinned(item.entry) as free:
+            if not free:
+                in_use.add(item.file)
                 continue
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                freed += size
+            for path, size in item.derived:
+                if total - freed <= max_bytes:
+                    break
+                if path == item.entry.derived(_USED):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    freed += size
     for item in candidates:  # 2. whole downloads
         if total - freed <= max_bytes:
             break
-        rest = item.download + sum(size for p, size in item.derived if p.exists())
-        try:
-            discard(item.entry, item.file)
-        except (OSError, ValueError) as exc:
-            _log.warning("could not evict %s from the cache: %s", item.file.name, exc)
+        if item.file in in_use:
             continue
+        with unpinned(item.entry) as free:
+            if not free:
+                in_use.add(item.file)
+                continue
+            rest = item.download + sum(size for p, size in item.derived if p.exists())
+            try:
+                discard(item.entry, item.file)
+            except (OSError, ValueError) as exc:
+                _log.warning("could not evict %s from the cache: %s", item.file.name, exc)
+                continue
         freed += rest
     if total - freed > max_bytes:
-        _log.info("the cache holds %d bytes, over its bound of %d: the rest is in use",
-                  total - freed, max_bytes)
+        in_use.update(i.file for i in items if i.file in kept)
+        _log.info("the cache holds %d bytes, over its bound of %d: %d files are in use",
+                  total - freed, max_bytes, len(in_use))
     return freed

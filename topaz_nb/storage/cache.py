@@ -11,8 +11,8 @@ from the storage's validators (:func:`cache_key`) and the extension from the
 sniffed format of the bytes, never from Content-Type.  Beside it, hidden:
 ``.<side>-<key>.json`` (the sidecar), ``.<side>-<key>.lock`` and
 ``.<side>-<key>.d.<name>`` (files derived from the download, such as
-previews).  ``<side>-<key>.part`` and its ``.part.json`` hold a download in
-progress.
+previews) and ``.<side>-<key>.pin`` (see below).  ``<side>-<key>.part`` and
+its ``.part.json`` hold a download in progress.
 
 A cached file counts only when its sidecar (size, modification time, ETag,
 SHA-256) still matches it, so a file truncated or replaced behind our back is
@@ -21,6 +21,16 @@ a cross-process lock (``fcntl.flock``) guards it, so a download killed with its
 process is continued by the next one; a ``.part`` nobody has written to for a
 day is swept away.  Only folders named like process IDs are ever touched, so a
 cache directory shared with other files cannot lose them.
+
+A download *in use* (being downloaded, opened by a fetch not yet finished,
+or behind a view still open) is *pinned*: whoever uses it holds a shared
+``flock`` on the entry's pin file (:func:`pin`) for as long as it does.  The
+cache's bound evicts an entry only inside :func:`unpinned`, which takes that
+lock exclusively without waiting and skips the entry when it cannot: so no
+thread, and no other kernel sharing the cache, ever loses a file it shows.
+The kernel drops a dead process's flocks, so a crashed kernel pins nothing.
+The pin file is never deleted with its download (a pin may be taken before
+the download exists, and one file must carry every holder's lock).
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +62,9 @@ except ImportError:  # pragma: no cover - Windows: one process per cache is assu
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "POLL_SECONDS", "SIDECAR_VERSION", "CacheEntry", "cache_key", "clear", "default_cache_dir",
-    "discard", "hold", "is_safe_extension", "read_json", "sweep_stale_parts",
-    "sweep_stale_parts_in", "write_json",
+    "POLL_SECONDS", "SIDECAR_VERSION", "CacheEntry", "Pin", "cache_key", "clear",
+    "default_cache_dir", "discard", "hold", "is_safe_extension", "pin", "pinned", "read_json",
+    "sweep_stale_parts", "sweep_stale_parts_in", "unpinned", "write_json",
 ]
 
 # The cache's messages have always been the transfer layer's; users filter by this name.
@@ -153,6 +164,12 @@ class CacheEntry:
     @property
     def lock(self) -> Path:
         return self.directory / f".{self.stem}.lock"
+
+    @property
+    def pin_file(self) -> Path:
+        """Carries the shared locks of those using the download (:func:`pin`);
+        it outlives the download, like :attr:`lock`."""
+        return self.directory / f".{self.stem}.pin"
 
     def file_with(self, ext: str) -> Path:
         return self.directory / f"{self.stem}.{ext}"
@@ -274,6 +291,26 @@ class _Interrupted(Exception):
     """Internal: a wait saw its cancel event set."""
 
 
+def _flock(fd: int, operation: int, cancel: threading.Event | None,
+           on_wait: Callable[[], None]) -> None:
+    """Take ``flock(fd, operation)``, calling ``on_wait`` once if it has to
+    wait; with ``cancel`` the wait polls it and ends in :class:`_Interrupted`."""
+    waited = False
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if not waited:
+                on_wait()
+                waited = True
+            if cancel is None:
+                fcntl.flock(fd, operation)
+                return
+            if cancel.wait(POLL_SECONDS / 2):
+                raise _Interrupted() from None
+
+
 class _FileLock:
     """An exclusive lock shared by every process using the cache.
 
@@ -290,20 +327,7 @@ class _FileLock:
             return
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            waited = False
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not waited:
-                        on_wait()
-                        waited = True
-                    if cancel is None:
-                        fcntl.flock(fd, fcntl.LOCK_EX)
-                        break
-                    if cancel.wait(POLL_SECONDS / 2):
-                        raise _Interrupted() from None
+            _flock(fd, fcntl.LOCK_EX, cancel, on_wait)
         except BaseException:
             os.close(fd)
             raise
@@ -358,6 +382,145 @@ def hold(entry: CacheEntry, cancel: threading.Event | None = None,
             file_lock.release()
     finally:
         lock.release()
+
+
+# ------------------------------------------------------------------ pins
+
+# Without fcntl (Windows) one process per cache is assumed, and pins are counted here.
+_local_pins: dict[str, int] = {}
+_local_pins_guard = threading.Lock()
+
+
+class Pin:
+    """One user's hold on a download, keeping it from eviction (:func:`pin`).
+
+    :meth:`release` lets go (once; later calls do nothing); so does dropping
+    the last reference, and the kernel does when the process ends.
+    """
+
+    def __init__(self, entry: CacheEntry, fd: int | None) -> None:
+        self.entry = entry
+        self._release = weakref.finalize(self, _unpin, str(entry.pin_file), fd)
+
+    @property
+    def held(self) -> bool:
+        return self._release.alive
+
+    def release(self) -> None:
+        """Let go of the download: the cache's bound may evict it from now on."""
+        self._release()
+
+    def __enter__(self) -> Pin:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        state = "" if self.held else " released"
+        return f"<Pin {self.entry.directory.name}/{self.entry.stem}{state}>"
+
+
+def _unpin(key: str, fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
+        return
+    with _local_pins_guard:
+        left = _local_pins.get(key, 0) - 1
+        if left > 0:
+            _local_pins[key] = left
+        else:
+            _local_pins.pop(key, None)
+
+
+def pin(entry: CacheEntry, cancel: threading.Event | None = None,
+        what: str = "this image") -> Pin:
+    """Pin ``entry``'s download (there or still to come) against eviction,
+    for every thread and every process sharing the cache, until the returned
+    :class:`Pin` is released.
+
+    Take it *before* looking for the file: an eviction under way then either
+    finishes first (the file is found gone and downloaded again) or sees the
+    pin.  Waiting for such an eviction is cancellable like :func:`hold`.
+    """
+    entry.directory.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        with _local_pins_guard:
+            key = str(entry.pin_file)
+            _local_pins[key] = _local_pins.get(key, 0) + 1
+        return Pin(entry, None)
+    while True:
+        fd = os.open(entry.pin_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _flock(fd, fcntl.LOCK_SH, cancel, lambda: _log.debug(
+                "waiting for the cache's bound to finish with %s", entry.stem))
+            if _same_file(fd, entry.pin_file):
+                return Pin(entry, fd)
+        except _Interrupted:
+            os.close(fd)
+            raise Cancelled(f"Cancelled: the download of {what} was waiting for the cache "
+                            "to make room; run it again to resume") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the pin file went (the cache was cleared) while we waited: pin anew
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+@contextlib.contextmanager
+def unpinned(entry: CacheEntry) -> Iterator[bool]:
+    """Whether nobody pins ``entry`` now; while the block runs with ``True``,
+    nobody can (a :func:`pin` waits), so its download may be deleted there.
+
+    Never waits: an entry in use yields ``False`` at once, as does one whose
+    pin file cannot be opened (nothing may be deleted without knowing).
+    """
+    if fcntl is None:
+        with _local_pins_guard:
+            yield str(entry.pin_file) not in _local_pins
+        return
+    try:
+        fd = os.open(entry.pin_file, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        fd = -1
+    if fd < 0:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            free = True
+        except OSError:  # held by a pin (BlockingIOError), or no locks on this disk
+            free = False
+        yield free
+    finally:
+        os.close(fd)
+
+
+def pinned(entry: CacheEntry) -> bool:
+    """Whether some thread or process pins ``entry`` now (for reports; to
+    delete, use :func:`unpinned`, which also keeps new pins out meanwhile)."""
+    if fcntl is None:
+        with _local_pins_guard:
+            return str(entry.pin_file) in _local_pins
+    try:
+        fd = os.open(entry.pin_file, os.O_RDONLY)
+    except OSError:
+        return False  # never pinned: a pin creates the file
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        return isinstance(exc, BlockingIOError)
+    finally:
+        os.close(fd)
+    return False
 
 
 # ------------------------------------------------------------------ housekeeping

@@ -16,9 +16,10 @@ decides when a download is needed and composes the modules that do the work:
   project.
 * :mod:`~topaz_nb.storage.cache`: the cache layout (owned there alone;
   :class:`~topaz_nb.storage.cache.CacheEntry` hands the paths to everyone
-  else), its sidecars and the cross-process lock of each object.
+  else), its sidecars, the cross-process lock of each object and the pins
+  that keep a download in use from eviction (:meth:`Transfer.pin`).
 * :mod:`~topaz_nb.storage.budget`: the cache's disk bound, least recently
-  used first (:meth:`Transfer.keep_within_budget`).
+  used first, never what is pinned (:meth:`Transfer.keep_within_budget`).
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ from ..net.retry import DEFAULT_MAX_RETRY_AFTER, DEFAULT_MAX_RETRY_TIME
 from . import budget
 from .cache import (
     CacheEntry,
+    Pin,
     cache_key,
     clear,
     default_cache_dir,
     discard,
     hold,
+    pin,
     sweep_stale_parts,
     sweep_stale_parts_in,
 )
@@ -278,6 +281,19 @@ class Transfer:
             info = self._downloader.head(holder, cancel)
         return self._download(holder, info, on_progress, cancel)
 
+    def pin(self, process_id: str, side: Side, info: ObjectInfo, *,
+            cancel: threading.Event | None = None) -> Pin:
+        """Keep this object's download from eviction by the cache's bound, in
+        every thread and every process sharing the cache, until the returned
+        :class:`~topaz_nb.storage.cache.Pin` is released (or dropped).
+
+        Take it before :meth:`download` and hold it while the file is used (a
+        comparison holds its pins until it is closed): ``download`` pins only
+        while it runs.  The object need not be cached yet.
+        """
+        pid, side = _check(process_id, side)
+        return pin(self.entry(pid, side, info), cancel, f"the {side} of {pid}")
+
     def entry(self, process_id: str, side: Side, info: ObjectInfo) -> CacheEntry:
         """The cache entry (paths of the file, sidecar, derived files) of an object."""
         pid, side = _check(process_id, side)
@@ -320,8 +336,10 @@ class Transfer:
     def keep_within_budget(self, in_use: Iterable[str | os.PathLike[str]] = (), *,
                            downloaded: bool = True) -> int:
         """Mark the downloads ``in_use`` as just used, then evict least recently
-        used derived files and downloads (never those) until the cache fits
-        :attr:`cache_max_bytes`; returns the bytes freed (0 when unbounded).
+        used derived files and downloads (never those, nor any download pinned
+        by :meth:`pin` anywhere) until the cache fits :attr:`cache_max_bytes`;
+        returns the bytes freed (0 when unbounded).  Where what is in use
+        takes more than the bound, the cache stays over it.
 
         Checking scans the cache folder, so when nothing was ``downloaded``
         (cache hits: a gallery reopening hundreds of processes) it happens at
@@ -366,6 +384,15 @@ class Transfer:
         pid, side = links.process_id, links.side
         entry = self.entry(pid, side, info)
         self._sweep(entry.directory)
+        # Pinned before it is looked for, so that no check of the bound in any
+        # thread or kernel evicts it between the download and our return.
+        with pin(entry, cancel, f"the {side} of {pid}"):
+            return self._download_pinned(entry, links, info, on_progress, cancel)
+
+    def _download_pinned(self, entry: CacheEntry, links: LinkHolder, info: ObjectInfo,
+                         on_progress: ProgressCallback | None,
+                         cancel: threading.Event | None) -> Fetched:
+        pid, side = links.process_id, links.side
         if self.use_cache:
             hit = entry.verified_file(info.size, info.etag)
             if hit is not None:

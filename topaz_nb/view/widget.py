@@ -332,6 +332,7 @@ class CompareView(anywidget.AnyWidget):
         if len(more) + 1 > MAX_OUTPUTS:
             raise t.TraitError(f"A view compares at most {MAX_OUTPUTS} outputs; "
                                f"got {len(more) + 1}.")
+        self._close_callbacks: list[Callable[[], None]] = []
         inp = _source(input, "input")
         out = _source(output, "output")
         extra = [_source(image, f"output {k}") for k, image in enumerate(more, start=2)]
@@ -403,6 +404,27 @@ class CompareView(anywidget.AnyWidget):
             placement = align(first.size, second.size, crop_to_fill=kw.get("crop_to_fill"))
             kw["labels"] = _default_labels(("A", "B"), first, second, placement)
         return cls(first, second, **kw)
+
+    # ---- lifetime ---------------------------------------------------------
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once, when the view is closed.
+
+        Whoever made the view from files that must stay while it is on screen
+        (a comparison keeps its downloads from the cache's eviction) lets
+        go of them here; the view itself knows nothing of where they live.
+        """
+        self._close_callbacks.append(callback)
+
+    def close(self) -> None:
+        """Take the view off the page and let go of what it showed (see
+        :meth:`on_close`); it answers no more tile requests."""
+        super().close()
+        # Not there when the constructor failed early (close runs from __del__ too).
+        callbacks = getattr(self, "_close_callbacks", [])
+        self._close_callbacks = []
+        for callback in callbacks:
+            callback()
 
     # ---- validation -------------------------------------------------------
 
