@@ -299,7 +299,13 @@ def test_a_small_cache_bound_never_takes_the_files_of_a_card_being_fetched(
         assert gallery.errors == {}
         assert all(card.ready and card.thumbs["input"] and card.thumbs["output"]
                    for card in gallery.cards)
-        # The cards keep thumbnails only: their files are free to go now.
+        # The cards keep thumbnails only: their files are free to go now, once the
+        # preview entries written in the background have landed.
+        from conftest import wait_until
+
+        from topaz_nb.imaging import source as _source
+
+        wait_until(lambda: not _source._STORE_PENDING, "the preview entries to be written")
         transfer.keep_within_budget()
         assert budget.usage(transfer.cache_dir).total_bytes <= bound
 
