@@ -333,3 +333,28 @@ def test_comparisons_the_review_lets_go_of_are_closed(batch, parts, tmp_path):
     review.close()
     assert all(c.closed for c in loaded)
     assert budget.usage(cache).in_use == 0
+
+
+def test_the_mode_chosen_carries_over_to_every_process(batch, tmp_path):
+    review = batch.review(path=str(tmp_path / "r.csv"))
+    box = review.widget()
+    stage, strip = box.children[1], review._strip
+    first = stage.children[0]
+    assert first.mode == "swipe"
+    first.mode = "blend"  # as the view's front end syncs it
+    review.next()
+    second = stage.children[0]
+    assert second is not first and second.mode == "blend"
+    # A key names the mode on screen, which may not have reached the trait yet.
+    strip._handle_custom_msg({"event": "key", "key": "j", "mode": "difference"}, [])
+    assert stage.children[0].mode == "difference"
+    # Going back shows the kept view in the mode chosen last, as does a click.
+    strip._handle_custom_msg({"event": "key", "key": "k"}, [])
+    assert stage.children[0] is second and second.mode == "difference"
+    strip._handle_custom_msg({"event": "go", "index": 0, "mode": "grid"}, [])
+    assert stage.children[0].mode == "grid"  # loaded again: only neighbours are kept
+    # A view no longer on screen is not followed; a mode that is none is ignored.
+    second.mode = "toggle"
+    strip._handle_custom_msg({"event": "key", "key": "j", "mode": "<b>none</b>"}, [])
+    assert stage.children[0] is second and second.mode == "grid"
+    review.close()

@@ -12,6 +12,9 @@ a     accept          r  reject         f  flag
 n     write a note (Escape leaves the field)
 ====  ===========================================
 
+Stepping keeps the comparison's mode (the one chosen last, by key, click or
+from Python) and, when the comparison had the focus, gives it to the next one.
+
 Every decision is written at once to the CSV file, atomically (a temporary
 file in the same directory, then ``os.replace``), so the file is always whole
 even if the kernel dies mid-write.  Its header is :data:`HEADER`, one row per
@@ -30,7 +33,9 @@ is the index on screen.  Thumbnails are not traits (every change of a trait
 sends it whole): the front end sends ``{"event": "ready"}`` when it renders
 and gets ``{"thumbs": {index: data_uri}}`` with all there are, then one such
 message per card as the gallery fetches it.  Keys and clicks come back as
-``{"event": "key", "key": "j"}`` and ``{"event": "go", "index": 3}``.
+``{"event": "key", "key": "j"}`` and ``{"event": "go", "index": 3}``, with
+``"mode"``: the comparison's mode on screen, which the next process opens in
+(as it does with a mode chosen from Python or synced from the view).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ import traitlets as t
 
 from .._text import cannot_save, say
 from ..errors import TopazError
+from ..view.modes import MODES
 from .cards import Card, close_when_done, thumb_uri
 
 if TYPE_CHECKING:
@@ -124,7 +130,9 @@ class ReviewStrip(anywidget.AnyWidget):
     messages.
     """
 
-    _esm = (files("topaz_nb.view") / "static" / "review.js").read_text(encoding="utf-8")
+    # keys.js (shared with the comparison) says which keys stay out of the notebook.
+    _esm = "\n".join((files("topaz_nb.view") / "static" / name).read_text(encoding="utf-8")
+                     for name in ("keys.js", "review.js"))
     _css = (files("topaz_nb.view") / "static" / "review.css").read_text(encoding="utf-8")
     items = t.List(t.Dict()).tag(sync=True)
     current = t.Int(0).tag(sync=True)
@@ -159,6 +167,8 @@ class Review:
         self._header: Any = None
         self._stage: Any = None
         self._shown: str | None = None
+        self._mode: str | None = None  # the mode the user chose last, for every process
+        self._watched: Any = None  # the view on screen, whose mode is followed
         gallery.on_card(self._on_card)
         gallery.start()
         if self.ids:
@@ -385,12 +395,28 @@ class Review:
             # The view alone when there is an output (the header carries the numbers);
             # otherwise the input with the line saying why there is no output.
             shown: Any = comparison.view if comparison.ready else comparison.widget("panel")
+            self._watch(shown if comparison.ready else None)
         except TopazError as exc:
             import ipywidgets as w
 
+            self._watch(None)
             shown = w.HTML(f"<span style='color:var(--jp-error-color1, #b00)'>"
                            f"{html.escape(say(exc, 'panel'))}</span>")
         self._stage.children = [shown]
+
+    def _watch(self, view: Any) -> None:
+        """Follow the mode of ``view`` (the comparison about to be shown, or ``None``),
+        after giving it the mode chosen last: the mode carries over from process to process."""
+        if self._watched is not None:
+            self._watched.unobserve(self._on_view_mode, names="mode")
+        self._watched = view
+        if view is not None:
+            if self._mode is not None:
+                view.mode = self._mode
+            view.observe(self._on_view_mode, names="mode")
+
+    def _on_view_mode(self, change: dict[str, Any]) -> None:
+        self._mode = change["new"]
 
     def _show_header(self) -> None:
         if self._header is None or self.current is None:
@@ -443,6 +469,9 @@ class Review:
         if not isinstance(content, dict):
             return
         event = content.get("event")
+        # The mode the front end shows: it may be ahead of the view's synced trait.
+        if content.get("mode") in MODES:
+            self._mode = content["mode"]
         try:
             if event == "ready" and self._strip is not None:
                 self._strip.send({"thumbs": self._thumbs(self.ids)})

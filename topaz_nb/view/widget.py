@@ -11,8 +11,10 @@ The JavaScript lives in ``static/`` as a few files with one job each:
 ``geometry.js`` (pure view arithmetic: fit, zoom about a point, visible
 tiles), ``tiles.js`` (decoding, the bounded tile cache, tile requests),
 ``draw.js`` (one frame per mode), ``dom.js`` (toolbar, labels, help),
-``input.js`` (pointer, wheel, keys) and ``compare.js`` (``render``, which
-wires them and is the only file with an ``export``).  anywidget hands the
+``keys.js`` (which keys a focused widget keeps from the notebook's shortcuts,
+and how; the review's strip uses it too), ``input.js`` (pointer, wheel, keys)
+and ``compare.js`` (``render``, which wires them and is the only file with an
+``export``).  anywidget hands the
 browser ``_esm`` as *one* module string (a blob or data URL in JupyterLab,
 Notebook 7, VS Code and Voila alike), so relative imports between files
 cannot resolve; :func:`_assemble_esm` therefore joins the files, in
@@ -127,7 +129,8 @@ _MAX_TILES_PER_REQUEST = 512
 _FALLBACK_WIDTH = 800
 _FALLBACK_LIMIT = 300_000
 _STATIC = files("topaz_nb.view") / "static"
-_JS_PARTS = ("geometry.js", "tiles.js", "draw.js", "dom.js", "input.js", "compare.js")
+_JS_PARTS = ("geometry.js", "tiles.js", "draw.js", "dom.js", "keys.js", "input.js",
+             "compare.js")
 """Front-end files in the order they are joined: each uses only names defined above it."""
 
 

@@ -112,13 +112,17 @@ function attachInput(c, listen) {
   const ON_CONTROLS = new Set([" ", "Spacebar", "Enter", "ArrowLeft", "ArrowRight",
     "ArrowUp", "ArrowDown", "Home", "End", "PageUp", "PageDown"]);
 
+  // Keys reach this before the notebook's shortcuts (keys.js).  The view keeps
+  // the keys it uses and every other plain character; the rest (Escape when
+  // there is nothing to close, Enter, Tab, arrows it does not use, Ctrl/Cmd/Alt
+  // combinations) go on to the notebook.
   function onKey(ev) {
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     // A focused button or slider keeps its own keys (space presses a button,
     // arrows move the slider); every other shortcut works from anywhere inside.
     const control = ev.target !== root && ev.target.closest && ev.target.closest("button, input");
     if (control && ON_CONTROLS.has(ev.key)) {
-      ev.stopPropagation(); // and not the notebook's Enter (edit mode) either
+      ev.stopPropagation(); // its default action stays; the notebook's Enter does not run
       return;
     }
     const step = ev.shiftKey ? 0.1 : 0.02;
@@ -176,11 +180,8 @@ function attachInput(c, listen) {
       default:
         handled = false;
     }
-    if (handled) {
-      // Keep the notebook's own shortcuts (m = markdown, 1 = heading, ...) away.
-      ev.preventDefault();
-      ev.stopPropagation();
-    }
+    // The notebook's own shortcuts (m = Markdown, a = insert a cell, ...) never see these.
+    if (handled || plainCharacter(ev)) keepKey(ev);
   }
 
   listen(stage, "pointerdown", onPointerDown);
@@ -189,5 +190,5 @@ function attachInput(c, listen) {
   listen(stage, "pointercancel", onPointerUp);
   listen(stage, "wheel", onWheel, { passive: false });
   listen(stage, "dblclick", onDoubleClick);
-  listen(root, "keydown", onKey);
+  listen(window, "keydown", keysInside(() => root, onKey), true);
 }

@@ -5,13 +5,23 @@
 // Thumbnails come as messages, not traits (see topaz_nb/review.py).
 //
 // Keys are taken for the whole review box (`.topaz-review`, the ipywidgets
-// VBox around the comparison, the note field and this strip), in the capture
-// phase on the document, so they work wherever the focus is inside the box,
-// the comparison included, and the notebook's own shortcuts (a, r, j, k...)
-// never see them.  Keys typed in a text field stay there; Escape leaves it.
+// VBox around the comparison, the note field and this strip) before the
+// notebook's shortcuts see them (keys.js, which comes before this file), so
+// they work wherever the focus is inside the box, the comparison included,
+// and the notebook's own shortcuts (a, r, j, k...) never run.  Other plain
+// characters pressed in the box are kept from the notebook too.  Keys typed in
+// a text field stay there; Escape leaves it.
+//
+// Stepping carries the view over: a key or click message names the mode the
+// comparison shows, so the next one opens in it (Review remembers it), and j/k
+// pressed inside the comparison hand the focus to the next comparison once it
+// is shown, so the keys that follow reach it without a click.
 
 const MARKS = { accept: "✓", reject: "✗", flag: "⚑" };
 const KEYS = new Set(["j", "k", "a", "r", "f"]);
+const TYPING = "input:not([type=range]), textarea, [contenteditable]";
+const CONTROLS = "button, input, select, textarea, [contenteditable]";
+const FOLLOW_MS = 60000; // how long the focus waits for the next comparison
 
 function render({ model, el }) {
   const root = document.createElement("div");
@@ -22,6 +32,17 @@ function render({ model, el }) {
   el.appendChild(root);
   const thumbs = new Map();
   let cells = [];
+  const box = () => el.closest(".topaz-review");
+  const comparison = () => {
+    const area = box();
+    return area && area.querySelector(".tnb-compare");
+  };
+  // What the kernel is told with a key or a click: the mode on screen.
+  const withMode = (message) => {
+    const shown = comparison();
+    if (shown && shown.dataset.mode) message.mode = shown.dataset.mode;
+    return message;
+  };
 
   function draw() {
     const items = model.get("items") || [];
@@ -41,7 +62,7 @@ function render({ model, el }) {
         cell.append(img, mark, name);
         cell.addEventListener("click", () => {
           root.focus({ preventScroll: true });
-          model.send({ event: "go", index });
+          model.send(withMode({ event: "go", index }));
         });
         root.appendChild(cell);
         return cell;
@@ -73,36 +94,76 @@ function render({ model, el }) {
     }
   }
 
+  // The focus follows from the comparison `old` to the one that replaces it in
+  // `area`, unless the user puts it somewhere else in the meantime.  Focus that
+  // falls back to the page or the notebook around the review as the old view
+  // goes is not the user's choice; nor is this strip, where the focus waits
+  // (j/k still work there, and `old` is null when they are pressed) while the
+  // next process shows no comparison (it failed, or is still loading).
+  let follow = null;
+  function stopFollowing() {
+    if (!follow) return;
+    follow.observer.disconnect();
+    clearTimeout(follow.timer);
+    document.removeEventListener("focusin", follow.onFocus, true);
+    follow = null;
+  }
+  function followFocus(area, old) {
+    stopFollowing();
+    const gone = () => !old || !old.isConnected;
+    const fallback = (node) => !node || !node.isConnected || node === document.body
+      || node === root || (old && old.contains(node)) || node.contains(area);
+    const observer = new MutationObserver(() => {
+      const active = document.activeElement;
+      const next = [...area.querySelectorAll(".tnb-compare")].find((v) => v !== old);
+      if (next) {
+        stopFollowing();
+        if (fallback(active)) next.focus({ preventScroll: true });
+      } else if (gone() && active !== root && fallback(active)) {
+        root.focus({ preventScroll: true });
+      }
+    });
+    observer.observe(area, { childList: true, subtree: true });
+    const onFocus = (ev) => {
+      if (!fallback(ev.target)) stopFollowing();
+    };
+    document.addEventListener("focusin", onFocus, true);
+    follow = { observer, onFocus, timer: setTimeout(stopFollowing, FOLLOW_MS) };
+  }
+
   function onKey(ev) {
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
-    const box = el.closest(".topaz-review");
-    if (!box || !box.contains(ev.target)) return;
-    const typing = ev.target.closest && ev.target.closest("input, textarea, [contenteditable]");
+    const area = box();
+    const typing = ev.target.closest && ev.target.closest(TYPING);
     if (typing) {
       if (ev.key === "Escape") {
         ev.target.blur();
         root.focus({ preventScroll: true });
-        ev.preventDefault();
-        ev.stopPropagation();
+        keepKey(ev);
       }
       return;
     }
     if (ev.key === "n") {
-      const note = box.querySelector(".topaz-review-note input, .topaz-review-note textarea");
+      const note = area.querySelector(".topaz-review-note input, .topaz-review-note textarea");
       if (note) note.focus();
     } else if (KEYS.has(ev.key)) {
-      model.send({ event: "key", key: ev.key });
-    } else {
-      return;
+      const shown = comparison();
+      const fromView = shown && shown.contains(ev.target);
+      if ((ev.key === "j" || ev.key === "k") && (fromView || (follow && ev.target === root))) {
+        followFocus(area, shown || null);
+      }
+      model.send(withMode({ event: "key", key: ev.key }));
+    } else if (!plainCharacter(ev) || (ev.target.closest && ev.target.closest(CONTROLS))) {
+      return; // the notebook's, or a control's own (space presses a button)
     }
-    ev.preventDefault();
-    ev.stopPropagation();
+    keepKey(ev);
   }
+  const onWindowKey = keysInside(box, onKey);
 
   model.on("change:items", draw);
   model.on("change:current", draw);
   model.on("msg:custom", onMessage);
-  document.addEventListener("keydown", onKey, true);
+  window.addEventListener("keydown", onWindowKey, true);
   draw();
   model.send({ event: "ready" });
   // Keys work at once: the strip takes the focus when the review appears.
@@ -112,7 +173,8 @@ function render({ model, el }) {
     model.off("change:items", draw);
     model.off("change:current", draw);
     model.off("msg:custom", onMessage);
-    document.removeEventListener("keydown", onKey, true);
+    window.removeEventListener("keydown", onWindowKey, true);
+    stopFollowing();
     root.remove();
   };
 }
