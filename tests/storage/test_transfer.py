@@ -28,6 +28,7 @@ from topaz_nb.errors import Cancelled, InvalidProcessId, LinkExpired, TransferEr
 from topaz_nb.links import Link, Side, redact_url
 from topaz_nb.sandbox import STORAGE_PROFILES, Sandbox
 from topaz_nb.storage import Fetched, Transfer
+from topaz_nb.storage.cache import read_json
 
 MIB = 1 << 20
 
@@ -458,6 +459,116 @@ def test_validators_decide_the_cache_file(s3: Sandbox, small_jpeg: bytes,
     t.close()
     assert len(names) == 4
     assert all(n.startswith("output-") and n.endswith(".jpg") for n in names)
+
+
+# ------------------------------------------------ bodies with no length
+
+# A body framed by nothing but the end of its connection looks complete however
+# early the connection closed: the sandbox's ``cut_by_close`` fault sends no
+# Content-Length and no chunks (a HEAD it answers has no length either) and
+# closes after ``after_bytes``.  Only the format's own end can tell.
+
+
+def _noise_jpeg(size: tuple[int, int]) -> bytes:
+    raw = hashlib.shake_256(b"jpeg").digest(size[0] * size[1] * 3)
+    buf = io.BytesIO()
+    Image.frombytes("RGB", size, raw).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module", params=["PNG", "JPEG"])
+def photo(request: pytest.FixtureRequest, big_png: bytes) -> bytes:
+    """A large image of each format whose end marker a cut body lacks."""
+    data = big_png if request.param == "PNG" else _noise_jpeg((1100, 1000))
+    assert len(data) > 1_000_000
+    return data
+
+
+def test_a_body_cut_by_close_is_resumed_by_the_same_fetch(
+        sb: Sandbox, small_jpeg: bytes, photo: bytes, transfer: Transfer) -> None:
+    job = sb.add_job(small_jpeg, photo)
+    cut = len(photo) * 4 // 10
+    sb.inject("cut_by_close", server="storage", after_bytes=cut, times=2)  # the HEAD and a GET
+    fetched = transfer.fetch(Source(sb, job), job, "output")
+    assert fetched.info.size is None  # nobody said how long it is
+    assert fetched.path.read_bytes() == photo and not fetched.from_cache
+    gets = storage(sb, "GET")
+    assert [g.fault for g in gets] == ["cut_by_close", None]
+    assert "Range" not in gets[0].headers and gets[1].headers["Range"] == f"bytes={cut}-"
+    assert parts_in(transfer.cache_dir) == []
+
+
+def test_a_body_cut_by_close_is_never_cached_and_the_next_fetch_completes_it(
+        sb: Sandbox, small_jpeg: bytes, photo: bytes, tmp_path: Path) -> None:
+    job = sb.add_job(small_jpeg, photo)
+    cut = len(photo) * 4 // 10
+    src = Source(sb, job)
+    with Transfer(tmp_path, retries=0) as t:  # no second try: the fetch fails at the cut
+        sb.inject("cut_by_close", server="storage", after_bytes=cut, times=None)
+        with pytest.raises(TransferError) as caught:
+            t.fetch(src, job, "output")
+        message = str(caught.value)
+        assert "ended before the end its image format marks" in message
+        assert "run it again to resume" in message
+        assert_one_line_without_secret(message, src.link.download_url.partition("?")[2])
+        [part] = parts_in(tmp_path)
+        assert part.read_bytes() == photo[:cut]  # kept for resume, never the cached file
+        assert complete_files(tmp_path) == []
+        meta = read_json(part.parent / f".{part.name}.json")
+        assert meta is not None and meta["size_unknown"] is True and meta["total"] is None
+        info = t.head(src)
+        assert t.cached(job, "output", info) is None
+        sb.clear_faults()
+        sb.clear_requests()
+        fetched = t.fetch(src, job, "output")
+    assert fetched.path.read_bytes() == photo and not fetched.from_cache
+    [get] = storage(sb, "GET")
+    assert get.headers["Range"] == f"bytes={cut}-"  # resumed, not fetched again
+    assert fetched.bytes_downloaded == len(photo) - cut
+    assert complete_files(tmp_path) == [fetched.path] == files_in(tmp_path)
+    with Transfer(tmp_path) as t:
+        assert t.fetch(src, job, "output").from_cache
+
+
+def test_a_whole_body_with_no_length_is_cached_at_once(
+        sb: Sandbox, small_jpeg: bytes, photo: bytes, transfer: Transfer) -> None:
+    job = sb.add_job(small_jpeg, photo)
+    sb.inject("cut_by_close", server="storage", after_bytes=len(photo), times=2)
+    fetched = transfer.fetch(Source(sb, job), job, "output")
+    assert fetched.info.size is None and fetched.path.read_bytes() == photo
+    assert [(r.method, r.fault) for r in storage(sb)] == \
+        [("HEAD", "cut_by_close"), ("GET", "cut_by_close")]  # no request more
+    assert transfer.fetch(Source(sb, job), job, "output").from_cache
+
+
+def test_a_format_with_no_end_to_check_is_cached_once_storage_says_it_ends(
+        sb: Sandbox, small_jpeg: bytes, transfer: Transfer) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 200), (10, 20, 30)).save(buf, "BMP")
+    bmp = bytearray(buf.getvalue())
+    bmp[2:6] = bytes(4)  # a BMP that does not say its size: no end to check
+    job = sb.add_job(small_jpeg, bytes(bmp))
+    sb.inject("cut_by_close", server="storage", after_bytes=len(bmp), times=2)
+    fetched = transfer.fetch(Source(sb, job), job, "output")
+    assert fetched.path.read_bytes() == bmp and fetched.path.suffix == ".bmp"
+    gets = storage(sb, "GET")
+    # The rest was asked for and storage answered that there is none (416).
+    assert len(gets) == 2 and gets[1].headers["Range"] == f"bytes={len(bmp)}-"
+
+
+def test_a_cut_body_of_a_format_with_no_end_to_check_is_resumed(
+        sb: Sandbox, small_jpeg: bytes, transfer: Transfer) -> None:
+    buf = io.BytesIO()
+    Image.effect_noise((600, 500), 50).convert("RGB").save(buf, "BMP")
+    bmp = bytearray(buf.getvalue())
+    bmp[2:6] = bytes(4)
+    job = sb.add_job(small_jpeg, bytes(bmp))
+    sb.inject("cut_by_close", server="storage", after_bytes=len(bmp) // 3, times=2)
+    fetched = transfer.fetch(Source(sb, job), job, "output")
+    assert fetched.path.read_bytes() == bmp
+    gets = storage(sb, "GET")
+    # The rest was asked for; its 206 told the size (Content-Range), and it all came.
+    assert [g.headers.get("Range") for g in gets] == [None, f"bytes={len(bmp) // 3}-"]
 
 
 # ------------------------------------------------------- links and errors

@@ -12,7 +12,14 @@ of the whole project):
   equals the HEAD's Content-Length where there is one, or else the GET's, and
   (b) the body ended without a read error.  Storage may frame a body by
   chunks or by closing the connection, with no length at all; a read error
-  then is the only sign of a body cut short, so it is never ignored.  A
+  then is one sign of a body cut short, so it is never ignored, but a
+  connection closed early looks like a clean end.  So with no length the
+  bytes must also reach the end their own format marks
+  (:mod:`topaz_nb._format_end`: PNG ``IEND``, JPEG ``EOI``, what a TIFF's
+  IFDs or a WebP's RIFF header promise, GIF's trailer); short of it the
+  ``.part`` is kept (its JSON says ``size_unknown``) and the rest asked for
+  with a Range.  A format with no end to check counts as complete only when
+  storage answers that Range with ``416`` (nothing past these bytes).  A
   ``.part`` file is never opened as the image.
 * **Content check.**  Where the ETag is a plain MD5 (32 hex digits, as S3
   gives for single-part objects) the MD5 is computed while streaming and a
@@ -297,11 +304,19 @@ class Downloader:
         except OSError:
             have = 0
         lm = info.last_modified.isoformat() if info.last_modified else None
+        # A .part begun when no size was known is the start of this object
+        # too if storage now tells its size, as long as the ETag is the same.
+        learnt_size = (meta is not None and meta.get("size_unknown") is True
+                       and meta.get("size") is None and bool(info.etag)
+                       and not str(info.etag).startswith("W/"))
         if (meta is None or have == 0 or meta.get("etag") != info.etag
-                or meta.get("size") != info.size or meta.get("last_modified") != lm
+                or (meta.get("size") != info.size and not learnt_size)
+                or meta.get("last_modified") != lm
                 or (info.size is not None and have >= info.size)):
             return 0, {"v": SIDECAR_VERSION, "etag": info.etag, "size": info.size,
                        "last_modified": lm, "total": info.size}
+        if learnt_size:
+            meta = {**meta, "size": info.size, "total": info.size, "size_unknown": False}
         return have, meta
 
     def stream_to(self, entry: CacheEntry, links: LinkHolder, info: ObjectInfo,
@@ -317,6 +332,7 @@ class Downloader:
         digests = _Digests(want_md5=_plain_md5(etag) is not None)
         received = 0
         interruptions = 0
+        unframed: str | None = None  # why the last body with no length is not the whole object
         try:
             with open(part, "r+b" if done else "wb") as out:
                 if done:
@@ -332,6 +348,10 @@ class Downloader:
                             headers["If-Range"] = f'"{etag}"'
                     response = self._request("GET", links, headers, cancel)
                     with response:
+                        if done and total is None and _ends_at(response, done):
+                            _log.info("storage says %s ends at the %d bytes received (HTTP 416 "
+                                      "to a request for the rest)", what, done)
+                            break
                         restart = _splice_risk(response, done, etag, total) if done else None
                         if restart is not None:
                             _log.info("storage answered the resume of %s %s; restarting from "
@@ -366,12 +386,21 @@ class Downloader:
                             if _plain_md5(etag) is not None and digests.md5 is None:
                                 digests = _Digests(True)
                                 _feed(out, done, digests)
-                        if (etag, total) != (part_meta.get("etag"), part_meta.get("total")):
-                            part_meta.update(etag=etag, total=total)
+                        if (etag, total, total is None) != (part_meta.get("etag"),
+                                                             part_meta.get("total"),
+                                                             part_meta.get("size_unknown")):
+                            # size_unknown: only the format's end can tell this .part complete.
+                            part_meta.update(etag=etag, total=total, size_unknown=total is None)
                             write_json(entry.part_meta, part_meta)
                         done, got, interrupted = self._read_body(
                             response, out, digests, done, total, links, on_progress, cancel)
                         received += got
+                    unframed = None
+                    if interrupted is None and total is None:
+                        unframed = _unframed_end(part, done)
+                        if unframed is None:
+                            break
+                        interrupted = unframed
                     if interrupted is None and (total is None or done == total):
                         break
                     interruptions += 1
@@ -380,6 +409,11 @@ class Downloader:
                               interrupted or "short body", interruptions, self.retries)
                     if interruptions > self.retries:
                         of = f" of {total}" if total is not None else ""
+                        if unframed is not None:
+                            raise TransferError(
+                                f"download of {what} stopped at {done} bytes after "
+                                f"{interruptions} attempts: {unframed} ({_shown_url(links)}); "
+                                "run it again to resume")
                         raise TransferError(
                             f"download of {what} stopped at {done}{of} bytes after "
                             f"{interruptions} attempts ({_shown_url(links)}); check the "
@@ -536,6 +570,34 @@ def _splice_risk(response: requests.Response, done: int, etag: str | None,
     if match.group(3) != "*" and total is not None and int(match.group(3)) != total:
         return f"from an object of {match.group(3)} bytes, not {total}"
     return None
+
+
+def _ends_at(response: requests.Response, done: int) -> bool:
+    """Whether this answer to ``Range: bytes=<done>-`` says the object is
+    ``done`` bytes long: a 416 ("no byte there"), whose ``Content-Range:
+    bytes */<length>``, when sent, names that very length."""
+    if response.status_code != 416:
+        return False
+    sent = response.headers.get("Content-Range")
+    if sent is None:
+        return True
+    match = re.fullmatch(r"\s*bytes\s+\*/(\d+)\s*", sent)
+    return match is not None and int(match.group(1)) == done
+
+
+def _unframed_end(part: Path, done: int) -> str | None:
+    """``None`` when the ``done`` bytes of a body that came with no length
+    reach the end their format marks (:mod:`topaz_nb._format_end`); else why
+    they cannot be taken as the whole object yet."""
+    from .._format_end import reaches_end
+
+    with open(part, "rb") as fp:
+        ends = reaches_end(fp, done)
+    if ends:
+        return None
+    if ends is False:
+        return "the body, sent with no size, ended before the end its image format marks"
+    return "storage sent no size and the format has no end to check"
 
 
 def _object_info(response: requests.Response, shown_url: str) -> ObjectInfo:
