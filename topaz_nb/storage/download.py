@@ -74,9 +74,10 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 from .._tasks import cancellable
+from .._text import storage_refused
 from .._version import user_agent
 from ..errors import Cancelled, LinkExpired, TransferError
-from ..links import redact_url, scrub_urls
+from ..links import Link, redact_url, scrub_urls
 from ..net.logsafe import install_log_filter
 from ..net.retry import DEFAULT_MAX_RETRY_AFTER, DEFAULT_MAX_RETRY_TIME, make_retry
 from .cache import (
@@ -89,6 +90,7 @@ from .cache import (
     write_json,
 )
 from .refresh import LinkHolder
+from .refusal import Refusal, from_document, read_document
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "DEFAULT_STALL_TIMEOUT", "STALL_BYTES", "Downloader", "ObjectInfo",
@@ -506,8 +508,12 @@ class Downloader:
                  cancel: threading.Event | None = None) -> requests.Response:
         """Send one HEAD or GET; a refused link is refreshed once, then final.
 
-        A ``416`` to a Range request is returned (the caller restarts); other
-        error statuses raise.
+        The refusal's reason is read from storage's error document
+        (:mod:`~topaz_nb.storage.refusal`): an object that is gone is not worth
+        a fresh link, and a 400 refuses the link only when its token expired
+        (GCS).  A ``416`` to a Range request is returned (the caller restarts
+        or, with no size known, takes it as the object's end); other error
+        statuses raise.
         """
         while True:
             link = links.current()
@@ -526,30 +532,73 @@ class Downloader:
                     f"{method} of {what} failed ({shown}): {reason}; "
                     "check the connection and run again") from None
             status = response.status_code
-            if status in (401, 403):
-                response.close()
-                if not links.refreshed:
-                    _log.info("storage refused the link for %s (HTTP %d); fetching a fresh "
-                              "one", what, status)
+            refusal = _refusal(response, method) if status in (400, 401, 403, 404, 410) \
+                else None
+            if refusal is not None and status == 400 and method == "HEAD":
+                refusal = self._explain_head(link, refusal, cancel)  # GCS: 400 ExpiredToken
+            if refusal is not None and (status != 400 or refusal.reason == "expired"):
+                if refusal.reason != "gone" and not links.refreshed:
+                    _log.info("storage refused the link for %s (HTTP %d%s); fetching a fresh "
+                              "one", what, status, f" {refusal.code}" if refusal.code else "")
                     links.refresh()
                     continue
-                raise LinkExpired(
-                    f"storage refused the link to {what} as expired or invalid (HTTP {status}, "
-                    f"{shown}) even after a fresh one was fetched; check the computer's clock "
-                    "and run again (images are kept 7 days)")
+                if refusal.reason != "gone" and method == "HEAD" and refusal.code is None:
+                    # A HEAD's answer has no body: ask the GET link why, for one byte.
+                    refusal = self._explain_head(links.current(), refusal, cancel)
+                raise _refused(refusal, method, links, shown)
             if status == 416 and "Range" in headers:
                 return response
             if status >= 400:
                 response.close()
-                hint = ("the image is gone (images are kept 7 days)" if status in (404, 410)
-                        else "run again later")
                 raise TransferError(
-                    f"storage answered HTTP {status} to the {method} of {what} ({shown}); {hint}")
+                    f"storage answered HTTP {status} to the {method} of {what} ({shown}); "
+                    "run again later", status_code=status, method=method,
+                    process_id=link.process_id or None, side=link.side, url=shown)
             _log.debug("%s %s -> %d", method, shown, status)
             return response
 
+    def _explain_head(self, link: Link, refusal: Refusal,
+                      cancel: threading.Event | None) -> Refusal:
+        """The reason storage gives the GET link for refusing, when the HEAD
+        link was refused without one; ``refusal`` when the GET tells nothing."""
+        try:
+            probe = cancellable(
+                functools.partial(self.session.request, "GET", link.download_url,
+                                  headers={"Range": "bytes=0-0"}, stream=True,
+                                  timeout=self.timeout, allow_redirects=True),
+                cancel, f"Cancelled: the HEAD of the {link.side} of {link.process_id}; run it "
+                "again to resume")
+        except (requests.RequestException, ValueError):
+            return refusal
+        with probe:
+            if probe.status_code < 400:
+                return refusal
+            said = from_document(probe.status_code, read_document(probe))
+        return Refusal(refusal.status, said.code, said.message, said.reason) \
+            if said.code is not None else refusal
+
 
 # ------------------------------------------------------------------ helpers
+
+
+def _refusal(response: requests.Response, method: str) -> Refusal:
+    """What an error answer's document says (a HEAD's has none); the answer is closed."""
+    with response:
+        body = read_document(response) if method == "GET" else b""
+    return from_document(response.status_code, body)
+
+
+def _refused(refusal: Refusal, method: str, links: LinkHolder, shown: str) -> TransferError:
+    """The error for a final refusal, its message worded for Python code
+    (:func:`topaz_nb._text.storage_refused`; the other places word it from
+    the same data)."""
+    cls = TransferError if refusal.reason == "gone" else LinkExpired
+    link = links.current()  # names its object even when the holder was made without
+    exc = cls(reason=refusal.reason, status_code=refusal.status, storage_code=refusal.code,
+              storage_message=refusal.message, method=method,
+              process_id=link.process_id or None, side=link.side, url=shown)
+    exc.args = (storage_refused(exc, "python"),)
+    return exc
 
 
 def _splice_risk(response: requests.Response, done: int, etag: str | None,
