@@ -10,10 +10,12 @@ from topaz_nb import _text
 from topaz_nb.errors import (
     ApiError,
     AuthenticationError,
+    LinkExpired,
     MissingApiKey,
     NotFound,
     NotReady,
     ProcessFailed,
+    TransferError,
 )
 
 PID = "1b2c3d4e-0000-4000-8000-000000000001"
@@ -149,3 +151,99 @@ def test_files_not_saved_are_one_line_each_in_the_words_of_the_place(
     assert lines[3] == f"{head} the output of b.jpg: {_text.not_found(PID, place)}"  # type: ignore[arg-type]
     assert lines[4:] == (["The other file was saved: the error's .saved lists it."]
                          if place == "python" else [])
+
+
+# -- long messages and storage refusals ----------------------------------------
+
+LONG_URL = ("https://topaz-production-images.s3.us-east-1.amazonaws.com/"
+            + "/".join(f"tenant-{i:04d}-images" for i in range(20)) + "/output.png?…")
+
+
+def test_a_long_message_gives_up_its_url_and_middle_never_its_advice() -> None:
+    advice = "check the connection and run it again to resume"
+    text = (f"download of the output of {'0b7f6c1e-2a8d-4c65-9e43-0123456789ab'} stopped at "
+            f"1200 of 3400 bytes after 5 attempts ({LONG_URL}); {advice}")
+    assert len(text) > 400
+    shown = _text.one_line(text)
+    assert len(shown) <= 300 and shown.endswith(advice)
+    assert "https://topaz-production-images.s3.us-east-1.amazonaws.com/…/output.png?…" in shown
+    filler = "word " * 120
+    cut = _text.one_line(f"{filler}went wrong. {advice}.")
+    assert len(cut) <= 300 and cut.endswith(f"… {advice}.")
+    assert _text.one_line("short  and\nsimple") == "short and simple"
+
+
+def test_short_url_keeps_the_host_and_the_last_part() -> None:
+    assert _text.short_url("https://h.example/a/b/c.png?…", 80) == "https://h.example/a/b/c.png?…"
+    assert _text.short_url(LONG_URL, 80) == \
+        "https://topaz-production-images.s3.us-east-1.amazonaws.com/…/output.png?…"
+    assert _text.short_url(LONG_URL, 10) == \
+        "https://topaz-production-images.s3.us-east-1.amazonaws.com/…?…"
+    assert _text.short_url("not a url", 3) == "not a url"
+
+
+CHECKS = {"python": f"TopazClient.status({PID!r})", "magic": f"%topaz {PID} --links",
+          "cli": f"topaz-nb links {PID}", "panel": "the Recent list"}
+
+
+def _refused(reason: str, code: str | None, message: str | None = None, status: int = 403,
+             url: str = "https://bucket.s3.amazonaws.com/p/output.png?…") -> TransferError:
+    cls = TransferError if reason == "gone" else LinkExpired
+    return cls("raw", reason=reason, status_code=status, storage_code=code,
+               storage_message=message, method="GET", process_id=PID, side="output", url=url)
+
+
+@pytest.mark.parametrize("place", ["python", "magic", "cli", "panel"])
+@pytest.mark.parametrize(("reason", "code", "message", "said", "next_step"), [
+    ("denied", "AccessDenied", "Access Denied", "denied access to the output of",
+     "S3 says so of deleted images too (kept 7 days): check the process exists: {check}"),
+    ("expired", "AccessDenied", "Request has expired",
+     "as expired (HTTP 403 AccessDenied: Request has expired",
+     ("run it again in a minute; if it fails again, the links reach storage already "
+      "expired: report it to Topaz")),
+    ("expired", "ExpiredToken", "The provided token has expired.",
+     "as expired (HTTP 403 ExpiredToken", "run it again in a minute"),
+    ("signature", "SignatureDoesNotMatch", "The request signature we calculated…",
+     "(HTTP 403 SignatureDoesNotMatch", "the URL was changed on its way"),
+    ("gone", "NoSuchKey", "The specified key does not exist.",
+     "is gone from storage (HTTP 403 NoSuchKey",
+     "images are kept 7 days; check whether the process still exists: {check}"),
+    ("unexplained", None, None, "(HTTP 403, no reason given",
+     "run it again in a minute; if it persists, check the process exists: {check}"),
+    ("other", "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist.",
+     "(HTTP 403 InvalidAccessKeyId: The AWS Access Key Id you provided does not exist",
+     "report it to Topaz if it persists"),
+])
+def test_each_storage_refusal_says_what_it_is_and_what_to_do(
+        place: str, reason: str, code: str | None, message: str | None, said: str,
+        next_step: str) -> None:
+    exc = _refused(reason, code, message)
+    for text in (_text.say(exc, place), _text.storage_refused(exc, place)):
+        assert said in text and "raw" not in text
+        step = next_step.format(check=CHECKS[place])
+        assert step in text or step[0].upper() + step[1:] in text, text
+        assert "clock" not in text and "\n" not in text
+        if place == "cli":
+            assert text[0].islower() and not text.endswith(".") and "%topaz" not in text
+        else:
+            assert text[0].isupper() and text.endswith(".")
+        if place != "python":
+            assert "TopazClient" not in text
+
+
+@pytest.mark.parametrize("place", ["python", "magic", "cli"])
+@pytest.mark.parametrize("reason", ["denied", "expired", "gone", "unexplained"])
+def test_a_refusal_with_a_long_url_shortens_the_url_never_the_advice(place: str,
+                                                                      reason: str) -> None:
+    exc = _refused(reason, None if reason == "unexplained" else "AccessDenied",
+                   "Request has expired" if reason == "expired" else None, url=LONG_URL)
+    text = _text.say(exc, place)
+    assert len(text) <= 300 and "tenant-" not in text
+    end = "report it to Topaz" if reason == "expired" else CHECKS[place]
+    assert text.rstrip(".").endswith(end)
+    # The URL gives way first: shortened to its host and last part, to its host, or
+    # left out (the object is named anyway), while every word of the advice stays.
+    host = "topaz-production-images.s3.us-east-1.amazonaws.com"
+    if reason == "gone":
+        assert f"https://{host}/…/output.png?…" in text
+    assert "…" not in text.replace(f"https://{host}/…/output.png?…", "")

@@ -197,6 +197,36 @@ def test_storage_redirect_to_a_malformed_url_is_one_line(
     assert "X-Amz-Signature" not in line
 
 
+_REFUSALS = {
+    "AccessDenied": ({"error": "AccessDenied"}, ["denied access", "deleted images", "links"]),
+    "Request has expired": ({"error": "AccessDenied", "message": "Request has expired"},
+                            ["as expired", "Request has expired", "run it again in a minute"]),
+    "ExpiredToken": ({"error": "ExpiredToken", "code": 400, "dialect": "gcs"},
+                     ["as expired", "ExpiredToken", "run it again in a minute"]),
+    "SignatureDoesNotMatch": ({"error": "SignatureDoesNotMatch"},
+                              ["SignatureDoesNotMatch", "changed on its way", "no proxy"]),
+    "NoSuchKey": ({"error": "NoSuchKey"}, ["is gone from storage", "7 days", "links"]),
+    "no XML": ({"dialect": "none"}, ["no reason given", "run it again", "links"]),
+}
+
+
+@pytest.mark.parametrize("said", _REFUSALS)
+def test_storage_refusals_are_worded_for_the_command_line(
+        keyed: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], said: str) -> None:
+    fault, words = _REFUSALS[said]
+    pid = keyed.demo_ids[0]
+    keyed.inject("storage_error", server="storage", times=None, **fault)
+    assert main(["fetch", pid, "-o", str(tmp_path / "o")]) == 2
+    line = _one_error_line(capsys.readouterr().err).removeprefix("topaz-nb: error: ")
+    assert len(line) <= 300 and line[0].islower() and not line.endswith(".")
+    for word in words:
+        assert word in line, line
+    if "links" in words:
+        assert f"topaz-nb links {pid}" in line
+    assert "%topaz" not in line and "TopazClient" not in line and "clock" not in line
+    assert "X-Amz-Signature" not in line
+
+
 def test_sandbox_on_a_taken_port_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

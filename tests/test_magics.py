@@ -435,6 +435,39 @@ def test_storage_redirect_to_a_malformed_url_is_one_line(shell, sandbox):
     assert "X-Amz-Signature" not in text
 
 
+# Storage refusals as S3 or GCS word them: the fault's arguments, then what the
+# line must say (the reason, and the next step in this place's words).
+_REFUSALS = {
+    "AccessDenied": ({"error": "AccessDenied"},
+                     ["denied access", "deleted images", "--links"]),
+    "Request has expired": ({"error": "AccessDenied", "message": "Request has expired"},
+                            ["as expired", "Request has expired", "Run it again in a minute"]),
+    "ExpiredToken": ({"error": "ExpiredToken", "code": 400, "dialect": "gcs"},
+                     ["as expired", "ExpiredToken", "Run it again in a minute"]),
+    "SignatureDoesNotMatch": ({"error": "SignatureDoesNotMatch"},
+                              ["SignatureDoesNotMatch", "changed on its way", "no proxy"]),
+    "NoSuchKey": ({"error": "NoSuchKey"}, ["is gone from storage", "7 days", "--links"]),
+    "no XML": ({"dialect": "none"}, ["no reason given", "Run it again", "--links"]),
+}
+
+
+@pytest.mark.parametrize("said", _REFUSALS)
+def test_storage_refusals_are_worded_for_what_they_are(shell, sandbox, said):
+    fault, words = _REFUSALS[said]
+    pid = sandbox.demo_ids[0]
+    sandbox.inject("storage_error", server="storage", times=None, **fault)
+    with pytest.raises(UsageError) as refused:
+        shell.run_line_magic("topaz", f"{pid} --no-cache")
+    text = str(refused.value)
+    assert "\n" not in text and len(text) <= 300 and text.endswith(".")
+    for word in words:
+        assert word in text, text
+    if "--links" in words:
+        assert f"%topaz {pid} --links" in text
+    assert "clock" not in text and "TopazClient" not in text and "topaz-nb" not in text
+    assert "X-Amz-Signature" not in text
+
+
 _INTERRUPTIBLE_CELL = """
 import sys
 from IPython.core.interactiveshell import InteractiveShell

@@ -670,6 +670,62 @@ def test_fault_omit_headers_streams_to_close(sandbox: Sandbox) -> None:
     assert "ETag" in requests.head(body["head_url"], timeout=5).headers
 
 
+@pytest.mark.parametrize("profile", STORAGE_PROFILES)
+def test_fault_cut_by_close_sends_no_length_and_closes_early(profile: str) -> None:
+    with Sandbox(storage_profile=profile) as sb:
+        body = link(sb, sb.demo_ids[1])
+        full = requests.get(body["download_url"], timeout=5).content
+        sb.inject("cut_by_close", server="storage", after_bytes=1000, times=2)
+        head = requests.head(body["head_url"], timeout=5)
+        assert head.status_code == 200 and "Content-Length" not in head.headers
+        with requests.get(body["download_url"], stream=True, timeout=5) as cut:
+            for name in ("Content-Length", "Transfer-Encoding"):
+                assert name not in cut.headers
+            assert cut.headers["Connection"] == "close"
+            received = cut.raw.read()  # ends cleanly: nothing says it was cut
+        assert received == full[:1000]
+        assert [r.fault for r in sb.requests if r.server == "storage"][-2:] == \
+            ["cut_by_close", "cut_by_close"]
+        assert requests.get(body["download_url"], timeout=5).content == full
+
+
+@pytest.mark.parametrize(("dialect", "error", "status"), [
+    ("s3", "AccessDenied", 403), ("s3", "ExpiredToken", 400),
+    ("s3", "SignatureDoesNotMatch", 403), ("s3", "NoSuchKey", 403),
+    ("gcs", "AccessDenied", 403), ("gcs", "ExpiredToken", 400),
+    ("gcs", "SignatureDoesNotMatch", 403), ("gcs", "NoSuchKey", 404),
+])
+def test_fault_storage_error_sends_the_document_of_its_code(
+        sandbox: Sandbox, dialect: str, error: str, status: int) -> None:
+    url = link(sandbox, sandbox.demo_ids[0])["download_url"]
+    sandbox.inject("storage_error", server="storage", error=error, code=status,
+                   dialect=dialect)
+    refused = requests.get(url, timeout=5)
+    assert refused.status_code == status and s3_code(refused) == error
+    assert "<Message>" in refused.text
+    assert ("<Details>" in refused.text) == (dialect == "gcs" and error in
+                                             ("AccessDenied", "ExpiredToken"))
+    assert ("<RequestId>" in refused.text) == (dialect == "s3")
+    assert requests.get(url, timeout=5).status_code == 200
+
+
+def test_fault_storage_error_without_xml_and_its_arguments(sandbox: Sandbox) -> None:
+    url = link(sandbox, sandbox.demo_ids[0])["download_url"]
+    sandbox.inject("storage_error", server="storage", dialect="none")
+    refused = requests.get(url, timeout=5)
+    assert refused.status_code == 403 and refused.headers["Content-Type"] == "text/html"
+    assert "<Code>" not in refused.text
+    sandbox.inject("storage_error", server="storage", error="AccessDenied",
+                   message="Request has expired")
+    assert "<Message>Request has expired</Message>" in requests.get(url, timeout=5).text
+    with pytest.raises(TypeError, match="error="):
+        sandbox.inject("storage_error", server="storage")
+    with pytest.raises(ValueError, match="dialect"):
+        sandbox.inject("storage_error", server="storage", error="AccessDenied", dialect="azure")
+    with pytest.raises(ValueError, match="server"):
+        sandbox.inject("storage_error", error="AccessDenied")
+
+
 def test_fault_matching_times_path_server_and_order(sandbox: Sandbox) -> None:
     pid = sandbox.demo_ids[0]
     sandbox.inject("status", code=502, times=2, path="/download/")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import html
+import re
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -33,6 +34,7 @@ from .errors import (
     NotSaved,
     ProcessFailed,
     TopazError,
+    TransferError,
 )
 
 Place = Literal["python", "magic", "cli", "panel"]
@@ -109,10 +111,62 @@ def ssim_text(value: float) -> str:
     return f"{value:.3f}"
 
 
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"<>()]+", re.IGNORECASE)
+_URL_PARTS = re.compile(r"([a-z][a-z0-9+.-]*://[^/?#]*)([^?#]*)(.*)", re.IGNORECASE | re.DOTALL)
+_CLAUSE_END = re.compile(r"[.;:] ")
+
+
 def one_line(text: str, limit: int = 300) -> str:
-    """Whitespace folded to single spaces, cut at ``limit`` characters."""
+    """Whitespace folded to single spaces, in at most ``limit`` characters.
+
+    A message says what went wrong and ends with what to do next, so a long
+    one gives up the middle, never its end: first the URLs in it shrink to
+    their host and last part (:func:`short_url`), then the words before its
+    last clause are cut, with ``…``.  Only a last clause too long to keep is
+    itself cut at a word.
+    """
     text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    for match in sorted(_URL.finditer(text), key=lambda m: len(m.group(0)), reverse=True):
+        url = match.group(0).rstrip(".,;:")
+        shorter = short_url(url, len(url) - (len(text) - limit))
+        text = text.replace(url, shorter, 1)
+        if len(text) <= limit:
+            return text
+    ends = [m.end() for m in _CLAUSE_END.finditer(text)]
+    advice = text[ends[-1]:] if ends else ""
+    if advice and len(advice) <= limit * 2 // 3:
+        head = _cut_at_word(text[:ends[-1]], limit - len(advice) - 2)
+        return f"{head}… {advice}"
+    return _cut_at_word(text, limit - 1) + "…"
+
+
+def _cut_at_word(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text.rstrip()
+    cut = text[:limit]
+    return (cut.rpartition(" ")[0] or cut).rstrip(" ,;:")
+
+
+def short_url(url: str, room: int = 80) -> str:
+    """``url`` in at most ``room`` characters where it can be: the scheme and
+    host always, then the last part of the path, the middle given as ``…``
+    (``https://bucket.s3.amazonaws.com/…/output.png?…``); at the least the
+    host and ``/…``, however little room there is."""
+    if len(url) <= room:
+        return url
+    match = _URL_PARTS.match(url)
+    if match is None:
+        return url
+    origin, path, rest = match.groups()
+    tail = "?…" if rest else ""
+    last = path.rstrip("/").rpartition("/")[2]
+    shortest = f"{origin}/…{tail}"
+    if len(shortest) >= len(url):
+        return url
+    candidate = f"{origin}/…/{last}{tail}"
+    return candidate if len(candidate) <= room and len(candidate) < len(url) else shortest
 
 
 # -- the sentences users meet most --------------------------------------------
@@ -334,6 +388,75 @@ def not_found(process_id: str, place: Place) -> str:
     return f"{head}; check the ID."
 
 
+_REFUSALS: dict[str, tuple[str, str]] = {
+    # reason: (what storage did, what to do next); {what}, {said} and {check} filled in.
+    "expired": (
+        "storage refused the link to {what} as expired ({said}), a fresh one too",
+        ("run it again in a minute; if it fails again, the links reach storage already "
+         "expired: report it to Topaz")),
+    "signature": (
+        "storage rejected the link to {what} ({said}), a fresh one too",
+        ("the URL was changed on its way (re-encoded, or by a proxy): run it again with no "
+         "proxy in between, and report it if it persists")),
+    "denied": (
+        "storage denied access to {what} ({said}), a fresh link too",
+        "S3 says so of deleted images too (kept 7 days): check the process exists: {check}"),
+    "gone": (
+        "{what} is gone from storage ({said})",
+        "images are kept 7 days; check whether the process still exists: {check}"),
+    "unexplained": (
+        "storage refused the link to {what} ({said}), a fresh one too",
+        "run it again in a minute; if it persists, check the process exists: {check}"),
+    "other": (
+        "storage refused the link to {what} ({said}), a fresh one too",
+        "run it again in a minute, and report it to Topaz if it persists"),
+}
+
+
+def storage_refused(exc: TransferError, place: Place, limit: int = 300) -> str:
+    """Storage refused a link: what it said (its XML error ``Code``) and the
+    next step for that reason, in the words of ``place``.
+
+    The message fits in ``limit`` characters by shortening its URL
+    (:func:`short_url`), never its advice.
+    """
+    head, advice = _REFUSALS.get(exc.reason or "", _REFUSALS["other"])
+    pid = exc.process_id
+    what = f"the {exc.side or 'image'} of {pid}" if pid else "the image"
+    check = {"python": f"TopazClient.status({pid!r})", "magic": f"%topaz {pid} --links",
+             "cli": f"topaz-nb links {pid}", "panel": "the Recent list"}[place] if pid \
+        else "the Topaz web app"
+    said = f"HTTP {exc.status_code}" if exc.status_code else "refused"
+    if exc.reason == "unexplained":
+        said += ", no reason given"
+    if exc.storage_code:
+        said += f" {exc.storage_code}"
+        if exc.storage_message and (exc.reason == "other" or (
+                exc.reason == "expired" and exc.storage_code == "AccessDenied")):
+            said += f": {one_line(exc.storage_message, 80).rstrip('.')}"
+
+    def build(url: str) -> str:
+        shown = f"{said}, {url}" if url else said
+        first = head.format(what=what, said=shown)
+        nxt = advice.format(check=check)
+        if place == "cli":
+            return f"{first}; {nxt}"
+        return f"{first[0].upper()}{first[1:]}. {nxt[0].upper()}{nxt[1:]}."
+
+    url = exc.url or ""
+    text = build(url)
+    if len(text) <= limit or not url:
+        return text
+    # The URL gives way, down to its host, then to nothing: the object is named anyway.
+    shorter = short_url(url, max(0, len(url) - (len(text) - limit)))
+    host = _URL_PARTS.match(url)
+    for shown in (shorter, host.group(1).partition("://")[2] if host else "", ""):
+        text = build(shown)
+        if len(text) <= limit:
+            break
+    return text
+
+
 def say(exc: TopazError, place: Place) -> str:
     """The one line to show for ``exc`` at ``place`` (a :class:`NotSaved`: one per file).
 
@@ -354,6 +477,8 @@ def say(exc: TopazError, place: Place) -> str:
         return not_found(exc.process_id, place)
     if isinstance(exc, NotSaved):  # one line per file that was not saved
         return not_saved(exc.failures, place, saved=len(exc.saved))
+    if isinstance(exc, TransferError) and exc.reason:
+        return storage_refused(exc, place)
     if exc.address_problem:
         return wrong_address(exc.address_problem, place, network=exc.status_code is None
                              if isinstance(exc, ApiError) else False)

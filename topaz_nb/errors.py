@@ -130,11 +130,39 @@ class WaitTimeout(TopazError):
 
 
 class TransferError(TopazError):
-    """A presigned HEAD or GET failed (storage error, broken or short body)."""
+    """A presigned HEAD or GET failed (storage error, broken or short body).
+
+    When storage refused the request, ``reason`` says why as storage put it
+    (``"expired"``, ``"signature"``, ``"gone"``, ``"denied"``,
+    ``"unexplained"`` or ``"other"``), with the HTTP ``status_code``, the
+    ``storage_code`` and ``storage_message`` of its error document, the
+    ``method``, and the object (``process_id``, ``side``) at its redacted
+    ``url``, so that each place can word it (:func:`topaz_nb._text.say`).
+    """
+
+    def __init__(self, message: str = "", *, reason: str | None = None,
+                 status_code: int | None = None, storage_code: str | None = None,
+                 storage_message: str | None = None, method: str | None = None,
+                 process_id: str | None = None, side: str | None = None,
+                 url: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status_code = status_code
+        self.storage_code = storage_code
+        self.storage_message = storage_message
+        self.method = method
+        self.process_id = process_id
+        self.side = side
+        self.url = url
 
 
 class LinkExpired(TransferError):
-    """Storage refused a presigned link as expired or invalid, even after one refresh."""
+    """Storage refused a presigned link even after one refresh of it.
+
+    The name is historical: ``reason`` says what storage said (expired, a
+    signature it rejects, access denied, or nothing at all).  An object that
+    is gone is a plain :class:`TransferError` with ``reason == "gone"``.
+    """
 
 
 class ImageError(TopazError):

@@ -24,10 +24,12 @@ import pytest
 import requests
 from PIL import Image
 
+from topaz_nb._text import say
 from topaz_nb.errors import Cancelled, InvalidProcessId, LinkExpired, TransferError
 from topaz_nb.links import Link, Side, redact_url
 from topaz_nb.sandbox import STORAGE_PROFILES, Sandbox
 from topaz_nb.storage import Fetched, Transfer
+from topaz_nb.storage.cache import read_json
 
 MIB = 1 << 20
 
@@ -460,6 +462,116 @@ def test_validators_decide_the_cache_file(s3: Sandbox, small_jpeg: bytes,
     assert all(n.startswith("output-") and n.endswith(".jpg") for n in names)
 
 
+# ------------------------------------------------ bodies with no length
+
+# A body framed by nothing but the end of its connection looks complete however
+# early the connection closed: the sandbox's ``cut_by_close`` fault sends no
+# Content-Length and no chunks (a HEAD it answers has no length either) and
+# closes after ``after_bytes``.  Only the format's own end can tell.
+
+
+def _noise_jpeg(size: tuple[int, int]) -> bytes:
+    raw = hashlib.shake_256(b"jpeg").digest(size[0] * size[1] * 3)
+    buf = io.BytesIO()
+    Image.frombytes("RGB", size, raw).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module", params=["PNG", "JPEG"])
+def photo(request: pytest.FixtureRequest, big_png: bytes) -> bytes:
+    """A large image of each format whose end marker a cut body lacks."""
+    data = big_png if request.param == "PNG" else _noise_jpeg((1100, 1000))
+    assert len(data) > 1_000_000
+    return data
+
+
+def test_a_body_cut_by_close_is_resumed_by_the_same_fetch(
+        sb: Sandbox, small_jpeg: bytes, photo: bytes, transfer: Transfer) -> None:
+    job = sb.add_job(small_jpeg, photo)
+    cut = len(photo) * 4 // 10
+    sb.inject("cut_by_close", server="storage", after_bytes=cut, times=2)  # the HEAD and a GET
+    fetched = transfer.fetch(Source(sb, job), job, "output")
+    assert fetched.info.size is None  # nobody said how long it is
+    assert fetched.path.read_bytes() == photo and not fetched.from_cache
+    gets = storage(sb, "GET")
+    assert [g.fault for g in gets] == ["cut_by_close", None]
+    assert "Range" not in gets[0].headers and gets[1].headers["Range"] == f"bytes={cut}-"
+    assert parts_in(transfer.cache_dir) == []
+
+
+def test_a_body_cut_by_close_is_never_cached_and_the_next_fetch_completes_it(
+        sb: Sandbox, small_jpeg: bytes, photo: bytes, tmp_path: Path) -> None:
+    job = sb.add_job(small_jpeg, photo)
+    cut = len(photo) * 4 // 10
+    src = Source(sb, job)
+    with Transfer(tmp_path, retries=0) as t:  # no second try: the fetch fails at the cut
+        sb.inject("cut_by_close", server="storage", after_bytes=cut, times=None)
+        with pytest.raises(TransferError) as caught:
+            t.fetch(src, job, "output")
+        message = str(caught.value)
+        assert "ended before the end its image format marks" in message
+        assert "run it again to resume" in message
+        assert_one_line_without_secret(message, src.link.download_url.partition("?")[2])
+        [part] = parts_in(tmp_path)
+        assert part.read_bytes() == photo[:cut]  # kept for resume, never the cached file
+        assert complete_files(tmp_path) == []
+        meta = read_json(part.parent / f".{part.name}.json")
+        assert meta is not None and meta["size_unknown"] is True and meta["total"] is None
+        info = t.head(src)
+        assert t.cached(job, "output", info) is None
+        sb.clear_faults()
+        sb.clear_requests()
+        fetched = t.fetch(src, job, "output")
+    assert fetched.path.read_bytes() == photo and not fetched.from_cache
+    [get] = storage(sb, "GET")
+    assert get.headers["Range"] == f"bytes={cut}-"  # resumed, not fetched again
+    assert fetched.bytes_downloaded == len(photo) - cut
+    assert complete_files(tmp_path) == [fetched.path] == files_in(tmp_path)
+    with Transfer(tmp_path) as t:
+        assert t.fetch(src, job, "output").from_cache
+
+
+def test_a_whole_body_with_no_length_is_cached_at_once(
+        sb: Sandbox, small_jpeg: bytes, photo: bytes, transfer: Transfer) -> None:
+    job = sb.add_job(small_jpeg, photo)
+    sb.inject("cut_by_close", server="storage", after_bytes=len(photo), times=2)
+    fetched = transfer.fetch(Source(sb, job), job, "output")
+    assert fetched.info.size is None and fetched.path.read_bytes() == photo
+    assert [(r.method, r.fault) for r in storage(sb)] == \
+        [("HEAD", "cut_by_close"), ("GET", "cut_by_close")]  # no request more
+    assert transfer.fetch(Source(sb, job), job, "output").from_cache
+
+
+def test_a_format_with_no_end_to_check_is_cached_once_storage_says_it_ends(
+        sb: Sandbox, small_jpeg: bytes, transfer: Transfer) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 200), (10, 20, 30)).save(buf, "BMP")
+    bmp = bytearray(buf.getvalue())
+    bmp[2:6] = bytes(4)  # a BMP that does not say its size: no end to check
+    job = sb.add_job(small_jpeg, bytes(bmp))
+    sb.inject("cut_by_close", server="storage", after_bytes=len(bmp), times=2)
+    fetched = transfer.fetch(Source(sb, job), job, "output")
+    assert fetched.path.read_bytes() == bmp and fetched.path.suffix == ".bmp"
+    gets = storage(sb, "GET")
+    # The rest was asked for and storage answered that there is none (416).
+    assert len(gets) == 2 and gets[1].headers["Range"] == f"bytes={len(bmp)}-"
+
+
+def test_a_cut_body_of_a_format_with_no_end_to_check_is_resumed(
+        sb: Sandbox, small_jpeg: bytes, transfer: Transfer) -> None:
+    buf = io.BytesIO()
+    Image.effect_noise((600, 500), 50).convert("RGB").save(buf, "BMP")
+    bmp = bytearray(buf.getvalue())
+    bmp[2:6] = bytes(4)
+    job = sb.add_job(small_jpeg, bytes(bmp))
+    sb.inject("cut_by_close", server="storage", after_bytes=len(bmp) // 3, times=2)
+    fetched = transfer.fetch(Source(sb, job), job, "output")
+    assert fetched.path.read_bytes() == bmp
+    gets = storage(sb, "GET")
+    # The rest was asked for; its 206 told the size (Content-Range), and it all came.
+    assert [g.headers.get("Range") for g in gets] == [None, f"bytes={len(bmp) // 3}-"]
+
+
 # ------------------------------------------------------- links and errors
 
 
@@ -505,11 +617,109 @@ def test_persistent_403_raises_link_expired(sb: Sandbox, job: str, transfer: Tra
     with pytest.raises(LinkExpired) as caught:
         transfer.fetch(src, job, "output")
     assert src.refreshes == 1
-    message = str(caught.value)
+    exc = caught.value
+    message = str(exc)
     assert_one_line_without_secret(message, src.link.head_url.partition("?")[2])
-    assert "expired" in message and "run again" in message
-    assert len(storage(sb)) == 2
+    assert (exc.reason, exc.status_code, exc.storage_code) == ("expired", 403, "AccessDenied")
+    assert "as expired (HTTP 403 AccessDenied: Request has expired" in message
+    assert message.endswith("Run it again in a minute; if it fails again, the links reach "
+                            "storage already expired: report it to Topaz.")
+    assert "clock" not in message
+    # Two HEADs (the link, then a fresh one), then one byte asked of the GET link,
+    # since a HEAD's answer carries no reason.
+    assert [(r.method, r.headers.get("Range")) for r in storage(sb)] == \
+        [("HEAD", None), ("HEAD", None), ("GET", "bytes=0-0")]
     assert complete_files(transfer.cache_dir) == []
+
+
+# What each refusal is, as S3 or Google Cloud Storage words it in its XML error:
+# (fault arguments, the error class, its reason, words the message must hold).
+REFUSALS = {
+    "AccessDenied": ({"error": "AccessDenied"}, LinkExpired, "denied",
+                     "denied access", "S3 says so of deleted images too"),
+    "Request has expired": ({"error": "AccessDenied", "message": "Request has expired"},
+                            LinkExpired, "expired", "as expired", "Run it again in a minute"),
+    "ExpiredToken": ({"error": "ExpiredToken", "code": 400, "dialect": "gcs"}, LinkExpired,
+                     "expired", "as expired", "Run it again in a minute"),
+    "SignatureDoesNotMatch": ({"error": "SignatureDoesNotMatch"}, LinkExpired, "signature",
+                              "SignatureDoesNotMatch", "The URL was changed on its way"),
+    "NoSuchKey": ({"error": "NoSuchKey"}, TransferError, "gone", "is gone from storage",
+                  "Images are kept 7 days"),
+    "no XML": ({"dialect": "none"}, LinkExpired, "unexplained", "no reason given",
+               "Run it again in a minute; if it persists, check the process exists"),
+}
+
+
+@pytest.mark.parametrize("said", REFUSALS)
+@pytest.mark.parametrize("method", ["HEAD", "GET"])
+def test_each_storage_refusal_is_worded_for_what_it_is(
+        s3: Sandbox, small_jpeg: bytes, transfer: Transfer, said: str, method: str) -> None:
+    fault, cls, reason, *words = REFUSALS[said]
+    job = s3.add_job(small_jpeg, small_jpeg)
+    src = Source(s3, job)
+    info = transfer.head(src) if method == "GET" else None
+    s3.clear_requests()
+    s3.inject("storage_error", server="storage", times=None, **fault)
+    with pytest.raises(TransferError) as caught:
+        transfer.download(src, job, "output", info=info)
+    exc = caught.value
+    assert type(exc) is cls and exc.reason == reason
+    assert exc.storage_code == fault.get("error")
+    message = str(exc)
+    assert_one_line_without_secret(message, src.link.download_url.partition("?")[2])
+    for word in words:
+        assert word in message, message
+    assert f"TopazClient.status({job!r})" in message or reason in ("expired", "signature")
+    assert "clock" not in message and message.endswith(".")
+    log = [(r.method, r.headers.get("Range")) for r in storage(s3)]
+    if reason == "gone" and method == "GET":
+        assert log == [("GET", None)] and src.refreshes == 0  # a fresh link cannot help
+    elif method == "GET":
+        assert log == [("GET", None), ("GET", None)] and src.refreshes == 1
+    elif fault.get("code") == 400:  # a 400 refuses only when the GET link says expired
+        assert log == [("HEAD", None), ("GET", "bytes=0-0")] * 2 and src.refreshes == 1
+    else:
+        assert log == [("HEAD", None), ("HEAD", None), ("GET", "bytes=0-0")]
+        assert src.refreshes == 1
+    assert complete_files(transfer.cache_dir) == []
+
+
+def test_a_refusal_the_fresh_link_does_not_repeat_is_no_error(
+        s3: Sandbox, small_jpeg: bytes, transfer: Transfer) -> None:
+    job = s3.add_job(small_jpeg, small_jpeg)
+    src = Source(s3, job)
+    s3.inject("storage_error", server="storage", error="SignatureDoesNotMatch")
+    assert transfer.fetch(src, job, "output").path.read_bytes() == small_jpeg
+    assert src.refreshes == 1 and [r.method for r in storage(s3)] == ["HEAD", "HEAD", "GET"]
+
+
+def test_a_long_url_never_cuts_the_advice(hostile: Callable[..., Hostile],
+                                          transfer: Transfer) -> None:
+    document = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                b"<Message>Access Denied</Message></Error>")
+
+    def refuse(h: BaseHTTPRequestHandler, n: int = 0) -> None:
+        answer(h, 403, {"Content-Type": "application/xml",
+                        "Content-Length": str(len(document))}, document)
+
+    server = hostile(refuse, head=refuse)
+    deep = "/".join(f"tenant-{i:04d}-images-production" for i in range(12))
+    base = f"{server.link.download_url.partition('?')[0]}/{deep}/output.png"
+    server.link = Link(PID, "output", base + "?X-Amz-Signature=s3cr3tg",
+                       base + "?X-Amz-Signature=s3cr3th", expiry=server.link.expiry)
+    assert len(redact_url(base)) > 400
+    with pytest.raises(LinkExpired) as caught:
+        transfer.fetch(server.source, PID, "output")
+    exc = caught.value
+    assert exc.url is not None and len(exc.url) > 400  # the data keeps it whole
+    for place in ("python", "magic", "cli"):
+        message = say(exc, place)
+        assert len(message) <= 300, message
+        assert "…" in message and deep not in message
+        assert message.rstrip(".").endswith(
+            {"python": f"TopazClient.status({PID!r})", "magic": f"%topaz {PID} --links",
+             "cli": f"topaz-nb links {PID}"}[place])
+        assert f"{STORAGE_HOST}:" in message  # the host stays
 
 
 def test_real_expiry_at_storage_is_refreshed(sb: Sandbox, job: str, transfer: Transfer) -> None:

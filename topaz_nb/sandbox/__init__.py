@@ -237,8 +237,16 @@ class Sandbox:
 
         ``latency`` (``seconds``), ``status`` (``code``, ``retry_after``,
         ``message``), ``truncate`` (``after_bytes``), ``drop``, ``expire``
-        (storage only), ``omit_headers`` (``headers``) and ``redirect``
-        (``location``, ``code`` 302 by default; any text, a malformed URL too).  ``path`` is a
+        (storage only), ``omit_headers`` (``headers``), ``redirect``
+        (``location``, ``code`` 302 by default; any text, a malformed URL too),
+        ``cut_by_close`` (``after_bytes``: the answer carries no length and no
+        chunks, and the connection is closed after that many bytes of body, a
+        cut that looks like a clean end) and ``storage_error`` (storage only:
+        ``error``, the XML ``Code`` such as ``"AccessDenied"``,
+        ``"ExpiredToken"``, ``"SignatureDoesNotMatch"`` or ``"NoSuchKey"``;
+        ``code``, the HTTP status, 403 by default; ``message``; ``dialect``
+        ``"s3"``, ``"gcs"`` or ``"none"``, an HTML page with no code).  A
+        fault counts every request it answers, a HEAD too.  ``path`` is a
         substring the request path must contain; ``times=None`` lasts until
         :meth:`clear_faults`.
         """

@@ -23,7 +23,13 @@ _KINDS: dict[str, tuple[frozenset[str], frozenset[str], tuple[str, ...]]] = {
     "expire": (frozenset(), frozenset(), ("storage",)),
     "omit_headers": (frozenset({"headers"}), frozenset(), SERVERS),
     "redirect": (frozenset({"location"}), frozenset({"code"}), SERVERS),
+    "cut_by_close": (frozenset({"after_bytes"}), frozenset(), SERVERS),
+    "storage_error": (frozenset(), frozenset({"error", "code", "message", "dialect"}),
+                      ("storage",)),
 }
+DIALECTS = ("s3", "gcs", "none")
+"""How a ``storage_error`` fault words its document: S3's XML, Google Cloud
+Storage's XML API, or no XML at all (an HTML page, as a proxy or CDN sends)."""
 
 
 @dataclass
@@ -60,6 +66,15 @@ def make_fault(kind: str, server: str, times: int | None, path: str | None,
         raise ValueError(f"times must be a positive count or None, not {times!r}")
     if kind == "status" and not 100 <= int(params["code"]) <= 599:
         raise ValueError(f"status code must be 100..599, not {params['code']!r}")
+    if kind == "storage_error":
+        dialect = params.get("dialect") or "s3"
+        if dialect not in DIALECTS:
+            raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, not {dialect!r}")
+        if dialect != "none" and not params.get("error"):
+            raise TypeError(f"fault 'storage_error' needs error= (the XML Code) for the "
+                            f"{dialect} dialect")
+        if not 400 <= int(params.get("code") or 403) <= 599:
+            raise ValueError(f"status code must be 400..599, not {params['code']!r}")
     if kind == "omit_headers":
         if isinstance(params["headers"], str):
             raise TypeError("omit_headers takes headers=[...], a list of header names")

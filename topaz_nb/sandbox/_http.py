@@ -56,7 +56,9 @@ def header(request: RecordedRequest, name: str) -> str | None:
 
 
 Route = Callable[[RecordedRequest], Reply]
-ErrorReply = Callable[[int, str], Reply]
+ErrorReply = Callable[..., Reply]
+"""``(status, message)`` → the server's error answer; the storage host's also
+takes the XML ``Code`` and a ``dialect`` (see the ``storage_error`` fault)."""
 
 
 class RequestLog:
@@ -115,6 +117,11 @@ class _Handler(BaseHTTPRequestHandler):
                 reply.headers.append(("Retry-After", str(int(fault.params["retry_after"]))))
         elif fault is not None and fault.kind == "expire":
             reply = self.server.error_reply(403, "expired")
+        elif fault is not None and fault.kind == "storage_error":
+            params = fault.params
+            reply = self.server.error_reply(int(params.get("code") or 403),
+                                            params.get("message") or "", params.get("error"),
+                                            dialect=params.get("dialect") or "s3")
         elif fault is not None and fault.kind == "redirect":
             reply = Reply(int(fault.params.get("code") or 302),
                           [("Location", str(fault.params["location"]))], b"")
@@ -147,13 +154,18 @@ class _Handler(BaseHTTPRequestHandler):
             omit = fault.params["headers"]
         body = memoryview(reply.body)
         limit = len(body)
-        if fault is not None and fault.kind == "truncate":
+        cut_by_close = fault is not None and fault.kind == "cut_by_close"
+        if fault is not None and fault.kind in ("truncate", "cut_by_close"):
             limit = min(limit, max(0, int(fault.params["after_bytes"])))
+        if cut_by_close:
+            # No length and no chunks: only the end of the connection ends the
+            # body, so closing it early looks exactly like a complete answer.
+            omit = frozenset({"content-length", "transfer-encoding"})
 
         # A route that frames its body by chunks says so with Transfer-Encoding
         # (the "bare" storage profile); a HEAD then announces no length either.
         chunked = any(n.lower() == "transfer-encoding" and v.lower() == "chunked"
-                      for n, v in reply.headers)
+                      for n, v in reply.headers) and not cut_by_close
         self.send_response(reply.status)
         for name, value in reply.headers:
             if name.lower() not in omit:

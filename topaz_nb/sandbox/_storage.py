@@ -18,6 +18,7 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from html import escape
 from urllib.parse import parse_qs, quote, urlencode
 
 from ._http import RecordedRequest, Reply, header
@@ -51,16 +52,60 @@ _S3_MESSAGES = {400: "Invalid request.", 403: "Access Denied",
                 503: "Please reduce your request rate."}
 
 
-def storage_error(code: int, message: str = "", s3_code: str | None = None) -> Reply:
-    """An S3-style XML error document."""
+_DOCUMENT_MESSAGES = {
+    "s3": {"AccessDenied": "Access Denied",
+           "ExpiredToken": "The provided token has expired.",
+           "SignatureDoesNotMatch": "The request signature we calculated does not match the "
+                                    "signature you provided. Check your key and signing method.",
+           "NoSuchKey": "The specified key does not exist."},
+    "gcs": {"AccessDenied": "Access denied.",
+            "ExpiredToken": "The provided token has expired.",
+            "SignatureDoesNotMatch": "The request signature we calculated does not match the "
+                                     "signature you provided. Check your Google secret key and "
+                                     "signing method.",
+            "NoSuchKey": "The specified key does not exist."},
+}
+_GCS_DETAILS = {
+    "AccessDenied": "sandbox-signer@topaz-sandbox.iam.gserviceaccount.com does not have "
+                    "storage.objects.get access to the Google Cloud Storage object.",
+    "ExpiredToken": "Request has expired: {now}",
+}
+
+
+def _xml(text: str) -> str:
+    return escape(text, quote=False)
+
+
+def storage_error(code: int, message: str = "", s3_code: str | None = None, *,
+                  dialect: str = "s3") -> Reply:
+    """An error document as object storage sends it.
+
+    ``dialect`` is ``"s3"`` (S3's ``<Error><Code>…`` with a RequestId),
+    ``"gcs"`` (Google Cloud Storage's XML API, with ``<Details>``) or
+    ``"none"``: an HTML page with no error code, as a proxy or CDN in front
+    of the storage answers.  ``s3_code`` is the document's ``Code``.
+    """
+    if dialect == "none":
+        page = (f"<html><head><title>{code} Forbidden</title></head><body><h1>{code} "
+                "Forbidden</h1></body></html>" if code == 403 else
+                f"<html><body><h1>Error {code}</h1></body></html>")
+        return Reply(code, [("Content-Type", "text/html")], page.encode())
     if code == 403 and message == "expired":
         message = "Request has expired"
     s3_code = s3_code or _S3_CODES.get(code, "ServiceUnavailable" if code >= 500 else "Error")
-    message = message or _S3_MESSAGES.get(code, "Error")
-    body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<Error><Code>{s3_code}</Code><Message>{message}</Message>"
-            f"<RequestId>{secrets.token_hex(8).upper()}"
-            "</RequestId></Error>").encode()
+    message = message or _DOCUMENT_MESSAGES.get(dialect, {}).get(s3_code) \
+        or _S3_MESSAGES.get(code, "Error")
+    if dialect == "gcs":
+        details = _GCS_DETAILS.get(s3_code, "").format(now=int(time.time()))
+        body = ("<?xml version='1.0' encoding='UTF-8'?>"
+                f"<Error><Code>{_xml(s3_code)}</Code><Message>{_xml(message)}</Message>"
+                + (f"<Details>{_xml(details)}</Details>" if details else "")
+                + "</Error>").encode()
+    else:
+        body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+                f"<Error><Code>{_xml(s3_code)}</Code><Message>{_xml(message)}</Message>"
+                f"<RequestId>{secrets.token_hex(8).upper()}"
+                "</RequestId></Error>").encode()
     return Reply(code, [("Content-Type", "application/xml")], body)
 
 

@@ -13,6 +13,7 @@ Modules, each importing only those listed after it:
 * ``download``: HTTP HEAD/GET, streaming into a ``.part``, resume and checks;
   :class:`ObjectInfo`;
 * ``refresh``: one operation's link, refreshed at most once;
+* ``refusal``: why storage refused a request, from its XML error ``Code``;
 * ``cache``: the layout (:class:`CacheEntry`), sidecars, locks, pins (:class:`Pin`),
   sweeping.
 

@@ -12,7 +12,14 @@ of the whole project):
   equals the HEAD's Content-Length where there is one, or else the GET's, and
   (b) the body ended without a read error.  Storage may frame a body by
   chunks or by closing the connection, with no length at all; a read error
-  then is the only sign of a body cut short, so it is never ignored.  A
+  then is one sign of a body cut short, so it is never ignored, but a
+  connection closed early looks like a clean end.  So with no length the
+  bytes must also reach the end their own format marks
+  (:mod:`topaz_nb._format_end`: PNG ``IEND``, JPEG ``EOI``, what a TIFF's
+  IFDs or a WebP's RIFF header promise, GIF's trailer); short of it the
+  ``.part`` is kept (its JSON says ``size_unknown``) and the rest asked for
+  with a Range.  A format with no end to check counts as complete only when
+  storage answers that Range with ``416`` (nothing past these bytes).  A
   ``.part`` file is never opened as the image.
 * **Content check.**  Where the ETag is a plain MD5 (32 hex digits, as S3
   gives for single-part objects) the MD5 is computed while streaming and a
@@ -67,9 +74,10 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 from .._tasks import cancellable
+from .._text import storage_refused
 from .._version import user_agent
 from ..errors import Cancelled, LinkExpired, TransferError
-from ..links import redact_url, scrub_urls
+from ..links import Link, redact_url, scrub_urls
 from ..net.logsafe import install_log_filter
 from ..net.retry import DEFAULT_MAX_RETRY_AFTER, DEFAULT_MAX_RETRY_TIME, make_retry
 from .cache import (
@@ -82,6 +90,7 @@ from .cache import (
     write_json,
 )
 from .refresh import LinkHolder
+from .refusal import Refusal, from_document, read_document
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "DEFAULT_STALL_TIMEOUT", "STALL_BYTES", "Downloader", "ObjectInfo",
@@ -297,11 +306,19 @@ class Downloader:
         except OSError:
             have = 0
         lm = info.last_modified.isoformat() if info.last_modified else None
+        # A .part begun when no size was known is the start of this object
+        # too if storage now tells its size, as long as the ETag is the same.
+        learnt_size = (meta is not None and meta.get("size_unknown") is True
+                       and meta.get("size") is None and bool(info.etag)
+                       and not str(info.etag).startswith("W/"))
         if (meta is None or have == 0 or meta.get("etag") != info.etag
-                or meta.get("size") != info.size or meta.get("last_modified") != lm
+                or (meta.get("size") != info.size and not learnt_size)
+                or meta.get("last_modified") != lm
                 or (info.size is not None and have >= info.size)):
             return 0, {"v": SIDECAR_VERSION, "etag": info.etag, "size": info.size,
                        "last_modified": lm, "total": info.size}
+        if learnt_size:
+            meta = {**meta, "size": info.size, "total": info.size, "size_unknown": False}
         return have, meta
 
     def stream_to(self, entry: CacheEntry, links: LinkHolder, info: ObjectInfo,
@@ -317,6 +334,7 @@ class Downloader:
         digests = _Digests(want_md5=_plain_md5(etag) is not None)
         received = 0
         interruptions = 0
+        unframed: str | None = None  # why the last body with no length is not the whole object
         try:
             with open(part, "r+b" if done else "wb") as out:
                 if done:
@@ -332,6 +350,10 @@ class Downloader:
                             headers["If-Range"] = f'"{etag}"'
                     response = self._request("GET", links, headers, cancel)
                     with response:
+                        if done and total is None and _ends_at(response, done):
+                            _log.info("storage says %s ends at the %d bytes received (HTTP 416 "
+                                      "to a request for the rest)", what, done)
+                            break
                         restart = _splice_risk(response, done, etag, total) if done else None
                         if restart is not None:
                             _log.info("storage answered the resume of %s %s; restarting from "
@@ -366,12 +388,21 @@ class Downloader:
                             if _plain_md5(etag) is not None and digests.md5 is None:
                                 digests = _Digests(True)
                                 _feed(out, done, digests)
-                        if (etag, total) != (part_meta.get("etag"), part_meta.get("total")):
-                            part_meta.update(etag=etag, total=total)
+                        if (etag, total, total is None) != (part_meta.get("etag"),
+                                                             part_meta.get("total"),
+                                                             part_meta.get("size_unknown")):
+                            # size_unknown: only the format's end can tell this .part complete.
+                            part_meta.update(etag=etag, total=total, size_unknown=total is None)
                             write_json(entry.part_meta, part_meta)
                         done, got, interrupted = self._read_body(
                             response, out, digests, done, total, links, on_progress, cancel)
                         received += got
+                    unframed = None
+                    if interrupted is None and total is None:
+                        unframed = _unframed_end(part, done)
+                        if unframed is None:
+                            break
+                        interrupted = unframed
                     if interrupted is None and (total is None or done == total):
                         break
                     interruptions += 1
@@ -380,6 +411,11 @@ class Downloader:
                               interrupted or "short body", interruptions, self.retries)
                     if interruptions > self.retries:
                         of = f" of {total}" if total is not None else ""
+                        if unframed is not None:
+                            raise TransferError(
+                                f"download of {what} stopped at {done} bytes after "
+                                f"{interruptions} attempts: {unframed} ({_shown_url(links)}); "
+                                "run it again to resume")
                         raise TransferError(
                             f"download of {what} stopped at {done}{of} bytes after "
                             f"{interruptions} attempts ({_shown_url(links)}); check the "
@@ -472,8 +508,12 @@ class Downloader:
                  cancel: threading.Event | None = None) -> requests.Response:
         """Send one HEAD or GET; a refused link is refreshed once, then final.
 
-        A ``416`` to a Range request is returned (the caller restarts); other
-        error statuses raise.
+        The refusal's reason is read from storage's error document
+        (:mod:`~topaz_nb.storage.refusal`): an object that is gone is not worth
+        a fresh link, and a 400 refuses the link only when its token expired
+        (GCS).  A ``416`` to a Range request is returned (the caller restarts
+        or, with no size known, takes it as the object's end); other error
+        statuses raise.
         """
         while True:
             link = links.current()
@@ -492,30 +532,73 @@ class Downloader:
                     f"{method} of {what} failed ({shown}): {reason}; "
                     "check the connection and run again") from None
             status = response.status_code
-            if status in (401, 403):
-                response.close()
-                if not links.refreshed:
-                    _log.info("storage refused the link for %s (HTTP %d); fetching a fresh "
-                              "one", what, status)
+            refusal = _refusal(response, method) if status in (400, 401, 403, 404, 410) \
+                else None
+            if refusal is not None and status == 400 and method == "HEAD":
+                refusal = self._explain_head(link, refusal, cancel)  # GCS: 400 ExpiredToken
+            if refusal is not None and (status != 400 or refusal.reason == "expired"):
+                if refusal.reason != "gone" and not links.refreshed:
+                    _log.info("storage refused the link for %s (HTTP %d%s); fetching a fresh "
+                              "one", what, status, f" {refusal.code}" if refusal.code else "")
                     links.refresh()
                     continue
-                raise LinkExpired(
-                    f"storage refused the link to {what} as expired or invalid (HTTP {status}, "
-                    f"{shown}) even after a fresh one was fetched; check the computer's clock "
-                    "and run again (images are kept 7 days)")
+                if refusal.reason != "gone" and method == "HEAD" and refusal.code is None:
+                    # A HEAD's answer has no body: ask the GET link why, for one byte.
+                    refusal = self._explain_head(links.current(), refusal, cancel)
+                raise _refused(refusal, method, links, shown)
             if status == 416 and "Range" in headers:
                 return response
             if status >= 400:
                 response.close()
-                hint = ("the image is gone (images are kept 7 days)" if status in (404, 410)
-                        else "run again later")
                 raise TransferError(
-                    f"storage answered HTTP {status} to the {method} of {what} ({shown}); {hint}")
+                    f"storage answered HTTP {status} to the {method} of {what} ({shown}); "
+                    "run again later", status_code=status, method=method,
+                    process_id=link.process_id or None, side=link.side, url=shown)
             _log.debug("%s %s -> %d", method, shown, status)
             return response
 
+    def _explain_head(self, link: Link, refusal: Refusal,
+                      cancel: threading.Event | None) -> Refusal:
+        """The reason storage gives the GET link for refusing, when the HEAD
+        link was refused without one; ``refusal`` when the GET tells nothing."""
+        try:
+            probe = cancellable(
+                functools.partial(self.session.request, "GET", link.download_url,
+                                  headers={"Range": "bytes=0-0"}, stream=True,
+                                  timeout=self.timeout, allow_redirects=True),
+                cancel, f"Cancelled: the HEAD of the {link.side} of {link.process_id}; run it "
+                "again to resume")
+        except (requests.RequestException, ValueError):
+            return refusal
+        with probe:
+            if probe.status_code < 400:
+                return refusal
+            said = from_document(probe.status_code, read_document(probe))
+        return Refusal(refusal.status, said.code, said.message, said.reason) \
+            if said.code is not None else refusal
+
 
 # ------------------------------------------------------------------ helpers
+
+
+def _refusal(response: requests.Response, method: str) -> Refusal:
+    """What an error answer's document says (a HEAD's has none); the answer is closed."""
+    with response:
+        body = read_document(response) if method == "GET" else b""
+    return from_document(response.status_code, body)
+
+
+def _refused(refusal: Refusal, method: str, links: LinkHolder, shown: str) -> TransferError:
+    """The error for a final refusal, its message worded for Python code
+    (:func:`topaz_nb._text.storage_refused`; the other places word it from
+    the same data)."""
+    cls = TransferError if refusal.reason == "gone" else LinkExpired
+    link = links.current()  # names its object even when the holder was made without
+    exc = cls(reason=refusal.reason, status_code=refusal.status, storage_code=refusal.code,
+              storage_message=refusal.message, method=method,
+              process_id=link.process_id or None, side=link.side, url=shown)
+    exc.args = (storage_refused(exc, "python"),)
+    return exc
 
 
 def _splice_risk(response: requests.Response, done: int, etag: str | None,
@@ -536,6 +619,34 @@ def _splice_risk(response: requests.Response, done: int, etag: str | None,
     if match.group(3) != "*" and total is not None and int(match.group(3)) != total:
         return f"from an object of {match.group(3)} bytes, not {total}"
     return None
+
+
+def _ends_at(response: requests.Response, done: int) -> bool:
+    """Whether this answer to ``Range: bytes=<done>-`` says the object is
+    ``done`` bytes long: a 416 ("no byte there"), whose ``Content-Range:
+    bytes */<length>``, when sent, names that very length."""
+    if response.status_code != 416:
+        return False
+    sent = response.headers.get("Content-Range")
+    if sent is None:
+        return True
+    match = re.fullmatch(r"\s*bytes\s+\*/(\d+)\s*", sent)
+    return match is not None and int(match.group(1)) == done
+
+
+def _unframed_end(part: Path, done: int) -> str | None:
+    """``None`` when the ``done`` bytes of a body that came with no length
+    reach the end their format marks (:mod:`topaz_nb._format_end`); else why
+    they cannot be taken as the whole object yet."""
+    from .._format_end import reaches_end
+
+    with open(part, "rb") as fp:
+        ends = reaches_end(fp, done)
+    if ends:
+        return None
+    if ends is False:
+        return "the body, sent with no size, ended before the end its image format marks"
+    return "storage sent no size and the format has no end to check"
 
 
 def _object_info(response: requests.Response, shown_url: str) -> ObjectInfo:

@@ -241,7 +241,9 @@ class Transfer:
         """Ask storage what the object is, without downloading it.
 
         A refused or already expired link is replaced once through
-        ``links(True)``; a second refusal raises :class:`LinkExpired`.  Setting
+        ``links(True)``; a second refusal raises :class:`LinkExpired`, and an
+        object storage says is gone a :class:`TransferError`, each with the
+        ``reason`` storage gave (``exc.reason``, ``exc.storage_code``).  Setting
         ``cancel`` raises :class:`~topaz_nb.errors.Cancelled` within a second.
         """
         return self._downloader.head(LinkHolder(links), cancel)

@@ -313,7 +313,27 @@ def standalone_page(*, title: str, state: dict[str, Any], esm: str, css: str) ->
         else:
             data[key] = _nested_binary(value)
     data["__binary__"] = binary
-    if "</script" in esm.lower() or "</style" in css.lower():
-        raise ValueError("front-end code cannot be embedded: it closes its own tag")
-    state_json = json.dumps(data).replace("</", "<\\/")
-    return _PAGE.format(title=html.escape(title), css=css, state=state_json, esm=esm)
+    lowered = esm.lower()
+    if any(mark in lowered for mark in ("</script", "<script", "<!--")) \
+            or "</style" in css.lower():
+        raise ValueError("front-end code cannot be embedded: it would end or escape its tag")
+    return _PAGE.format(title=html.escape(title), css=css, state=_script_json(data), esm=esm)
+
+
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                              "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _script_json(value: Any) -> str:
+    """``value`` as JSON that is inert inside a ``<script>`` element of a page.
+
+    The HTML parser ends a script element at ``</script`` and, after a
+    ``<!--``, takes a ``<script`` for the start of a nested one, so the
+    element then runs on past its own end tag and swallows the page's later
+    scripts: a model called ``<!--<script>`` would blank the page.  Every
+    ``<`` becomes ``\\u003c``, which closes both doors; ``>`` and ``&`` go
+    too, and so do U+2028 and U+2029 (which older JavaScript took for line
+    ends; ASCII-only JSON escapes them already).  ``JSON.parse`` reads each
+    escape back as the very same character.
+    """
+    return json.dumps(value).translate(_SCRIPT_SAFE)
