@@ -216,6 +216,23 @@ def cannot_save(target: object, exc: OSError) -> str:
             "choose a directory you can write to.")
 
 
+def not_a_review_file(path: object, header: Sequence[str]) -> str:
+    """A review was pointed at a CSV that is not a review file."""
+    return (f"{path} is not a review file (its first line should name the columns "
+            f"{','.join(header)}): choose another path")
+
+
+def review_file_unreadable(path: object, why: object) -> str:
+    """A review file exists but cannot be read."""
+    if isinstance(why, OSError):
+        why = why.strerror or type(why).__name__
+    return f"Cannot read the review file {path}: {why}."
+
+
+def not_recorded(what: str, path: object, exc: OSError) -> str:
+    """A decision or a note could not be written: nothing was recorded."""
+    return f"The {what} was not recorded: {cannot_save(path, exc)}"
+
 
 
 def _inside(path: str, directory: str) -> bool:

@@ -12,12 +12,17 @@ a     accept          r  reject         f  flag
 n     write a note (Escape leaves the field)
 ====  ===========================================
 
-Every decision is written at once to the CSV file, atomically (a temporary
-file in the same directory, then ``os.replace``), so the file is always whole
-even if the kernel dies mid-write.  Its header is :data:`HEADER`, one row per
-process; a later decision replaces the earlier one; rows of processes outside
-this batch are kept as they are.  Opening a review on the same file resumes
-at the first undecided process.
+Every decision, and every note kept with Enter (decided or not), is written
+at once to the CSV file through :class:`~topaz_nb.batch.decisions.ReviewFile`:
+under a lock, merged into the file as it is on disk at that moment, and
+atomically, so two reviews of one file (a re-run cell, a second kernel) keep
+each other's decisions and the file is whole even if the kernel dies
+mid-write.  Its header is :data:`HEADER`, one row per process; a later
+decision replaces the earlier one; every other row (other batches, other
+tools, blank lines) is kept byte for byte, and a file saved by a spreadsheet
+keeps its shape.  Cells that a spreadsheet would run as formulas are written
+with a leading ``'``.  Opening a review on the same file resumes at the first
+undecided process.
 
 While one process is on screen, the next is fetched in the background, so
 stepping forward is instant; only the previous, current and next comparisons
@@ -34,12 +39,10 @@ message per card as the gallery fetches it.  Keys and clicks come back as
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import html
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,9 +53,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anywidget
 import traitlets as t
 
-from .._text import cannot_save, say
+from .._text import cannot_save, not_recorded, say
 from ..errors import TopazError
 from .cards import Card, thumb_uri
+from .decisions import DECISIONS, HEADER, Entry, ReviewFile
 
 if TYPE_CHECKING:
     from ..api.client import Status
@@ -82,12 +86,6 @@ class Batch(Protocol):
 __all__ = ["DECISIONS", "HEADER", "ORDERS", "Review", "ReviewStrip"]
 
 _log = logging.getLogger("topaz_nb.review")
-
-DECISIONS: tuple[str, ...] = ("accept", "reject", "flag")
-"""The decisions a process can get, as written in the CSV."""
-
-HEADER: tuple[str, ...] = ("process_id", "decision", "note", "model", "filename", "reviewed_at")
-"""The review file's columns."""
 
 _KEYS = {"a": "accept", "r": "reject", "f": "flag"}
 _MARKS = {"accept": "✓", "reject": "✗", "flag": "⚑"}
@@ -132,11 +130,13 @@ class ReviewStrip(anywidget.AnyWidget):
 class Review:
     """Step through a gallery's processes and record a decision for each.
 
-    ``path`` is the CSV file (created on the first decision; read first when
-    it exists).  ``order`` is a name in :data:`ORDERS` (default: the
-    gallery's order).  From Python: :meth:`decide`, :meth:`next`,
-    :meth:`previous`, :meth:`go`, :attr:`current`, :attr:`decisions`,
-    :meth:`save_accepted`; displaying the object shows the review.
+    ``path`` is the CSV file (created on the first decision or note; read
+    first when it exists).  ``order`` is a name in :data:`ORDERS` (default:
+    the gallery's order).  From Python: :meth:`decide`, :meth:`set_note`,
+    :meth:`next`, :meth:`previous`, :meth:`go`, :attr:`current`,
+    :attr:`decisions`, :meth:`save_accepted`; displaying the object shows the
+    review.  Other reviews (in this kernel or another) may write the same
+    file at the same time: :attr:`decisions` shows theirs too.
     """
 
     def __init__(self, gallery: Batch, path: str | os.PathLike[str] = "topaz-review.csv", *,
@@ -148,8 +148,10 @@ class Review:
         self.ids: list[str] = ORDERS[name](gallery)
         self.path = Path(path).expanduser()
         self._lock = threading.RLock()
-        self._rows: dict[str, dict[str, str]] = _read(self.path)
-        self._index = next((i for i, pid in enumerate(self.ids) if pid not in self._rows), 0)
+        self._file = ReviewFile(self.path)
+        self._entries: dict[str, Entry] = self._file.entries()
+        self._index = next((i for i, pid in enumerate(self.ids)
+                            if not self._decision(pid)), 0)
         self._loading: dict[str, Future[Comparison]] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topaz-review")
         self._widget: Any = None
@@ -176,40 +178,61 @@ class Review:
 
     @property
     def decisions(self) -> dict[str, str]:
-        """Process ID → decision, for the processes of this batch decided so far."""
+        """Process ID → decision, for the processes of this batch decided so far
+        (by this review or by any other writing the same file)."""
         with self._lock:
-            return {pid: self._rows[pid]["decision"] for pid in self.ids if pid in self._rows}
+            self._refresh()
+            return {pid: d for pid in self.ids if (d := self._decision(pid))}
 
     def note(self, process_id: str) -> str:
-        """The note recorded with a process's decision (``""`` when none)."""
-        row = self._rows.get(process_id)
-        return row["note"] if row else ""
+        """The note recorded for a process (``""`` when none), decided or not."""
+        entry = self._entries.get(str(process_id).strip().lower())
+        return entry.note if entry else ""
 
-    def decide(self, process_id: str | None, decision: str, note: str = "") -> None:
+    def decide(self, process_id: str | None, decision: str, note: str | None = None) -> None:
         """Record ``decision`` (one of :data:`DECISIONS`) for a process and write the file.
 
         ``process_id=None`` means the current one.  A later decision replaces
-        an earlier one.  An unknown decision is a ``ValueError``.
+        an earlier one.  ``note`` replaces the process's note; ``None`` keeps
+        the one it has.  An unknown decision is a ``ValueError``.
         """
         if decision not in DECISIONS:
             raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
+        self._record(process_id, "decision", decision=decision, note=note)
+
+    def set_note(self, process_id: str | None, note: str) -> None:
+        """Record ``note`` for a process, decided or not, and write the file
+        (``process_id=None``: the current one).  A decision made later keeps it."""
+        self._record(process_id, "note", note=note)
+
+    def _record(self, process_id: str | None, what: str, **change: str | None) -> None:
         pid = self.current if process_id is None else str(process_id).strip().lower()
         if pid not in self.ids:
             raise ValueError(f"process {process_id} is not in this review")
         model, filename = self._names(pid)
-        row = {
-            "process_id": pid, "decision": decision, "note": note or "",
-            "model": model, "filename": filename,
-            "reviewed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
+        when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         with self._lock:
-            rows = dict(self._rows)
-            rows[pid] = row
-            _write(self.path, rows)  # a TopazError when it cannot: nothing recorded then
-            self._rows = rows
+            try:
+                self._entries = self._file.record(pid, model=model, filename=filename,
+                                                  reviewed_at=when, **change)
+            except OSError as exc:  # nothing recorded then
+                raise TopazError(not_recorded(what, self.path, exc)) from None
             self._update_items()
             if pid == self.current:
                 self._show_header()
+
+    def _decision(self, pid: str) -> str:
+        entry = self._entries.get(pid)
+        return entry.decision if entry else ""
+
+    def _refresh(self) -> None:
+        """What the file says now: other writers may have changed it.  A file
+        that cannot be read just now keeps what was last read (the next write
+        says why)."""
+        try:
+            self._entries = self._file.entries()
+        except TopazError as exc:
+            _log.debug("keeping the decisions last read: %s", exc)
 
     def _names(self, pid: str) -> tuple[str, str]:
         """``(model, filename)`` of a process: from its card, or its status when the
@@ -375,7 +398,7 @@ class Review:
         if self._header is None or self.current is None:
             return
         card = self.gallery.card(self.current)
-        decision = self._rows.get(self.current, {}).get("decision")
+        decision = self._decision(self.current)
         row = card.row
         sizes = ""
         if row.get("output_size"):
@@ -396,7 +419,7 @@ class Review:
         for pid in self.ids:
             card = self.gallery.card(pid)
             items.append({"id": pid, "name": card.filename or pid[:8],
-                          "decision": self._rows.get(pid, {}).get("decision", "")})
+                          "decision": self._decision(pid)})
         self._strip.items = items
 
     def _thumbs(self, pids: list[str]) -> dict[str, str]:
@@ -434,17 +457,26 @@ class Review:
                 elif key == "k":
                     self.previous()
                 elif key in _KEYS:
-                    self.decide(None, _KEYS[key], note=self._note.value if self._note else "")
+                    self.decide(None, _KEYS[key], note=self._note.value if self._note else None)
         except TopazError as exc:
-            if self._header is not None:
-                self._header.value = (f"<span style='color:var(--jp-error-color1, #b00)'>"
-                                      f"{html.escape(say(exc, 'panel'))}</span>")
+            self._show_error(exc)
 
     def _on_note(self, change: dict[str, Any]) -> None:
+        """A note kept (Enter, or leaving the field) is written at once, whether
+        or not the process has a decision: stepping on never drops it."""
         pid = self._shown
-        row = self._rows.get(pid) if pid else None
-        if row is not None and change["new"] != row["note"]:
-            self.decide(pid, row["decision"], note=change["new"])
+        if pid is None or change["new"] == self.note(pid):
+            return
+        try:
+            self.set_note(pid, change["new"])
+        except TopazError as exc:
+            self._show_error(exc)
+
+    def _show_error(self, exc: TopazError) -> None:
+        """A failed write, in the header line, where the eye is."""
+        if self._header is not None:
+            self._header.value = (f"<span style='color:var(--jp-error-color1, #b00)'>"
+                                  f"{html.escape(say(exc, 'panel'))}</span>")
 
     def __repr__(self) -> str:
         return (f"<Review of {len(self.ids)} processes, {len(self.decisions)} decided, "
@@ -457,47 +489,6 @@ class Review:
 
 
 # -- the file ------------------------------------------------------------------
-
-def _read(path: Path) -> dict[str, dict[str, str]]:
-    """The rows of an existing review file by process ID; ``{}`` when there is none."""
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if tuple(reader.fieldnames or ()) != HEADER:
-                raise TopazError(f"{path} is not a review file (its first line should be "
-                                 f"{','.join(HEADER)}): choose another path")
-            rows: dict[str, dict[str, str]] = {}
-            for row in reader:
-                if row.get("decision") in DECISIONS and row.get("process_id"):
-                    rows[row["process_id"]] = {k: row.get(k) or "" for k in HEADER}
-            return rows
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise TopazError(f"Cannot read the review file {path}: {exc}") from None
-
-
-def _write(path: Path, rows: dict[str, dict[str, str]]) -> None:
-    """All rows, written to a temporary file beside ``path`` and moved over it."""
-    directory = path.parent if str(path.parent) else Path(".")
-    tmp: str | None = None
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=HEADER)
-            writer.writeheader()
-            writer.writerows(rows.values())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise TopazError(f"The decision was not recorded: {cannot_save(path, exc)}") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-
 
 def _safe_name(name: str, fallback: str) -> str:
     """A file name that stays in its directory: the last path part, printable,
