@@ -155,18 +155,19 @@ def test_keys_from_the_front_end_decide_and_step(batch, tmp_path):
     review.widget()
     ids = batch.process_ids
     strip = review._strip
-    review._note.value = "crisp"
-    strip._handle_custom_msg({"event": "key", "key": "a"}, [])
-    strip._handle_custom_msg({"event": "key", "key": "j"}, [])
+    strip._handle_custom_msg({"event": "note", "index": 0, "note": "crisp"}, [])
+    strip._handle_custom_msg({"event": "key", "key": "a", "index": 0}, [])
+    strip._handle_custom_msg({"event": "key", "key": "j", "index": 0}, [])
     assert review.current == ids[1]
-    strip._handle_custom_msg({"event": "key", "key": "r"}, [])
-    strip._handle_custom_msg({"event": "key", "key": "k"}, [])
+    strip._handle_custom_msg({"event": "key", "key": "r", "index": 1}, [])
+    strip._handle_custom_msg({"event": "key", "key": "k", "index": 1}, [])
     strip._handle_custom_msg({"event": "go", "index": 3}, [])
-    strip._handle_custom_msg({"event": "key", "key": "f"}, [])
+    strip._handle_custom_msg({"event": "key", "key": "f"}, [])  # no index: the current one
     assert review.decisions == {ids[0]: "accept", ids[1]: "reject", ids[3]: "flag"}
     assert review.note(ids[0]) == "crisp" and review.note(ids[1]) == ""
+    assert [i["note"] for i in strip.items] == ["crisp", "", "", ""]
     # Editing the note of a decided process rewrites its row.
-    review._note.value = "check the sky"
+    strip._handle_custom_msg({"event": "note", "index": 3, "note": "check the sky"}, [])
     assert {r["process_id"]: r["note"] for r in _rows(path)}[ids[3]] == "check the sky"
     review.close()
 
@@ -355,23 +356,32 @@ def test_a_note_kept_without_a_decision_survives_stepping(batch, tmp_path):
     review.widget()
     strip = review._strip
     assert review.current == ids[0] and review.decisions == {}
-    review._note.value = "soft corners"  # what the front end sends on Enter
-    strip._handle_custom_msg({"event": "key", "key": "j"}, [])
-    assert review._note.value == ""  # the next process has no note
-    strip._handle_custom_msg({"event": "key", "key": "k"}, [])
-    assert review.current == ids[0] and review._note.value == "soft corners"
+    # What the front end sends on Enter in the note field, then j and k.
+    strip._handle_custom_msg({"event": "note", "index": 0, "note": "soft corners"}, [])
+    strip._handle_custom_msg({"event": "key", "key": "j", "index": 0}, [])
+    strip._handle_custom_msg({"event": "key", "key": "k", "index": 1}, [])
+    assert review.current == ids[0] and strip.current == 0
+    assert strip.items[0]["note"] == "soft corners"  # what the field shows
     assert [(r["process_id"], r["decision"], r["note"]) for r in _rows(path)] == [
         (ids[0], "", "soft corners")]
+    # A note reaching the kernel after it moved on still goes to the process
+    # it was typed on.
+    strip._handle_custom_msg({"event": "key", "key": "j", "index": 0}, [])
+    strip._handle_custom_msg({"event": "note", "index": 0, "note": "soft corners, left"}, [])
+    assert review.current == ids[1] and review.note(ids[1]) == ""
+    assert review.note(ids[0]) == "soft corners, left"
+    strip._handle_custom_msg({"event": "key", "key": "k", "index": 1}, [])
     # Still undecided: a review opened again starts there, with the note.
     again = Review(batch, path=str(path))
-    assert again.position == 0 and again.note(ids[0]) == "soft corners" and again.decisions == {}
+    assert again.position == 0 and again.note(ids[0]) == "soft corners, left"
+    assert again.decisions == {}
     again.close()
     # Deciding later keeps it; from Python, a note needs no decision either.
-    strip._handle_custom_msg({"event": "key", "key": "a"}, [])
+    strip._handle_custom_msg({"event": "key", "key": "a", "index": 0}, [])
     review.set_note(ids[3], "look again")
     review.decide(ids[3], "flag")
     assert {r["process_id"]: (r["decision"], r["note"]) for r in _rows(path)} == {
-        ids[0]: ("accept", "soft corners"), ids[3]: ("flag", "look again")}
+        ids[0]: ("accept", "soft corners, left"), ids[3]: ("flag", "look again")}
     review.close()
 
 

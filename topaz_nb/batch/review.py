@@ -28,13 +28,18 @@ While one process is on screen, the next is fetched in the background, so
 stepping forward is instant; only the previous, current and next comparisons
 are kept in memory.
 
-Front end/kernel protocol of the strip (:class:`ReviewStrip`, ``static/review.js``):
-the ``items`` trait lists ``{id, name, decision}`` per process and ``current``
-is the index on screen.  Thumbnails are not traits (every change of a trait
-sends it whole): the front end sends ``{"event": "ready"}`` when it renders
-and gets ``{"thumbs": {index: data_uri}}`` with all there are, then one such
-message per card as the gallery fetches it.  Keys and clicks come back as
-``{"event": "key", "key": "j"}`` and ``{"event": "go", "index": 3}``.
+Front end/kernel protocol of the strip (:class:`ReviewStrip`, ``static/review.js``,
+which draws the note field too): the ``items`` trait lists ``{id, name,
+decision, note}`` per process and ``current`` is the index on screen.
+Thumbnails are not traits (every change of a trait sends it whole): the front
+end sends ``{"event": "ready"}`` when it renders and gets ``{"thumbs": {index:
+data_uri}}`` with all there are, then one such message per card as the
+gallery fetches it.  Keys, clicks and kept notes come back as ``{"event":
+"key", "key": "a", "index": 2}``, ``{"event": "go", "index": 3}`` and
+``{"event": "note", "index": 2, "note": "…"}``.  Each names the process it was
+meant for, and all travel over the strip's one channel in the order they were
+made, so a note typed on one process can never land on the next (as it could
+with a separate text widget, whose value syncs on its own schedule).
 """
 
 from __future__ import annotations
@@ -156,10 +161,8 @@ class Review:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topaz-review")
         self._widget: Any = None
         self._strip: ReviewStrip | None = None
-        self._note: Any = None
         self._header: Any = None
         self._stage: Any = None
-        self._shown: str | None = None
         gallery.on_card(self._on_card)
         gallery.start()
         if self.ids:
@@ -345,7 +348,7 @@ class Review:
 
     # -- display ---------------------------------------------------------------
     def widget(self) -> Any:
-        """The review: header, comparison, note field and strip, in one box."""
+        """The review: header, comparison, and the strip with the note field, in one box."""
         import ipywidgets as w
 
         with self._lock:
@@ -353,20 +356,11 @@ class Review:
                 return self._widget
             self._header = w.HTML()
             self._stage = w.Box(layout=w.Layout(width="100%", min_height="200px"))
-            self._note = w.Text(placeholder="note (n to write, Enter to keep it)",
-                                continuous_update=False, layout=w.Layout(width="40em",
-                                                                         max_width="100%"))
-            self._note.add_class("topaz-review-note")
-            self._note.observe(self._on_note, names="value")
-            keys = w.HTML("<small>j/k next/previous · a accept · r reject · f flag · "
-                          "n note</small>", layout=w.Layout(margin="0 0 0 12px"))
             self._strip = ReviewStrip(current=self._index)
             self._strip.on_msg(self._on_message)
             self._update_items()
-            self._widget = w.VBox([self._header, self._stage,
-                                   w.HBox([self._note, keys],
-                                          layout=w.Layout(align_items="center")),
-                                   self._strip], layout=w.Layout(width="100%"))
+            self._widget = w.VBox([self._header, self._stage, self._strip],
+                                  layout=w.Layout(width="100%"))
             self._widget.add_class("topaz-review")
             if self.ids:
                 self._show()
@@ -376,12 +370,10 @@ class Review:
 
     def _show(self) -> None:
         pid = self.current
-        assert pid is not None and self._stage is not None and self._note is not None
+        assert pid is not None and self._stage is not None
         self._show_header()
         if self._strip is not None:
             self._strip.current = self._index
-        self._shown = pid
-        self._note.value = self.note(pid)
         try:
             comparison = self._want(pid).result()
             # The view alone when there is an output (the header carries the numbers);
@@ -418,8 +410,10 @@ class Review:
         items = []
         for pid in self.ids:
             card = self.gallery.card(pid)
+            entry = self._entries.get(pid)
             items.append({"id": pid, "name": card.filename or pid[:8],
-                          "decision": self._decision(pid)})
+                          "decision": entry.decision if entry else "",
+                          "note": entry.note if entry else ""})
         self._strip.items = items
 
     def _thumbs(self, pids: list[str]) -> dict[str, str]:
@@ -445,11 +439,19 @@ class Review:
         if not isinstance(content, dict):
             return
         event = content.get("event")
+        index = content.get("index")
+        # The process a message is about, as the front end saw it when it was sent.
+        pid = self.ids[index] if isinstance(index, int) and 0 <= index < len(self.ids) else None
         try:
             if event == "ready" and self._strip is not None:
                 self._strip.send({"thumbs": self._thumbs(self.ids)})
-            elif event == "go" and isinstance(content.get("index"), int):
-                self.go(content["index"])
+            elif event == "go" and isinstance(index, int):
+                self.go(index)
+            elif event == "note" and pid is not None and isinstance(content.get("note"), str):
+                # Kept with Enter, or by leaving the field: decided or not, it is
+                # written now, for the process it was typed on.
+                if content["note"] != self.note(pid):
+                    self.set_note(pid, content["note"])
             elif event == "key":
                 key = content.get("key")
                 if key == "j":
@@ -457,18 +459,7 @@ class Review:
                 elif key == "k":
                     self.previous()
                 elif key in _KEYS:
-                    self.decide(None, _KEYS[key], note=self._note.value if self._note else None)
-        except TopazError as exc:
-            self._show_error(exc)
-
-    def _on_note(self, change: dict[str, Any]) -> None:
-        """A note kept (Enter, or leaving the field) is written at once, whether
-        or not the process has a decision: stepping on never drops it."""
-        pid = self._shown
-        if pid is None or change["new"] == self.note(pid):
-            return
-        try:
-            self.set_note(pid, change["new"])
+                    self.decide(pid, _KEYS[key])
         except TopazError as exc:
             self._show_error(exc)
 

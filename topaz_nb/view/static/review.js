@@ -1,8 +1,14 @@
-// review.js: the review's strip of thumbnails, and its keys.
+// review.js: the review's strip of thumbnails, its note field, and its keys.
 //
 // The strip shows the batch (the `items` trait) with each process's decision
 // mark and the one on screen (`current`) highlighted; a click shows another.
-// Thumbnails come as messages, not traits (see topaz_nb/review.py).
+// Thumbnails come as messages, not traits (see topaz_nb/batch/review.py).
+//
+// The note field shows the note of the process on screen.  What is typed there
+// belongs to the process it was typed on, and is kept (sent as a "note"
+// message naming that process) on Enter or when the field is left, by Escape
+// or a click elsewhere; being on the same channel as the keys, it always
+// reaches the kernel before the j or k pressed after it.
 //
 // Keys are taken for the whole review box (`.topaz-review`, the ipywidgets
 // VBox around the comparison, the note field and this strip), in the capture
@@ -14,6 +20,21 @@ const MARKS = { accept: "✓", reject: "✗", flag: "⚑" };
 const KEYS = new Set(["j", "k", "a", "r", "f"]);
 
 function render({ model, el }) {
+  const bar = document.createElement("div");
+  bar.className = "topaz-review-bar";
+  const noteBox = document.createElement("label");
+  noteBox.className = "topaz-review-note";
+  const input = document.createElement("input");
+  input.type = "text";
+  input.placeholder = "note (n to write, Enter to keep it)";
+  input.setAttribute("aria-label", "Note on the process on screen");
+  noteBox.appendChild(input);
+  const legend = document.createElement("small");
+  legend.className = "topaz-review-keys";
+  legend.textContent = "j/k next/previous · a accept · r reject · f flag · n note";
+  bar.append(noteBox, legend);
+  el.appendChild(bar);
+
   const root = document.createElement("div");
   root.className = "topaz-review-strip";
   root.tabIndex = 0;
@@ -22,6 +43,42 @@ function render({ model, el }) {
   el.appendChild(root);
   const thumbs = new Map();
   let cells = [];
+  // The index of the process whose note is being typed (null: the field
+  // shows the note the kernel has for the process on screen).
+  let editing = null;
+  // Notes sent and not yet back in `items`, by index: shown meanwhile, so the
+  // field never flickers back to the old text (nor keeps it, if the write fails).
+  const sent = new Map();
+
+  function noteOf(index) {
+    if (sent.has(index)) return sent.get(index);
+    const item = (model.get("items") || [])[index];
+    return (item && item.note) || "";
+  }
+
+  function keep() {
+    if (editing === null) return;
+    const index = editing;
+    editing = null;
+    if (input.value !== noteOf(index)) {
+      sent.set(index, input.value);
+      model.send({ event: "note", index, note: input.value });
+    }
+  }
+
+  function onItems() {
+    const items = model.get("items") || [];
+    for (const [index, note] of sent) {
+      if (items[index] && (items[index].note || "") === note) sent.delete(index);
+    }
+    draw();
+  }
+
+  function showNote() {
+    if (editing !== null) return;
+    const note = noteOf(model.get("current"));
+    if (input.value !== note) input.value = note;
+  }
 
   function draw() {
     const items = model.get("items") || [];
@@ -64,6 +121,7 @@ function render({ model, el }) {
         cell.scrollIntoView({ block: "nearest", inline: "nearest" });
       }
     });
+    showNote();
   }
 
   function onMessage(msg) {
@@ -80,18 +138,21 @@ function render({ model, el }) {
     const typing = ev.target.closest && ev.target.closest("input, textarea, [contenteditable]");
     if (typing) {
       if (ev.key === "Escape") {
-        ev.target.blur();
+        ev.target.blur(); // the note field keeps what was typed on blur
         root.focus({ preventScroll: true });
+        ev.preventDefault();
+        ev.stopPropagation();
+      } else if (ev.key === "Enter" && ev.target === input) {
+        keep();
         ev.preventDefault();
         ev.stopPropagation();
       }
       return;
     }
     if (ev.key === "n") {
-      const note = box.querySelector(".topaz-review-note input, .topaz-review-note textarea");
-      if (note) note.focus();
+      input.focus();
     } else if (KEYS.has(ev.key)) {
-      model.send({ event: "key", key: ev.key });
+      model.send({ event: "key", key: ev.key, index: model.get("current") });
     } else {
       return;
     }
@@ -99,7 +160,19 @@ function render({ model, el }) {
     ev.stopPropagation();
   }
 
-  model.on("change:items", draw);
+  function onInput() {
+    if (editing === null) editing = model.get("current");
+  }
+
+  // Keys typed in the field are the field's: the notebook never sees them.
+  function stop(ev) {
+    ev.stopPropagation();
+  }
+
+  input.addEventListener("input", onInput);
+  input.addEventListener("blur", keep);
+  input.addEventListener("keydown", stop);
+  model.on("change:items", onItems);
   model.on("change:current", draw);
   model.on("msg:custom", onMessage);
   document.addEventListener("keydown", onKey, true);
@@ -109,10 +182,14 @@ function render({ model, el }) {
   requestAnimationFrame(() => root.focus({ preventScroll: true }));
 
   return () => {
-    model.off("change:items", draw);
+    model.off("change:items", onItems);
     model.off("change:current", draw);
     model.off("msg:custom", onMessage);
     document.removeEventListener("keydown", onKey, true);
+    input.removeEventListener("input", onInput);
+    input.removeEventListener("blur", keep);
+    input.removeEventListener("keydown", stop);
+    bar.remove();
     root.remove();
   };
 }
