@@ -6,11 +6,12 @@ with a strip of the whole batch underneath, whose thumbnails carry the
 decisions made so far.  Keys, anywhere in the review (the comparison passes on
 the keys it does not use):
 
-====  ===========================================
+====  ============================================================
 j/k   next / previous process
 a     accept          r  reject         f  flag
-n     write a note (Escape leaves the field)
-====  ===========================================
+n     write a note; Enter keeps it, and so does leaving the field
+      (Escape, or a click elsewhere), decided or not
+====  ============================================================
 
 Every decision, and every note kept with Enter (decided or not), is written
 at once to the CSV file through :class:`~topaz_nb.batch.decisions.ReviewFile`:
