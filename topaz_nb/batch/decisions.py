@@ -42,8 +42,9 @@ import os
 import secrets
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .._text import not_a_review_file, review_file_unreadable
 from ..errors import TopazError
@@ -63,15 +64,17 @@ DECISIONS: tuple[str, ...] = ("accept", "reject", "flag")
 HEADER: tuple[str, ...] = ("process_id", "decision", "note", "model", "filename", "reviewed_at")
 """The review file's columns."""
 
+_OWNED = ("", *DECISIONS)
+"""The decisions of a row this review owns: none yet (a note alone), or one it knows."""
 _BOM = "\ufeff"
 _FORMULA = ("=", "+", "-", "@", "\t", "\r", "'")
 _SEPARATORS = (",", ";", "\t")
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """What the file says of one process: its decision (``""`` for none yet:
-    a note may come before the decision) and the rest of its row."""
+    a note may come before the decision) and the rest of its row.  (A named
+    tuple: a file of ten thousand rows is read on every write.)"""
 
     process_id: str
     decision: str = ""
@@ -90,7 +93,7 @@ def escape_cell(value: str) -> str:
 def unescape_cell(value: str) -> str:
     """The value :func:`escape_cell` was given.  A ``'`` that does not stand
     before one of the escaped characters was typed by a person and stays."""
-    if len(value) > 1 and value[0] == "'" and value[1] in _FORMULA:
+    if value[:1] == "'" and value[1:2] in _FORMULA:
         return value[1:]
     return value
 
@@ -173,15 +176,15 @@ class ReviewFile:
         :class:`~topaz_nb.errors.TopazError` when it is not a review file.
         """
         pid = process_id.strip().lower()
-        if decision is not None and decision not in ("", *DECISIONS):
+        if decision is not None and decision not in _OWNED:
             raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
         with self._locked():
             parsed = self._load()
             old = parsed.entries.get(pid, Entry(pid))
-            new = replace(old, decision=old.decision if decision is None else decision,
-                          note=old.note if note is None else note,
-                          model=model or old.model, filename=filename or old.filename,
-                          reviewed_at=reviewed_at or old.reviewed_at)
+            new = old._replace(decision=old.decision if decision is None else decision,
+                               note=old.note if note is None else note,
+                               model=model or old.model, filename=filename or old.filename,
+                               reviewed_at=reviewed_at or old.reviewed_at)
             _put(parsed, pid, new)
             self._sweep()
             _write_text(self.path, parsed.text())
@@ -312,29 +315,27 @@ def _parse(data: bytes) -> _Parsed:
     parsed = _Parsed(bom=bom, newline=newline, separator=separator, header=header,
                      columns=columns, width=len(names), records=[], fields=[], rows={},
                      entries={})
+    where = tuple(columns[n] for n in HEADER)
     for raw, cells in records:
         parsed.records.append(raw)
         parsed.fields.append(cells)
-        entry = _entry(cells, columns)
+        entry = _entry(cells, where)
         if entry is not None:
             parsed.rows[entry.process_id] = len(parsed.records) - 1
             parsed.entries[entry.process_id] = entry
     return parsed
 
 
-def _entry(cells: list[str], columns: dict[str, int]) -> Entry | None:
+def _entry(cells: list[str], where: tuple[int, ...]) -> Entry | None:
     """The entry a row holds, or ``None`` for a row this review does not own:
-    no process ID, or a decision it does not know (another tool's row)."""
-    def cell(name: str) -> str:
-        i = columns[name]
-        return unescape_cell(cells[i]) if i < len(cells) else ""
-
-    pid = cell("process_id").strip().lower()
-    decision = cell("decision").strip().lower()
-    if not pid or decision not in ("", *DECISIONS):
+    no process ID, or a decision it does not know (another tool's row).
+    ``where`` is the index of each :data:`HEADER` column."""
+    n = len(cells)
+    values = [unescape_cell(cells[i]) if i < n else "" for i in where]
+    pid, decision = values[0].strip().lower(), values[1].strip().lower()
+    if not pid or decision not in _OWNED:
         return None
-    return Entry(pid, decision, cell("note"), cell("model"), cell("filename"),
-                 cell("reviewed_at"))
+    return Entry(pid, decision, *values[2:])
 
 
 # -- writing --------------------------------------------------------------------
