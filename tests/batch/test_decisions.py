@@ -328,3 +328,18 @@ def test_a_multiline_note_round_trips(tmp_path):
     assert ReviewFile(path).entries()[pid].note == note
     assert list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8"), newline="")))[1][2] \
         == note
+
+
+def test_an_edit_made_in_a_spreadsheet_meanwhile_is_seen_and_kept(tmp_path):
+    path = tmp_path / "review.csv"
+    first, second = _ids(2)
+    store = ReviewFile(path)
+    store.record(first, decision="accept", reviewed_at="t")
+    assert store.entries()[first].decision == "accept"
+    # Saved in place by another program, between two decisions of this one.
+    with path.open("a", encoding="utf-8", newline="") as fh:
+        fh.write(f"{second},Reject,typed by hand,,,\r\n")
+    assert store.entries()[second] == Entry(second, "reject", "typed by hand")
+    store.record(first, note="and a note")
+    assert path.read_bytes().decode("utf-8").splitlines()[1:] == [
+        f"{first},accept,and a note,,,t", f"{second},Reject,typed by hand,,,"]

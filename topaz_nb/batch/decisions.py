@@ -161,6 +161,8 @@ class ReviewFile:
             except OSError as exc:
                 raise TopazError(review_file_unreadable(self.path, exc)) from None
             seen = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+            # A writer replaces the file (a new inode); a spreadsheet or an
+            # editor that rewrites it in place changes its time or size.
             if self._parsed is None or seen != self._seen:
                 self._parsed = self._load()
                 self._seen = seen
@@ -188,9 +190,8 @@ class ReviewFile:
             _put(parsed, pid, new)
             self._sweep()
             _write_text(self.path, parsed.text())
-            with self._guard:
-                self._parsed = parsed
-                self._seen = None  # stat again on the next read
+            with self._guard:  # what was just written, as the next read will see it
+                self._parsed, self._seen = parsed, _identity(self.path)
             return dict(parsed.entries)
 
     # -- inside -----------------------------------------------------------------
@@ -244,6 +245,14 @@ class ReviewFile:
             if name.startswith(prefix) and name.endswith(".tmp"):
                 with contextlib.suppress(OSError):
                     os.unlink(directory / name)
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 class _NotAReviewFile(Exception):
