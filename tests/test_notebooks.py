@@ -92,10 +92,37 @@ def test_runs_without_a_key(path, tmp_path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_with_a_key_and_never_shows_it(path, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
     with Sandbox(api_key=FAKE_KEY) as sb:
         env = {"TOPAZ_API_KEY": FAKE_KEY, "TOPAZ_API_URL": sb.base_url,
                "TOPAZ_PROCESS_IDS": " ".join(sb.demo_ids),
                "TOPAZ_NB_CACHE": str(tmp_path / "cache")}
-        nb = run_notebook(path, env, tmp_path)
+        nb = run_notebook(path, env, work)
         assert any(r.headers.get("X-API-Key") == FAKE_KEY for r in sb.requests if r.server == "api")
     check_outputs(nb, [FAKE_KEY])
+    # With a key the notebook works on the user's own account and folder: run
+    # unattended, it leaves nothing beside itself (no review file, no copies).
+    assert sorted(p.name for p in work.iterdir()) == []
+
+
+def test_the_review_notebook_never_writes_into_the_users_review_file(tmp_path):
+    """With a key, notebook 03 opens the user's real ``topaz-review.csv``: its
+    demonstration decisions go elsewhere, and a person's decisions stay."""
+    path = next(p for p in NOTEBOOKS if p.name == "03-batch-review.ipynb")
+    work = tmp_path / "work"
+    work.mkdir()
+    review = work / "topaz-review.csv"
+    with Sandbox(api_key=FAKE_KEY) as sb:
+        rows = "".join(f"{pid},reject,decided by a person,,,2026-11-01T00:00:00+00:00\r\n"
+                       for pid in sb.demo_ids)
+        review.write_bytes(("process_id,decision,note,model,filename,reviewed_at\r\n"
+                            + rows).encode())
+        before = review.read_bytes()
+        env = {"TOPAZ_API_KEY": FAKE_KEY, "TOPAZ_API_URL": sb.base_url,
+               "TOPAZ_PROCESS_IDS": " ".join(sb.demo_ids),
+               "TOPAZ_NB_CACHE": str(tmp_path / "cache")}
+        nb = run_notebook(path, env, work)
+    check_outputs(nb, [FAKE_KEY])
+    assert review.read_bytes() == before
+    assert sorted(p.name for p in work.iterdir()) == ["topaz-review.csv"]

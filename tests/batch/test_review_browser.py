@@ -175,6 +175,48 @@ def test_recent_gallery_cards_fill_in(page: Any) -> None:
     screenshot(grid, "recent-gallery.png")
 
 
+def test_a_note_kept_on_an_undecided_process_survives_j_and_k(page: Any, root: Path) -> None:
+    # A review of its own file, so the file of the tests above stays as they left it.
+    strip = page.locator(f"{REVIEW} .topaz-review-strip").count()
+    run_code(page, "notes = %topaz review recent --status Completed --file notes.csv\n"
+                   "display(notes)")
+    page.wait_for_function(
+        """([sel, n]) => document.querySelectorAll(sel).length > n""",
+        arg=[f"{REVIEW} .topaz-review-strip", strip], timeout=60_000)
+    box = page.locator(REVIEW).last
+    box.scroll_into_view_if_needed()
+    box.locator(".topaz-review-cell").first.click()  # the strip takes the focus
+    assert _current(page, strip) == 0
+    page.keyboard.press("n")
+    page.keyboard.type("soft corners")
+    page.keyboard.press("Enter")  # kept, though the process has no decision
+    page.keyboard.press("Escape")
+    page.keyboard.press("j")
+    page.wait_for_function(
+        """([sel, n]) => document.querySelectorAll(sel)[n]
+            .querySelectorAll('.topaz-review-cell')[1].classList.contains('topaz-review-current')""",
+        arg=[f"{REVIEW} .topaz-review-strip", strip], timeout=30_000)
+    note = box.locator(".topaz-review-note input")
+    page.wait_for_function("(el) => el.value === ''", arg=note.element_handle(), timeout=15_000)
+    page.keyboard.press("k")
+    page.wait_for_function("(el) => el.value === 'soft corners'", arg=note.element_handle(),
+                           timeout=30_000)
+    assert _current(page, strip) == 0
+    first = run_code(page, "print(notes.ids[0])").split()[-1]
+    row = _rows(root / "notes.csv")[first]
+    assert (row["decision"], row["note"]) == ("", "soft corners")
+    # Deciding it afterwards keeps the note (run_code left the focus in its cell).
+    box.locator(".topaz-review-cell").first.click()
+    page.keyboard.press("a")
+    page.wait_for_function(
+        """([sel, n]) => document.querySelectorAll(sel)[n]
+            .querySelector('.topaz-review-cell').dataset.decision === 'accept'""",
+        arg=[f"{REVIEW} .topaz-review-strip", strip], timeout=15_000)
+    row = _rows(root / "notes.csv")[first]
+    assert (row["decision"], row["note"]) == ("accept", "soft corners")
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
 # -- keys stay in the review; focus and mode carry over (Notebook 7 and JupyterLab) ----
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import as_completed
@@ -358,7 +359,8 @@ class Gallery:
                             for r in self.summary()])
         return bundle
 
-    def review(self, path: str = "topaz-review.csv", *, order: str | None = None) -> Review:
+    def review(self, path: str | os.PathLike[str] = "topaz-review.csv", *,
+               order: str | None = None) -> Review:
         """Step through this batch one comparison at a time, recording decisions
         in the CSV file ``path``; see :class:`~topaz_nb.batch.review.Review`."""
         return Review(self, path=path, order=order)

@@ -6,46 +6,56 @@ with a strip of the whole batch underneath, whose thumbnails carry the
 decisions made so far.  Keys, anywhere in the review (the comparison passes on
 the keys it does not use):
 
-====  ===========================================
+====  ============================================================
 j/k   next / previous process
 a     accept          r  reject         f  flag
-n     write a note (Escape leaves the field)
-====  ===========================================
+n     write a note; Enter keeps it, and so does leaving the field
+      (Escape, or a click elsewhere), decided or not
+====  ============================================================
+
+Every decision, and every note kept with Enter (decided or not), is written
+at once to the CSV file through :class:`~topaz_nb.batch.decisions.ReviewFile`:
+under a lock, merged into the file as it is on disk at that moment, and
+atomically, so two reviews of one file (a re-run cell, a second kernel) keep
+each other's decisions and the file is whole even if the kernel dies
+mid-write.  Its header is :data:`HEADER`, one row per process; a later
+decision replaces the earlier one; every other row (other batches, other
+tools, blank lines) is kept byte for byte, and a file saved by a spreadsheet
+keeps its shape.  Cells that a spreadsheet would run as formulas are written
+with a leading ``'``.  Opening a review on the same file resumes at the first
+undecided process.
 
 Stepping keeps the comparison's mode (the one chosen last, by key, click or
 from Python) and, when the comparison had the focus, gives it to the next one.
-
-Every decision is written at once to the CSV file, atomically (a temporary
-file in the same directory, then ``os.replace``), so the file is always whole
-even if the kernel dies mid-write.  Its header is :data:`HEADER`, one row per
-process; a later decision replaces the earlier one; rows of processes outside
-this batch are kept as they are.  Opening a review on the same file resumes
-at the first undecided process.
 
 While one process is on screen, the next is fetched in the background, so
 stepping forward is instant; only the previous, current and next comparisons
 are kept in memory, and on disk: those three pin their downloads against the
 cache's bound, and a comparison the review lets go of is closed.
 
-Front end/kernel protocol of the strip (:class:`ReviewStrip`, ``static/review.js``):
-the ``items`` trait lists ``{id, name, decision}`` per process and ``current``
-is the index on screen.  Thumbnails are not traits (every change of a trait
-sends it whole): the front end sends ``{"event": "ready"}`` when it renders
-and gets ``{"thumbs": {index: data_uri}}`` with all there are, then one such
-message per card as the gallery fetches it.  Keys and clicks come back as
-``{"event": "key", "key": "j"}`` and ``{"event": "go", "index": 3}``, with
-``"mode"``: the comparison's mode on screen, which the next process opens in
-(as it does with a mode chosen from Python or synced from the view).
+Front end/kernel protocol of the strip (:class:`ReviewStrip`, ``static/review.js``,
+which draws the note field too): the ``items`` trait lists ``{id, name,
+decision, note}`` per process and ``current`` is the index on screen.
+Thumbnails are not traits (every change of a trait sends it whole): the front
+end sends ``{"event": "ready"}`` when it renders and gets ``{"thumbs": {index:
+data_uri}}`` with all there are, then one such message per card as the
+gallery fetches it.  Keys, clicks and kept notes come back as ``{"event":
+"key", "key": "a", "index": 2}``, ``{"event": "go", "index": 3}`` and
+``{"event": "note", "index": 2, "note": "…"}``.  Each names the process it was
+meant for, and all travel over the strip's one channel in the order they were
+made, so a note typed on one process can never land on the next (as it could
+with a separate text widget, whose value syncs on its own schedule).  Keys and
+clicks also carry ``"mode"``: the comparison's mode on screen, which the next
+process opens in (as it does with a mode chosen from Python or synced from the
+view).
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import html
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -56,10 +66,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anywidget
 import traitlets as t
 
-from .._text import cannot_save, say
+from .._text import cannot_save, not_recorded, say
 from ..errors import TopazError
 from ..view.modes import MODES
 from .cards import Card, close_when_done, thumb_uri
+from .decisions import DECISIONS, HEADER, Entry, ReviewFile
 
 if TYPE_CHECKING:
     from ..api.client import Status
@@ -89,12 +100,6 @@ class Batch(Protocol):
 __all__ = ["DECISIONS", "HEADER", "ORDERS", "Review", "ReviewStrip"]
 
 _log = logging.getLogger("topaz_nb.review")
-
-DECISIONS: tuple[str, ...] = ("accept", "reject", "flag")
-"""The decisions a process can get, as written in the CSV."""
-
-HEADER: tuple[str, ...] = ("process_id", "decision", "note", "model", "filename", "reviewed_at")
-"""The review file's columns."""
 
 _KEYS = {"a": "accept", "r": "reject", "f": "flag"}
 _MARKS = {"accept": "✓", "reject": "✗", "flag": "⚑"}
@@ -141,11 +146,13 @@ class ReviewStrip(anywidget.AnyWidget):
 class Review:
     """Step through a gallery's processes and record a decision for each.
 
-    ``path`` is the CSV file (created on the first decision; read first when
-    it exists).  ``order`` is a name in :data:`ORDERS` (default: the
-    gallery's order).  From Python: :meth:`decide`, :meth:`next`,
-    :meth:`previous`, :meth:`go`, :attr:`current`, :attr:`decisions`,
-    :meth:`save_accepted`; displaying the object shows the review.
+    ``path`` is the CSV file (created on the first decision or note; read
+    first when it exists).  ``order`` is a name in :data:`ORDERS` (default:
+    the gallery's order).  From Python: :meth:`decide`, :meth:`set_note`,
+    :meth:`next`, :meth:`previous`, :meth:`go`, :attr:`current`,
+    :attr:`decisions`, :meth:`save_accepted`; displaying the object shows the
+    review.  Other reviews (in this kernel or another) may write the same
+    file at the same time: :attr:`decisions` shows theirs too.
     """
 
     def __init__(self, gallery: Batch, path: str | os.PathLike[str] = "topaz-review.csv", *,
@@ -157,16 +164,16 @@ class Review:
         self.ids: list[str] = ORDERS[name](gallery)
         self.path = Path(path).expanduser()
         self._lock = threading.RLock()
-        self._rows: dict[str, dict[str, str]] = _read(self.path)
-        self._index = next((i for i, pid in enumerate(self.ids) if pid not in self._rows), 0)
+        self._file = ReviewFile(self.path)
+        self._entries: dict[str, Entry] = self._file.entries()
+        self._index = next((i for i, pid in enumerate(self.ids)
+                            if not self._decision(pid)), 0)
         self._loading: dict[str, Future[Comparison]] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topaz-review")
         self._widget: Any = None
         self._strip: ReviewStrip | None = None
-        self._note: Any = None
         self._header: Any = None
         self._stage: Any = None
-        self._shown: str | None = None
         self._mode: str | None = None  # the mode the user chose last, for every process
         self._watched: Any = None  # the view on screen, whose mode is followed
         gallery.on_card(self._on_card)
@@ -187,40 +194,61 @@ class Review:
 
     @property
     def decisions(self) -> dict[str, str]:
-        """Process ID → decision, for the processes of this batch decided so far."""
+        """Process ID → decision, for the processes of this batch decided so far
+        (by this review or by any other writing the same file)."""
         with self._lock:
-            return {pid: self._rows[pid]["decision"] for pid in self.ids if pid in self._rows}
+            self._refresh()
+            return {pid: d for pid in self.ids if (d := self._decision(pid))}
 
     def note(self, process_id: str) -> str:
-        """The note recorded with a process's decision (``""`` when none)."""
-        row = self._rows.get(process_id)
-        return row["note"] if row else ""
+        """The note recorded for a process (``""`` when none), decided or not."""
+        entry = self._entries.get(str(process_id).strip().lower())
+        return entry.note if entry else ""
 
-    def decide(self, process_id: str | None, decision: str, note: str = "") -> None:
+    def decide(self, process_id: str | None, decision: str, note: str | None = None) -> None:
         """Record ``decision`` (one of :data:`DECISIONS`) for a process and write the file.
 
         ``process_id=None`` means the current one.  A later decision replaces
-        an earlier one.  An unknown decision is a ``ValueError``.
+        an earlier one.  ``note`` replaces the process's note; ``None`` keeps
+        the one it has.  An unknown decision is a ``ValueError``.
         """
         if decision not in DECISIONS:
             raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
+        self._record(process_id, "decision", decision=decision, note=note)
+
+    def set_note(self, process_id: str | None, note: str) -> None:
+        """Record ``note`` for a process, decided or not, and write the file
+        (``process_id=None``: the current one).  A decision made later keeps it."""
+        self._record(process_id, "note", note=note)
+
+    def _record(self, process_id: str | None, what: str, **change: str | None) -> None:
         pid = self.current if process_id is None else str(process_id).strip().lower()
         if pid not in self.ids:
             raise ValueError(f"process {process_id} is not in this review")
         model, filename = self._names(pid)
-        row = {
-            "process_id": pid, "decision": decision, "note": note or "",
-            "model": model, "filename": filename,
-            "reviewed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
+        when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         with self._lock:
-            rows = dict(self._rows)
-            rows[pid] = row
-            _write(self.path, rows)  # a TopazError when it cannot: nothing recorded then
-            self._rows = rows
+            try:
+                self._entries = self._file.record(pid, model=model, filename=filename,
+                                                  reviewed_at=when, **change)
+            except OSError as exc:  # nothing recorded then
+                raise TopazError(not_recorded(what, self.path, exc)) from None
             self._update_items()
             if pid == self.current:
                 self._show_header()
+
+    def _decision(self, pid: str) -> str:
+        entry = self._entries.get(pid)
+        return entry.decision if entry else ""
+
+    def _refresh(self) -> None:
+        """What the file says now: other writers may have changed it.  A file
+        that cannot be read just now keeps what was last read (the next write
+        says why)."""
+        try:
+            self._entries = self._file.entries()
+        except TopazError as exc:
+            _log.debug("keeping the decisions last read: %s", exc)
 
     def _names(self, pid: str) -> tuple[str, str]:
         """``(model, filename)`` of a process: from its card, or its status when the
@@ -353,7 +381,7 @@ class Review:
 
     # -- display ---------------------------------------------------------------
     def widget(self) -> Any:
-        """The review: header, comparison, note field and strip, in one box."""
+        """The review: header, comparison, and the strip with the note field, in one box."""
         import ipywidgets as w
 
         with self._lock:
@@ -361,20 +389,11 @@ class Review:
                 return self._widget
             self._header = w.HTML()
             self._stage = w.Box(layout=w.Layout(width="100%", min_height="200px"))
-            self._note = w.Text(placeholder="note (n to write, Enter to keep it)",
-                                continuous_update=False, layout=w.Layout(width="40em",
-                                                                         max_width="100%"))
-            self._note.add_class("topaz-review-note")
-            self._note.observe(self._on_note, names="value")
-            keys = w.HTML("<small>j/k next/previous · a accept · r reject · f flag · "
-                          "n note</small>", layout=w.Layout(margin="0 0 0 12px"))
             self._strip = ReviewStrip(current=self._index)
             self._strip.on_msg(self._on_message)
             self._update_items()
-            self._widget = w.VBox([self._header, self._stage,
-                                   w.HBox([self._note, keys],
-                                          layout=w.Layout(align_items="center")),
-                                   self._strip], layout=w.Layout(width="100%"))
+            self._widget = w.VBox([self._header, self._stage, self._strip],
+                                  layout=w.Layout(width="100%"))
             self._widget.add_class("topaz-review")
             if self.ids:
                 self._show()
@@ -384,12 +403,10 @@ class Review:
 
     def _show(self) -> None:
         pid = self.current
-        assert pid is not None and self._stage is not None and self._note is not None
+        assert pid is not None and self._stage is not None
         self._show_header()
         if self._strip is not None:
             self._strip.current = self._index
-        self._shown = pid
-        self._note.value = self.note(pid)
         try:
             comparison = self._want(pid).result()
             # The view alone when there is an output (the header carries the numbers);
@@ -422,7 +439,7 @@ class Review:
         if self._header is None or self.current is None:
             return
         card = self.gallery.card(self.current)
-        decision = self._rows.get(self.current, {}).get("decision")
+        decision = self._decision(self.current)
         row = card.row
         sizes = ""
         if row.get("output_size"):
@@ -442,8 +459,10 @@ class Review:
         items = []
         for pid in self.ids:
             card = self.gallery.card(pid)
+            entry = self._entries.get(pid)
             items.append({"id": pid, "name": card.filename or pid[:8],
-                          "decision": self._rows.get(pid, {}).get("decision", "")})
+                          "decision": entry.decision if entry else "",
+                          "note": entry.note if entry else ""})
         self._strip.items = items
 
     def _thumbs(self, pids: list[str]) -> dict[str, str]:
@@ -472,11 +491,19 @@ class Review:
         # The mode the front end shows: it may be ahead of the view's synced trait.
         if content.get("mode") in MODES:
             self._mode = content["mode"]
+        index = content.get("index")
+        # The process a message is about, as the front end saw it when it was sent.
+        pid = self.ids[index] if isinstance(index, int) and 0 <= index < len(self.ids) else None
         try:
             if event == "ready" and self._strip is not None:
                 self._strip.send({"thumbs": self._thumbs(self.ids)})
-            elif event == "go" and isinstance(content.get("index"), int):
-                self.go(content["index"])
+            elif event == "go" and isinstance(index, int):
+                self.go(index)
+            elif event == "note" and pid is not None and isinstance(content.get("note"), str):
+                # Kept with Enter, or by leaving the field: decided or not, it is
+                # written now, for the process it was typed on.
+                if content["note"] != self.note(pid):
+                    self.set_note(pid, content["note"])
             elif event == "key":
                 key = content.get("key")
                 if key == "j":
@@ -484,17 +511,15 @@ class Review:
                 elif key == "k":
                     self.previous()
                 elif key in _KEYS:
-                    self.decide(None, _KEYS[key], note=self._note.value if self._note else "")
+                    self.decide(pid, _KEYS[key])
         except TopazError as exc:
-            if self._header is not None:
-                self._header.value = (f"<span style='color:var(--jp-error-color1, #b00)'>"
-                                      f"{html.escape(say(exc, 'panel'))}</span>")
+            self._show_error(exc)
 
-    def _on_note(self, change: dict[str, Any]) -> None:
-        pid = self._shown
-        row = self._rows.get(pid) if pid else None
-        if row is not None and change["new"] != row["note"]:
-            self.decide(pid, row["decision"], note=change["new"])
+    def _show_error(self, exc: TopazError) -> None:
+        """A failed write, in the header line, where the eye is."""
+        if self._header is not None:
+            self._header.value = (f"<span style='color:var(--jp-error-color1, #b00)'>"
+                                  f"{html.escape(say(exc, 'panel'))}</span>")
 
     def __repr__(self) -> str:
         return (f"<Review of {len(self.ids)} processes, {len(self.decisions)} decided, "
@@ -507,47 +532,6 @@ class Review:
 
 
 # -- the file ------------------------------------------------------------------
-
-def _read(path: Path) -> dict[str, dict[str, str]]:
-    """The rows of an existing review file by process ID; ``{}`` when there is none."""
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if tuple(reader.fieldnames or ()) != HEADER:
-                raise TopazError(f"{path} is not a review file (its first line should be "
-                                 f"{','.join(HEADER)}): choose another path")
-            rows: dict[str, dict[str, str]] = {}
-            for row in reader:
-                if row.get("decision") in DECISIONS and row.get("process_id"):
-                    rows[row["process_id"]] = {k: row.get(k) or "" for k in HEADER}
-            return rows
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise TopazError(f"Cannot read the review file {path}: {exc}") from None
-
-
-def _write(path: Path, rows: dict[str, dict[str, str]]) -> None:
-    """All rows, written to a temporary file beside ``path`` and moved over it."""
-    directory = path.parent if str(path.parent) else Path(".")
-    tmp: str | None = None
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=HEADER)
-            writer.writeheader()
-            writer.writerows(rows.values())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise TopazError(f"The decision was not recorded: {cannot_save(path, exc)}") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-
 
 def _safe_name(name: str, fallback: str) -> str:
     """A file name that stays in its directory: the last path part, printable,

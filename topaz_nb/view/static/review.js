@@ -1,11 +1,17 @@
-// review.js: the review's strip of thumbnails, and its keys.
+// review.js: the review's strip of thumbnails, its note field, and its keys.
 //
 // The strip shows the batch (the `items` trait) with each process's decision
 // mark and the one on screen (`current`) highlighted; a click shows another.
-// Thumbnails come as messages, not traits (see topaz_nb/review.py).
+// Thumbnails come as messages, not traits (see topaz_nb/batch/review.py).
+//
+// The note field shows the note of the process on screen.  What is typed there
+// belongs to the process it was typed on, and is kept (sent as a "note"
+// message naming that process) on Enter or when the field is left, by Escape
+// or a click elsewhere; being on the same channel as the keys, it always
+// reaches the kernel before the j or k pressed after it.
 //
 // Keys are taken for the whole review box (`.topaz-review`, the ipywidgets
-// VBox around the comparison, the note field and this strip) before the
+// VBox around the comparison and this strip with its note field) before the
 // notebook's shortcuts see them (keys.js, which comes before this file), so
 // they work wherever the focus is inside the box, the comparison included,
 // and the notebook's own shortcuts (a, r, j, k...) never run.  Other plain
@@ -24,6 +30,21 @@ const CONTROLS = "button, input, select, textarea, [contenteditable]";
 const FOLLOW_MS = 60000; // how long the focus waits for the next comparison
 
 function render({ model, el }) {
+  const bar = document.createElement("div");
+  bar.className = "topaz-review-bar";
+  const noteBox = document.createElement("label");
+  noteBox.className = "topaz-review-note";
+  const input = document.createElement("input");
+  input.type = "text";
+  input.placeholder = "note (n to write, Enter to keep it)";
+  input.setAttribute("aria-label", "Note on the process on screen");
+  noteBox.appendChild(input);
+  const legend = document.createElement("small");
+  legend.className = "topaz-review-keys";
+  legend.textContent = "j/k next/previous · a accept · r reject · f flag · n note";
+  bar.append(noteBox, legend);
+  el.appendChild(bar);
+
   const root = document.createElement("div");
   root.className = "topaz-review-strip";
   root.tabIndex = 0;
@@ -43,6 +64,42 @@ function render({ model, el }) {
     if (shown && shown.dataset.mode) message.mode = shown.dataset.mode;
     return message;
   };
+  // The index of the process whose note is being typed (null: the field
+  // shows the note the kernel has for the process on screen).
+  let editing = null;
+  // Notes sent and not yet back in `items`, by index: shown meanwhile, so the
+  // field never flickers back to the old text (nor keeps it, if the write fails).
+  const sent = new Map();
+
+  function noteOf(index) {
+    if (sent.has(index)) return sent.get(index);
+    const item = (model.get("items") || [])[index];
+    return (item && item.note) || "";
+  }
+
+  function keep() {
+    if (editing === null) return;
+    const index = editing;
+    editing = null;
+    if (input.value !== noteOf(index)) {
+      sent.set(index, input.value);
+      model.send({ event: "note", index, note: input.value });
+    }
+  }
+
+  function onItems() {
+    const items = model.get("items") || [];
+    for (const [index, note] of sent) {
+      if (items[index] && (items[index].note || "") === note) sent.delete(index);
+    }
+    draw();
+  }
+
+  function showNote() {
+    if (editing !== null) return;
+    const note = noteOf(model.get("current"));
+    if (input.value !== note) input.value = note;
+  }
 
   function draw() {
     const items = model.get("items") || [];
@@ -85,6 +142,7 @@ function render({ model, el }) {
         cell.scrollIntoView({ block: "nearest", inline: "nearest" });
       }
     });
+    showNote();
   }
 
   function onMessage(msg) {
@@ -137,22 +195,24 @@ function render({ model, el }) {
     const typing = ev.target.closest && ev.target.closest(TYPING);
     if (typing) {
       if (ev.key === "Escape") {
-        ev.target.blur();
+        ev.target.blur(); // the note field keeps what was typed on blur
         root.focus({ preventScroll: true });
+        keepKey(ev);
+      } else if (ev.key === "Enter" && ev.target === input) {
+        keep();
         keepKey(ev);
       }
       return;
     }
     if (ev.key === "n") {
-      const note = area.querySelector(".topaz-review-note input, .topaz-review-note textarea");
-      if (note) note.focus();
+      input.focus();
     } else if (KEYS.has(ev.key)) {
       const shown = comparison();
       const fromView = shown && shown.contains(ev.target);
       if ((ev.key === "j" || ev.key === "k") && (fromView || (follow && ev.target === root))) {
         followFocus(area, shown || null);
       }
-      model.send(withMode({ event: "key", key: ev.key }));
+      model.send(withMode({ event: "key", key: ev.key, index: model.get("current") }));
     } else if (!plainCharacter(ev) || (ev.target.closest && ev.target.closest(CONTROLS))) {
       return; // the notebook's, or a control's own (space presses a button)
     }
@@ -160,7 +220,19 @@ function render({ model, el }) {
   }
   const onWindowKey = keysInside(box, onKey);
 
-  model.on("change:items", draw);
+  function onInput() {
+    if (editing === null) editing = model.get("current");
+  }
+
+  // Keys typed in the field are the field's: the notebook never sees them.
+  function stop(ev) {
+    ev.stopPropagation();
+  }
+
+  input.addEventListener("input", onInput);
+  input.addEventListener("blur", keep);
+  input.addEventListener("keydown", stop);
+  model.on("change:items", onItems);
   model.on("change:current", draw);
   model.on("msg:custom", onMessage);
   window.addEventListener("keydown", onWindowKey, true);
@@ -170,11 +242,15 @@ function render({ model, el }) {
   requestAnimationFrame(() => root.focus({ preventScroll: true }));
 
   return () => {
-    model.off("change:items", draw);
+    model.off("change:items", onItems);
     model.off("change:current", draw);
     model.off("msg:custom", onMessage);
     window.removeEventListener("keydown", onWindowKey, true);
     stopFollowing();
+    input.removeEventListener("input", onInput);
+    input.removeEventListener("blur", keep);
+    input.removeEventListener("keydown", stop);
+    bar.remove();
     root.remove();
   };
 }
