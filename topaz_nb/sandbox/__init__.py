@@ -238,7 +238,9 @@ class Sandbox:
         ``latency`` (``seconds``), ``status`` (``code``, ``retry_after``,
         ``message``), ``truncate`` (``after_bytes``), ``drop``, ``expire``
         (storage only), ``omit_headers`` (``headers``) and ``redirect``
-        (``location``, ``code`` 302 by default; any text, a malformed URL too).  ``path`` is a
+        (``location``, ``code`` 302 by default; any text, a malformed URL too), and
+        ``listing`` (``mode``: ``endless``, ``stuck_cursor``, ``bad_entry`` or ``overlap``,
+        on each page of ``GET /status`` it applies to).  ``path`` is a
         substring the request path must contain; ``times=None`` lasts until
         :meth:`clear_faults`.
         """
