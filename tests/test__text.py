@@ -110,3 +110,40 @@ def test_address_problems_name_the_setting_of_the_place(place: str, setting: str
         assert ("network" in line) == (exc is unreachable)
     others = {"base_url=", "%config Topaz.base_url", "--api-url"} - {setting}
     assert not any(word in _text.say(odd, place) for word in others)  # type: ignore[arg-type]
+
+
+# -- joining sentences, and the reasons servers send ------------------------------
+
+def test_joined_marks_every_boundary_once() -> None:
+    assert _text.joined("One", "two") == "One. two."
+    assert _text.joined("Try another model.", "It has no output") == \
+        "Try another model. It has no output."
+    assert _text.joined("Out of credits!", "Start again.") == "Out of credits! Start again."
+    assert _text.joined("Why?", "", None, "Because;") == "Why? Because."
+    assert _text.joined("cut short…", "again") == "cut short… again."
+    assert _text.joined("a reason.", "next step", sep="; ", end="") == "a reason; next step"
+    assert _text.joined("a reason:", "next", sep="; ", end="") == "a reason; next"
+    assert _text.joined("many\n lines. ", "  more ") == "many lines. more."
+
+
+_DOUBLED = ("..", ".;", ";;", ".:", ";.", ",.", "!.", "?.", ". .")
+
+
+@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize("reason", ["The model could not process this image; try another model.",
+                                    "Out of credits", "Input too small!"])
+def test_a_failed_reason_ending_in_a_stop_is_not_doubled(place: str, reason: str) -> None:
+    line = _text.say(ProcessFailed("x", status="Failed", process_id=PID, reason=reason),
+                     place)  # type: ignore[arg-type]
+    assert not any(mark in line for mark in _DOUBLED), line
+    assert line.count(reason.rstrip(".")) == 1 and "no output" in line
+    assert line.endswith(".") == (place != "cli")
+
+
+def test_stopped_waiting_promises_no_download_to_resume() -> None:
+    for place in PLACES:
+        line = _text.stopped_waiting(PID, place)  # type: ignore[arg-type]
+        assert PID in line and "nothing was downloaded" in line and "resume" not in line
+        assert ("%topaz" in line or "--wait" in line) == (place == "magic")
+    assert "wait until ready" in _text.stopped_waiting(PID, "panel")
+    assert "downloads stopped" in _text.interrupted("panel")  # a fetch's Cancel still says so

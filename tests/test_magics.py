@@ -438,3 +438,37 @@ def test_grid_with_too_many_processes_is_one_line(shell, sandbox):
     ids = sandbox.add_shootout() * 3
     with pytest.raises(UsageError, match=r"^--grid compares at most 8 processes; got 9\.$"):
         _magics(shell).topaz(" ".join(ids) + " --grid")
+
+
+# -- the words on the way ------------------------------------------------------------
+
+def _lines(text):
+    return [ln for ln in text.splitlines() if ln.strip()]
+
+
+def _failed_demo(sandbox):
+    return [p for p in sandbox.demo_ids if sandbox.job(p).status == "Failed"]
+
+
+def test_a_failed_process_is_explained_once_without_doubled_stops(shell, sandbox):
+    pid = _failed_demo(sandbox)[0]
+    reason = sandbox.job(pid).message
+    assert reason.endswith(".")  # the server's reason is a sentence with its full stop
+    said = reason.rstrip(".")
+    # Shown as the cell's result: its display says it; nothing is printed besides.
+    res, cap = _cell(shell, f"%topaz {pid}")
+    assert res.success and isinstance(res.result, Comparison)
+    assert said not in cap.stderr and cap.stdout.count(said) == 1  # Out[…]: the display
+    bundle = res.result._repr_mimebundle_()
+    assert bundle["text/plain"].count(said) == 1
+    line = res.result.status_line("magic")
+    assert f"{said}. It has no output" in line and ".." not in line
+    # Assigned, or not the cell's last line: nothing displays it, so stderr says it, once.
+    for source in (f"r = %topaz {pid}", f"%topaz {pid}\nx = 1"):
+        res, cap = _cell(shell, source)
+        assert res.success and _lines(cap.stderr) == [line], source
+        assert said not in cap.stdout
+    errors = shell.run_line_magic("topaz", "recent --status Failed")
+    errors.wait()
+    assert all(".." not in text for text in errors.errors.values())
+    assert any(said in text for text in errors.errors.values())

@@ -393,9 +393,15 @@ def test_not_ready_comparison_in_the_panel_speaks_of_the_checkbox(
     sb = session.sandbox
     assert sb is not None
     pid = sb.add_job(make_image((80, 60)), status="Processing", progress=20)
-    panel.fetch(pid)
+    comparison = panel.fetch(pid)
+    assert comparison is not None
+    # The status line says it; the result area below does not say it again.
+    assert "wait until ready" in panel._status.value
     texts = [x.value for x in _all_widgets(panel._result) if isinstance(x, w.HTML)]
-    heading = [t for t in texts if "not ready" in t]
+    assert not [t for t in texts if "not ready" in t]
+    # Shown on its own (as the review does), the comparison says it in panel words.
+    alone = [x.value for x in _all_widgets(comparison.widget("panel")) if isinstance(x, w.HTML)]
+    heading = [t for t in alone if "not ready" in t]
     assert heading and "wait until ready" in heading[0] and "%topaz" not in heading[0]
 
 
@@ -434,3 +440,61 @@ def test_cancel_stops_a_running_fetch_and_says_so(session: Session, panel: Topaz
     assert panel.join(60) is None
     assert not panel.busy and panel._cancel_button.layout.display == "none"
     assert "Cancelled: the downloads stopped" in panel._status.value
+
+
+# -- the words on the way ------------------------------------------------------------
+
+def _shown_texts(panel: TopazPanel) -> list[str]:
+    """Every text the panel shows (HTML stripped of its tags), in no special order."""
+    texts = []
+    for widget in _all_widgets(panel):
+        if isinstance(widget, (w.HTML, w.Label)) and widget.value:
+            texts.append(re.sub(r"<[^>]+>", "", widget.value))
+    return texts
+
+
+def test_a_failed_process_is_explained_once_without_doubled_stops(
+        panel: TopazPanel, session: Session) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    pid = next(p for p in sb.demo_ids if sb.job(p).status == "Failed")
+    said = sb.job(pid).message.rstrip(".")  # the server's reason ends with a full stop
+    comparison = panel.fetch(pid)
+    assert comparison is not None and comparison.failed
+    texts = [t for t in _shown_texts(panel) if "<table" not in t and "Dimensions" not in t]
+    assert sum(t.count(said) for t in texts) == 1, texts
+    assert f"{said}. It has no output" in panel._status.value
+    assert not any(mark in t for t in texts for mark in ("..", ".;"))
+    assert not any("not ready" in t for t in texts)  # it never will be
+    assert _bar(panel, "output").bar_style == "warning"
+
+
+def test_an_unfinished_process_says_not_ready_once(panel: TopazPanel, session: Session,
+                                                  make_image: Any) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    pid = sb.add_job(make_image((80, 60)), status="Processing", progress=20)
+    panel.fetch(pid)
+    texts = [t for t in _shown_texts(panel) if "Dimensions" not in t]
+    assert sum(t.count("not ready") for t in texts) == 1, texts
+    assert "wait until ready" in panel._status.value
+
+
+def test_cancel_while_waiting_says_nothing_was_downloading(session: Session, panel: TopazPanel,
+                                                           make_image: Any) -> None:
+    from conftest import wait_until
+
+    sb = session.sandbox
+    assert sb is not None
+    pid = sb.add_job(make_image((64, 48)), status="Processing", progress=10)
+    panel._wait_box.value = True
+    sb.clear_requests()
+    panel.fetch(pid, wait=False)
+    wait_until(lambda: f"Waiting for {pid}: Processing" in panel._status.value,
+               "the panel to poll the process")
+    panel.cancel()
+    assert panel.join(60) is None and not panel.busy
+    status = panel._status.value
+    assert f"Stopped waiting for {pid}: nothing was downloaded" in status
+    assert "downloads stopped" not in status and "resume" not in status
+    assert [r for r in sb.requests if r.server == "storage"] == []

@@ -31,7 +31,16 @@ from ._ids import check_process_id
 from ._progress import Progress, WidgetBars
 from ._session import Session, default_session
 from ._tasks import cancellable
-from ._text import byte_size, file_problem, interrupted, process_line, progress_state, say
+from ._text import (
+    byte_size,
+    file_problem,
+    interrupted,
+    no_output_yet,
+    process_line,
+    progress_state,
+    say,
+    stopped_waiting,
+)
 from .errors import Cancelled, MissingApiKey, ProcessFailed, TopazError
 from .links import SIDES, Side, scrub_urls
 
@@ -284,7 +293,11 @@ class TopazPanel(w.VBox):
             session = self._session
             client = session.client()
             if self._wait_box.value:
-                self._wait(pid, cancel)
+                try:
+                    self._wait(pid, cancel)
+                except Cancelled:  # nothing was downloading yet: nothing to resume
+                    self._set_status(stopped_waiting(pid, "panel"), error=True)
+                    return
             self._set_status(f"Fetching {pid} from {session.describe()}…")
             from .comparison import Comparison
 
@@ -292,7 +305,7 @@ class TopazPanel(w.VBox):
                 pid, client=client, transfer=session.transfer(), require_output=False,
                 on_progress=self._progress, preview_size=session.settings.preview_size,
                 mode=session.settings.mode, cancel=cancel)
-            view = comparison.widget("panel")
+            view = comparison.widget(line=False)  # the panel's status line says it
         except MissingApiKey as exc:
             self._set_status(say(exc, "panel"), error=True)
             self._demo_button.layout.display = None
@@ -351,7 +364,7 @@ class TopazPanel(w.VBox):
             path = files.get(side)
             if path is None:
                 bar.value, bar.bar_style = 0, "warning"
-                note.value = "not ready"
+                note.value = no_output_yet(comparison.failed)
                 continue
             bar.value, bar.bar_style = 100, "success"
             size = byte_size(path.stat().st_size)
