@@ -147,3 +147,24 @@ def test_stopped_waiting_promises_no_download_to_resume() -> None:
         assert ("%topaz" in line or "--wait" in line) == (place == "magic")
     assert "wait until ready" in _text.stopped_waiting(PID, "panel")
     assert "downloads stopped" in _text.interrupted("panel")  # a fetch's Cancel still says so
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_listing_notes_say_what_was_left_out_and_why(place: str) -> None:
+    lines = {why: _text.listing_cut(why, 100 if why == "pages" else 3, 61.0,
+                                    place)  # type: ignore[arg-type]
+             for why in ("cursor", "no_cursor", "pages", "time")}
+    assert "sent before" in lines["cursor"] and "3 pages" in lines["cursor"]
+    assert "no cursor" in lines["no_cursor"]
+    assert "100 pages" in lines["pages"] and "61 s (3 pages)" in lines["time"]
+    hint = {"python": "since=", "magic": "--since", "cli": "--since", "panel": None}[place]
+    for why, line in lines.items():
+        assert "\n" not in line and not any(mark in line for mark in _DOUBLED)
+        assert "list of processes" in line
+        assert (hint is not None and hint in line) == (why in ("pages", "time") and
+                                                       hint is not None)
+        assert ("%topaz" in line) is False
+    one, three = (_text.listing_skipped(n, place) for n in (1, 3))  # type: ignore[arg-type]
+    assert one.startswith("1 entry") and "was left out" in one
+    assert three.startswith("3 entries") and "were left out" in three
+    assert "UUID" in one and "check the ID" not in one

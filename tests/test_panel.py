@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import threading
 import uuid
@@ -442,7 +443,7 @@ def test_cancel_stops_a_running_fetch_and_says_so(session: Session, panel: Topaz
     assert "Cancelled: the downloads stopped" in panel._status.value
 
 
-# -- the words on the way ------------------------------------------------------------
+# -- the words on the way, and listings that misbehave ------------------------------
 
 def _shown_texts(panel: TopazPanel) -> list[str]:
     """Every text the panel shows (HTML stripped of its tags), in no special order."""
@@ -498,3 +499,29 @@ def test_cancel_while_waiting_says_nothing_was_downloading(session: Session, pan
     assert f"Stopped waiting for {pid}: nothing was downloaded" in status
     assert "downloads stopped" not in status and "resume" not in status
     assert [r for r in sb.requests if r.server == "storage"] == []
+
+
+def test_recent_section_says_when_an_endless_listing_was_cut(panel: TopazPanel,
+                                                             session: Session) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    sb.inject("listing", mode="endless", times=None)
+    failed = panel.list_recent(status="Failed")
+    assert failed.cut == "pages" and len(failed) == 2
+    note = panel._account_note.value
+    assert note.startswith("2 processes. The list of processes was cut after 100 pages")
+    assert "--since" not in note and "since=" not in note and note.count(".") == 2
+
+
+def test_recent_section_lists_the_rest_and_counts_an_entry_that_is_not_a_process(
+        panel: TopazPanel, session: Session) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    sb.inject("listing", mode="bad_entry")
+    listed = panel.list_recent(limit=50)
+    assert [v for _, v in panel._account_list.options] == [st.process_id for st in listed]
+    assert len(listed) == len(sb.demo_ids)
+    assert panel._account_note.value == html.escape(
+        f"{len(sb.demo_ids)} processes. 1 entry in the API's list was left out: it has no "
+        "process ID that is a UUID.")
+    assert "not a process ID" not in panel._status.value

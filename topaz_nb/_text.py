@@ -300,6 +300,46 @@ def no_output_yet(failed: bool) -> str:
     return "nothing to download" if failed else "not downloaded yet"
 
 
+ListingCut = Literal["cursor", "no_cursor", "pages", "time"]
+"""Why paging through the API's list of processes stopped before its last page."""
+
+
+def listing_cut(why: ListingCut, pages: int, seconds: float, place: Place) -> str:
+    """The API's list of processes was not read to its end: why, and what to do.
+
+    A cursor handed back twice (or none, while more pages were announced)
+    would repeat pages or lead nowhere; the page and time bounds stop a server
+    that announces more pages for ever.
+    """
+    read = f"{pages} page{'s' * (pages != 1)}"
+    if why == "cursor":
+        what = (f"The list of processes stopped after {read}: the API sent a page cursor it "
+                "had sent before, so processes may be missing from it")
+    elif why == "no_cursor":
+        what = (f"The list of processes stopped after {read}: the API said more pages follow "
+                "but sent no cursor for them, so processes may be missing from it")
+    else:
+        bound = (f"{read}, the most one listing reads" if why == "pages" else
+                 f"{duration(seconds)} ({read}), the longest one listing takes")
+        what = f"The list of processes was cut after {bound}: the API kept announcing more"
+    narrow = {"python": "narrow it with since= or limit=",
+              "magic": "narrow it with --since or --limit",
+              "cli": "narrow it with --since or --limit",
+              "panel": ""}[place] if why in ("pages", "time") else ""
+    if place == "cli":
+        return joined(what[0].lower() + what[1:], narrow, sep="; ", end="")
+    return joined(what, narrow, sep="; ")
+
+
+def listing_skipped(count: int, place: Place) -> str:
+    """Entries of the API's list that are not a process were left out, the rest listed."""
+    what = ("1 entry in the API's list was left out: it has no process ID that is a UUID"
+            if count == 1 else
+            f"{count} entries in the API's list were left out: they have no process ID "
+            "that is a UUID")
+    return what if place == "cli" else what + "."
+
+
 def not_found(process_id: str, place: Place) -> str:
     """Unknown process, or past the 7-day retention."""
     head = (f"Process {process_id} was not found: the ID is unknown to this API key, "

@@ -161,6 +161,8 @@ class TopazMagics(Magics):
                     raise UsageError(f"{flag}: {exc}.") from None
             statuses = client.recent(limit=args.limit or _RECENT_LIMIT, status=args.status,
                                      since=args.since)
+            for note in statuses.notes("magic"):  # cut short, entries left out
+                print(note, file=sys.stderr)
             pids = [st.process_id for st in statuses]
             if not pids:
                 print(f"No processes on {self.session.describe()} match: the API keeps "

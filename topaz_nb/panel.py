@@ -35,6 +35,7 @@ from ._text import (
     byte_size,
     file_problem,
     interrupted,
+    joined,
     no_output_yet,
     process_line,
     progress_state,
@@ -45,6 +46,7 @@ from .errors import Cancelled, MissingApiKey, ProcessFailed, TopazError
 from .links import SIDES, Side, scrub_urls
 
 if TYPE_CHECKING:
+    from .api.client import Listing
     from .comparison import Comparison
 
 __all__ = ["TopazPanel"]
@@ -252,9 +254,10 @@ class TopazPanel(w.VBox):
         return ids
 
     def list_recent(self, limit: int = 50, status: str | None = None,
-                    since: str | None = None) -> list[Any]:
+                    since: str | None = None) -> Listing:
         """List the account's latest processes in the Recent section (newest first);
-        choosing one there fetches it.  Returns their statuses."""
+        choosing one there fetches it.  Returns their statuses; beside the count,
+        one line says if the list was cut short or entries were left out."""
         self._account_note.value = "<small>listing…</small>"
         try:
             statuses = self._session.client().recent(limit=limit, status=status, since=since)
@@ -269,8 +272,8 @@ class TopazPanel(w.VBox):
         finally:
             self._quiet = False
         self._account_list.layout.display = None if statuses else "none"
-        self._account_note.value = html.escape(
-            f"{len(statuses)} processes" if statuses else "No processes in the last 7 days.")
+        count = f"{len(statuses)} processes" if statuses else "No processes in the last 7 days"
+        self._account_note.value = html.escape(joined(count, *statuses.notes("panel")))
         return statuses
 
     # -- fetching -----------------------------------------------------------
