@@ -247,3 +247,61 @@ def test_a_refusal_with_a_long_url_shortens_the_url_never_the_advice(place: str,
     if reason == "gone":
         assert f"https://{host}/…/output.png?…" in text
     assert "…" not in text.replace(f"https://{host}/…/output.png?…", "")
+
+
+# -- joining sentences, and the reasons servers send ------------------------------
+
+def test_joined_marks_every_boundary_once() -> None:
+    assert _text.joined("One", "two") == "One. two."
+    assert _text.joined("Try another model.", "It has no output") == \
+        "Try another model. It has no output."
+    assert _text.joined("Out of credits!", "Start again.") == "Out of credits! Start again."
+    assert _text.joined("Why?", "", None, "Because;") == "Why? Because."
+    assert _text.joined("cut short…", "again") == "cut short… again."
+    assert _text.joined("a reason.", "next step", sep="; ", end="") == "a reason; next step"
+    assert _text.joined("a reason:", "next", sep="; ", end="") == "a reason; next"
+    assert _text.joined("many\n lines. ", "  more ") == "many lines. more."
+
+
+_DOUBLED = ("..", ".;", ";;", ".:", ";.", ",.", "!.", "?.", ". .")
+
+
+@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize("reason", ["The model could not process this image; try another model.",
+                                    "Out of credits", "Input too small!"])
+def test_a_failed_reason_ending_in_a_stop_is_not_doubled(place: str, reason: str) -> None:
+    line = _text.say(ProcessFailed("x", status="Failed", process_id=PID, reason=reason),
+                     place)  # type: ignore[arg-type]
+    assert not any(mark in line for mark in _DOUBLED), line
+    assert line.count(reason.rstrip(".")) == 1 and "no output" in line
+    assert line.endswith(".") == (place != "cli")
+
+
+def test_stopped_waiting_promises_no_download_to_resume() -> None:
+    for place in PLACES:
+        line = _text.stopped_waiting(PID, place)  # type: ignore[arg-type]
+        assert PID in line and "nothing was downloaded" in line and "resume" not in line
+        assert ("%topaz" in line or "--wait" in line) == (place == "magic")
+    assert "wait until ready" in _text.stopped_waiting(PID, "panel")
+    assert "downloads stopped" in _text.interrupted("panel")  # a fetch's Cancel still says so
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_listing_notes_say_what_was_left_out_and_why(place: str) -> None:
+    lines = {why: _text.listing_cut(why, 100 if why == "pages" else 3, 61.0,
+                                    place)  # type: ignore[arg-type]
+             for why in ("cursor", "no_cursor", "pages", "time")}
+    assert "sent before" in lines["cursor"] and "3 pages" in lines["cursor"]
+    assert "no cursor" in lines["no_cursor"]
+    assert "100 pages" in lines["pages"] and "61 s (3 pages)" in lines["time"]
+    hint = {"python": "since=", "magic": "--since", "cli": "--since", "panel": None}[place]
+    for why, line in lines.items():
+        assert "\n" not in line and not any(mark in line for mark in _DOUBLED)
+        assert "list of processes" in line
+        assert (hint is not None and hint in line) == (why in ("pages", "time") and
+                                                       hint is not None)
+        assert ("%topaz" in line) is False
+    one, three = (_text.listing_skipped(n, place) for n in (1, 3))  # type: ignore[arg-type]
+    assert one.startswith("1 entry") and "was left out" in one
+    assert three.startswith("3 entries") and "were left out" in three
+    assert "UUID" in one and "check the ID" not in one

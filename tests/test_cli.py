@@ -110,6 +110,21 @@ def test_failed_process_says_why_and_never_to_wait(
     assert f"process {plain} was cancelled; it has no output" in line
 
 
+def test_a_failed_reason_ending_in_a_full_stop_is_said_once_without_doubled_marks(
+        keyed: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pid = next(p for p in keyed.demo_ids if keyed.job(p).status == "Failed")
+    said = keyed.job(pid).message.rstrip(".")  # the server's reason ends with a full stop
+    for command in (["fetch", pid, "-o", str(tmp_path)], ["fetch", pid, "-o", str(tmp_path),
+                                                          "--wait"],
+                    ["compare", pid, "-o", str(tmp_path / "page.html")], ["links", pid]):
+        assert main(command) == 2
+        captured = capsys.readouterr()
+        line = _one_error_line(captured.err)
+        assert line.count(said) == 1 and said not in captured.out, command
+        assert f"{said}; it has no output" in line
+        assert not any(mark in line for mark in (".;", "..", ";;", ".,")), line
+
+
 def test_wrong_key_and_unknown_id_speak_of_the_command_line(
         keyed: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

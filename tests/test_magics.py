@@ -507,3 +507,87 @@ def test_grid_with_too_many_processes_is_one_line(shell, sandbox):
     ids = sandbox.add_shootout() * 3
     with pytest.raises(UsageError, match=r"^--grid compares at most 8 processes; got 9\.$"):
         _magics(shell).topaz(" ".join(ids) + " --grid")
+
+
+# -- listings that misbehave, and the words on the way ----------------------------
+
+def _lines(text):
+    return [ln for ln in text.splitlines() if ln.strip()]
+
+
+def _failed_demo(sandbox):
+    return [p for p in sandbox.demo_ids if sandbox.job(p).status == "Failed"]
+
+
+def test_recent_from_an_endless_listing_stops_and_says_why_in_one_line(shell, sandbox):
+    sandbox.inject("listing", mode="endless", times=None)
+    sandbox.clear_requests()
+    res, cap = _cell(shell, "failed = %topaz recent --status Failed")
+    assert res.success
+    failed = shell.user_ns["failed"]
+    assert sorted(failed.process_ids) == sorted(_failed_demo(sandbox))
+    lists = [r for r in sandbox.requests if r.path.endswith("/status")]
+    assert len(lists) == 100  # the page bound, not for ever
+    [line] = _lines(cap.stderr)
+    assert "cut after 100 pages" in line and "kept announcing more" in line
+    assert "--since" in line and "since=" not in line
+    failed.cancel()
+    failed.wait()
+
+
+def test_recent_stops_at_a_cursor_handed_back(shell, sandbox):
+    sandbox.inject("listing", mode="stuck_cursor", times=None)
+    sandbox.clear_requests()
+    res, cap = _cell(shell, "failed = %topaz recent --status Failed")
+    assert res.success and len([r for r in sandbox.requests if r.path.endswith("/status")]) == 2
+    [line] = _lines(cap.stderr)
+    assert "stopped after 2 pages" in line and "cursor it had sent before" in line
+    shell.user_ns["failed"].wait()
+
+
+def test_recent_skips_an_entry_that_is_not_a_process_and_lists_the_rest(shell, sandbox):
+    sandbox.inject("listing", mode="bad_entry")
+    res, cap = _cell(shell, "every = %topaz recent")
+    assert res.success, res.error_in_exec
+    every = shell.user_ns["every"]
+    assert sorted(every.process_ids) == sorted(sandbox.demo_ids)
+    [line] = _lines(cap.stderr)
+    assert line == "1 entry in the API's list was left out: it has no process ID that is a UUID."
+    every.cancel()
+    every.wait()
+
+
+def test_recent_limit_counts_each_process_once(shell, sandbox, make_image):
+    for i in range(8):
+        sandbox.add_job(make_image(), make_image((96, 72)), age=60.0 + i)
+    sandbox.inject("listing", mode="overlap", times=None)  # pages repeat the last one's end
+    sandbox.clear_requests()
+    some = shell.run_line_magic("topaz", "recent --limit 6 --status Completed")
+    assert len([r for r in sandbox.requests if r.path.endswith("/status")]) >= 2
+    assert len(some) == 6 == len(set(some.process_ids))
+    some.cancel()
+    some.wait()
+
+
+def test_a_failed_process_is_explained_once_without_doubled_stops(shell, sandbox):
+    pid = _failed_demo(sandbox)[0]
+    reason = sandbox.job(pid).message
+    assert reason.endswith(".")  # the server's reason is a sentence with its full stop
+    said = reason.rstrip(".")
+    # Shown as the cell's result: its display says it; nothing is printed besides.
+    res, cap = _cell(shell, f"%topaz {pid}")
+    assert res.success and isinstance(res.result, Comparison)
+    assert said not in cap.stderr and cap.stdout.count(said) == 1  # Out[…]: the display
+    bundle = res.result._repr_mimebundle_()
+    assert bundle["text/plain"].count(said) == 1
+    line = res.result.status_line("magic")
+    assert f"{said}. It has no output" in line and ".." not in line
+    # Assigned, or not the cell's last line: nothing displays it, so stderr says it, once.
+    for source in (f"r = %topaz {pid}", f"%topaz {pid}\nx = 1"):
+        res, cap = _cell(shell, source)
+        assert res.success and _lines(cap.stderr) == [line], source
+        assert said not in cap.stdout
+    errors = shell.run_line_magic("topaz", "recent --status Failed")
+    errors.wait()
+    assert all(".." not in text for text in errors.errors.values())
+    assert any(said in text for text in errors.errors.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import threading
 import uuid
@@ -416,9 +417,15 @@ def test_not_ready_comparison_in_the_panel_speaks_of_the_checkbox(
     sb = session.sandbox
     assert sb is not None
     pid = sb.add_job(make_image((80, 60)), status="Processing", progress=20)
-    panel.fetch(pid)
+    comparison = panel.fetch(pid)
+    assert comparison is not None
+    # The status line says it; the result area below does not say it again.
+    assert "wait until ready" in panel._status.value
     texts = [x.value for x in _all_widgets(panel._result) if isinstance(x, w.HTML)]
-    heading = [t for t in texts if "not ready" in t]
+    assert not [t for t in texts if "not ready" in t]
+    # Shown on its own (as the review does), the comparison says it in panel words.
+    alone = [x.value for x in _all_widgets(comparison.widget("panel")) if isinstance(x, w.HTML)]
+    heading = [t for t in alone if "not ready" in t]
     assert heading and "wait until ready" in heading[0] and "%topaz" not in heading[0]
 
 
@@ -470,3 +477,87 @@ def test_the_comparison_a_new_fetch_replaces_lets_go_of_its_files(
     second = panel.fetch(sb.demo_ids[1])
     assert second is not None and first.closed and not second.closed
     assert budget.usage(session.transfer().cache_dir).in_use == 2
+
+
+# -- the words on the way, and listings that misbehave ------------------------------
+
+def _shown_texts(panel: TopazPanel) -> list[str]:
+    """Every text the panel shows (HTML stripped of its tags), in no special order."""
+    texts = []
+    for widget in _all_widgets(panel):
+        if isinstance(widget, (w.HTML, w.Label)) and widget.value:
+            texts.append(re.sub(r"<[^>]+>", "", widget.value))
+    return texts
+
+
+def test_a_failed_process_is_explained_once_without_doubled_stops(
+        panel: TopazPanel, session: Session) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    pid = next(p for p in sb.demo_ids if sb.job(p).status == "Failed")
+    said = sb.job(pid).message.rstrip(".")  # the server's reason ends with a full stop
+    comparison = panel.fetch(pid)
+    assert comparison is not None and comparison.failed
+    texts = [t for t in _shown_texts(panel) if "<table" not in t and "Dimensions" not in t]
+    assert sum(t.count(said) for t in texts) == 1, texts
+    assert f"{said}. It has no output" in panel._status.value
+    assert not any(mark in t for t in texts for mark in ("..", ".;"))
+    assert not any("not ready" in t for t in texts)  # it never will be
+    assert _bar(panel, "output").bar_style == "warning"
+
+
+def test_an_unfinished_process_says_not_ready_once(panel: TopazPanel, session: Session,
+                                                  make_image: Any) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    pid = sb.add_job(make_image((80, 60)), status="Processing", progress=20)
+    panel.fetch(pid)
+    texts = [t for t in _shown_texts(panel) if "Dimensions" not in t]
+    assert sum(t.count("not ready") for t in texts) == 1, texts
+    assert "wait until ready" in panel._status.value
+
+
+def test_cancel_while_waiting_says_nothing_was_downloading(session: Session, panel: TopazPanel,
+                                                           make_image: Any) -> None:
+    from conftest import wait_until
+
+    sb = session.sandbox
+    assert sb is not None
+    pid = sb.add_job(make_image((64, 48)), status="Processing", progress=10)
+    panel._wait_box.value = True
+    sb.clear_requests()
+    panel.fetch(pid, wait=False)
+    wait_until(lambda: f"Waiting for {pid}: Processing" in panel._status.value,
+               "the panel to poll the process")
+    panel.cancel()
+    assert panel.join(60) is None and not panel.busy
+    status = panel._status.value
+    assert f"Stopped waiting for {pid}: nothing was downloaded" in status
+    assert "downloads stopped" not in status and "resume" not in status
+    assert [r for r in sb.requests if r.server == "storage"] == []
+
+
+def test_recent_section_says_when_an_endless_listing_was_cut(panel: TopazPanel,
+                                                             session: Session) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    sb.inject("listing", mode="endless", times=None)
+    failed = panel.list_recent(status="Failed")
+    assert failed.cut == "pages" and len(failed) == 2
+    note = panel._account_note.value
+    assert note.startswith("2 processes. The list of processes was cut after 100 pages")
+    assert "--since" not in note and "since=" not in note and note.count(".") == 2
+
+
+def test_recent_section_lists_the_rest_and_counts_an_entry_that_is_not_a_process(
+        panel: TopazPanel, session: Session) -> None:
+    sb = session.sandbox
+    assert sb is not None
+    sb.inject("listing", mode="bad_entry")
+    listed = panel.list_recent(limit=50)
+    assert [v for _, v in panel._account_list.options] == [st.process_id for st in listed]
+    assert len(listed) == len(sb.demo_ids)
+    assert panel._account_note.value == html.escape(
+        f"{len(sb.demo_ids)} processes. 1 entry in the API's list was left out: it has no "
+        "process ID that is a UUID.")
+    assert "not a process ID" not in panel._status.value

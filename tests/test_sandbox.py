@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import signal
 import subprocess
@@ -747,6 +748,59 @@ def test_fault_matching_times_path_server_and_order(sandbox: Sandbox) -> None:
     assert api_get(sandbox, "/status").status_code == 500
     (slowed,) = sandbox.requests
     assert slowed.delay == pytest.approx(0.3) and slowed.fault == "status"
+
+
+def _pages(sb: Sandbox, count: int, limit: int = 10) -> list[dict[str, Any]]:
+    """The first ``count`` pages of the list, each asked for with the cursor the last gave."""
+    bodies: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(count):
+        params = {"paginated": "true", "limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        response = api_get(sb, "/status", params=params)
+        assert response.status_code == 200, response.text
+        bodies.append(response.json())
+        if not bodies[-1]["pagination"]["has_next_page"]:
+            break
+        cursor = bodies[-1]["pagination"]["next_cursor"]
+    return bodies
+
+
+def test_fault_listing_bends_the_list_of_processes_only(sandbox: Sandbox,
+                                                        conforms: Callable) -> None:
+    every = len(sandbox.demo_ids)
+    sandbox.inject("listing", mode="endless", times=None)
+    endless = _pages(sandbox, 6)
+    assert len(endless) == 6 and all(b["pagination"]["has_next_page"] for b in endless)
+    assert len({b["pagination"]["next_cursor"] for b in endless}) == 6  # never one sent before
+    assert sum(len(b["data"]) for b in endless) == every  # then empty pages, for ever
+    # One process's status is not a list: the fault leaves it alone.
+    assert api_get(sandbox, f"/status/{sandbox.demo_ids[0]}").status_code == 200
+    sandbox.clear_faults()
+
+    sandbox.inject("listing", mode="stuck_cursor", times=None)
+    stuck = _pages(sandbox, 3)
+    cursors = [b["pagination"]["next_cursor"] for b in stuck]
+    assert cursors[0] == cursors[1] == cursors[2] and all(b["data"] for b in stuck)
+    sandbox.clear_faults()
+
+    sandbox.inject("listing", mode="overlap", times=None)
+    overlap = _pages(sandbox, 3)
+    for before, after in itertools.pairwise(overlap):
+        assert after["data"][0] == before["data"][-1]
+    sandbox.clear_faults()
+
+    sandbox.inject("listing", mode="bad_entry")  # the next page only
+    first = api_get(sandbox, "/status", params={"paginated": "true", "limit": "5"})
+    ids = [s["process_id"] for s in first.json()["data"]]
+    assert len(ids) == 6 and ids[1] == "job-0042"
+    assert [r.fault for r in sandbox.requests][-1] == "listing"
+    clean = api_get(sandbox, "/status", params={"paginated": "true", "limit": "5"})
+    conforms(clean)
+    assert "job-0042" not in clean.text
+    with pytest.raises(ValueError, match="listing mode must be one of endless"):
+        sandbox.inject("listing", mode="forever")
+    with pytest.raises(ValueError, match="server"):
+        sandbox.inject("listing", server="storage", mode="endless")
 
 
 def test_fault_arguments_are_checked(sandbox: Sandbox) -> None:

@@ -169,6 +169,36 @@ def short_url(url: str, room: int = 80) -> str:
     return candidate if len(candidate) <= room and len(candidate) < len(url) else shortest
 
 
+_OWN_STOPS = ("!", "?", "…", "...")
+_WEAK_MARKS = ".,;:"
+
+
+def joined(*parts: str | None, sep: str = ". ", end: str = ".") -> str:
+    """Sentences (or clauses) in one line, every boundary marked exactly once.
+
+    ``sep`` goes between parts (``". "`` between sentences; ``"; "`` between
+    the clauses of a command-line message) and ``end`` after the last.  Parts
+    often end with a mark of their own (a server's reason is a sentence with
+    its full stop), and a second mark must not follow it: a trailing ``.``,
+    ``,``, ``;`` or ``:`` gives way to the separator's, while ``!``, ``?`` and
+    ``…`` are kept and only the space follows.  Empty parts are left out and
+    whitespace is folded, so the result is one line.
+    """
+    texts = [t for t in (" ".join(str(p).split()) for p in parts if p) if t]
+    out = []
+    for i, text in enumerate(texts):
+        mark = sep if i < len(texts) - 1 else end
+        stop = mark.rstrip()
+        space = mark[len(stop):]
+        if stop and text.endswith(_OWN_STOPS):
+            out.append(text + space)
+            continue
+        if stop and text[-1] in _WEAK_MARKS:
+            text = text[:-1].rstrip()
+        out.append(text + stop + space)
+    return "".join(out)
+
+
 # -- the sentences users meet most --------------------------------------------
 
 def no_key(place: Place) -> str:
@@ -199,27 +229,19 @@ def not_ready(process_id: str, status: str | None, progress: int | None,
 
 
 def failed(process_id: str, status: str | None, reason: str | None, place: Place) -> str:
-    """The process ended without an output: say so, with the server's reason."""
+    """The process ended without an output: say so, with the server's reason.
+
+    The reason is the server's own sentence and often ends with a full stop;
+    :func:`joined` sees to it that the next sentence does not add another.
+    """
     verb = "was cancelled" if status == "Cancelled" else "failed"
     because = f": {one_line(reason, 200)}" if reason else ""
     if place == "cli":
-        return (f"process {process_id} {verb}{because}; it has no output, "
-                "start it again with other settings or another input")
-    return (f"Process {process_id} {verb}{because}. It has no output: start it again "
-            "with other settings or another input.")
-
-
-    reason = getattr(status, "reason", None)
-    if isinstance(reason, str) and reason.strip():
-        return reason.strip()
-    raw = getattr(status, "raw", None) or {}
-    for key in ("message", "error", "reason"):
-        value = raw.get(key) if isinstance(raw, dict) else None
-        if isinstance(value, dict):
-            value = value.get("message")
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
+        return joined(f"process {process_id} {verb}{because}",
+                      "it has no output, start it again with other settings or another input",
+                      sep="; ", end="")
+    return joined(f"Process {process_id} {verb}{because}",
+                  "It has no output: start it again with other settings or another input")
 
 
 def wrong_key(status_code: int | None, server_message: str | None, place: Place) -> str:
@@ -391,6 +413,67 @@ def interrupted(place: Place) -> str:
         return ("Interrupted: run the cell again to go on (a download resumes where it "
                 "stopped).")
     return "Interrupted: fetch again to go on (a download resumes where it stopped)."
+
+
+def stopped_waiting(process_id: str, place: Place) -> str:
+    """Cancel (or Ctrl-C) while waiting for a process to finish: nothing was
+    downloading yet, so there is nothing to resume; say how to wait again."""
+    if place == "cli":
+        return (f"stopped waiting for {process_id}, nothing was downloaded; run the command "
+                "again to wait again")
+    if place == "panel":
+        return (f"Stopped waiting for {process_id}: nothing was downloaded. Fetch again to "
+                "wait again, or untick “wait until ready” to see its input now.")
+    if place == "magic":
+        return (f"Stopped waiting for {process_id}: nothing was downloaded. Run the cell again "
+                "to wait again, or drop --wait to see its input now.")
+    return (f"Stopped waiting for {process_id}: nothing was downloaded; "
+            f"TopazClient.wait({process_id!r}) waits again.")
+
+
+def no_output_yet(failed: bool) -> str:
+    """The note beside an output that was not downloaded: it will come, or it never will."""
+    return "nothing to download" if failed else "not downloaded yet"
+
+
+ListingCut = Literal["cursor", "no_cursor", "pages", "time"]
+"""Why paging through the API's list of processes stopped before its last page."""
+
+
+def listing_cut(why: ListingCut, pages: int, seconds: float, place: Place) -> str:
+    """The API's list of processes was not read to its end: why, and what to do.
+
+    A cursor handed back twice (or none, while more pages were announced)
+    would repeat pages or lead nowhere; the page and time bounds stop a server
+    that announces more pages for ever.
+    """
+    read = f"{pages} page{'s' * (pages != 1)}"
+    if why == "cursor":
+        what = (f"The list of processes stopped after {read}: the API sent a page cursor it "
+                "had sent before, so processes may be missing from it")
+    elif why == "no_cursor":
+        what = (f"The list of processes stopped after {read}: the API said more pages follow "
+                "but sent no cursor for them, so processes may be missing from it")
+    else:
+        bound = (f"{read}, the most one listing reads" if why == "pages" else
+                 f"{duration(seconds)} ({read}), the longest one listing takes")
+        what = f"The list of processes was cut after {bound}: the API kept announcing more"
+    narrow = {"python": "narrow it with since= or limit=",
+              "magic": "narrow it with --since or --limit",
+              "cli": "narrow it with --since or --limit",
+              "panel": ""}[place] if why in ("pages", "time") else ""
+    if place == "cli":
+        return joined(what[0].lower() + what[1:], narrow, sep="; ", end="")
+    return joined(what, narrow, sep="; ")
+
+
+def listing_skipped(count: int, place: Place) -> str:
+    """Entries of the API's list that are not a process were left out, the rest listed."""
+    what = ("1 entry in the API's list was left out: it has no process ID that is a UUID"
+            if count == 1 else
+            f"{count} entries in the API's list were left out: they have no process ID "
+            "that is a UUID")
+    return what if place == "cli" else what + "."
 
 
 def not_found(process_id: str, place: Place) -> str:

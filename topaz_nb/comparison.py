@@ -500,11 +500,13 @@ class Comparison:
         return html_table(self.rows(), header=("", "Input", "Output"), caption=self.process_id,
                           row_headers=True, css_class="topaz-meta")
 
-    def widget(self, place: Place = "magic") -> Any:
+    def widget(self, place: Place = "magic", *, line: bool = True) -> Any:
         """The view beside its metadata table, as one ipywidgets box.
 
         ``place`` words the line shown above an input whose output is not
-        there (the panel has a checkbox where the magic has ``--wait``).
+        there (the panel has a checkbox where the magic has ``--wait``);
+        ``line=False`` leaves it out where it is already said (the panel's
+        status line).
         """
         import ipywidgets as w
 
@@ -521,8 +523,9 @@ class Comparison:
             main.layout.flex = "1 1 520px"
             main.layout.min_width = "320px"
         else:
-            main = w.VBox([w.HTML(f"<b>{html.escape(self.status_line(place))}</b>"),
-                           _image_widget(self._sides["input"].image, self._alone_size)])
+            alone = _image_widget(self._sides["input"].image, self._alone_size)
+            main = w.VBox([w.HTML(f"<b>{html.escape(self.status_line(place))}</b>"), alone]
+                          if line else [alone])
         return w.Box([main, table], layout=w.Layout(display="flex", flex_flow="row wrap",
                                                      align_items="flex-start", width="100%"))
 

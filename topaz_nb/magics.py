@@ -161,6 +161,8 @@ class TopazMagics(Magics):
                     raise UsageError(f"{flag}: {exc}.") from None
             statuses = client.recent(limit=args.limit or _RECENT_LIMIT, status=args.status,
                                      since=args.since)
+            for note in statuses.notes("magic"):  # cut short, entries left out
+                print(note, file=sys.stderr)
             pids = [st.process_id for st in statuses]
             if not pids:
                 print(f"No processes on {self.session.describe()} match: the API keeps "
@@ -263,8 +265,7 @@ class TopazMagics(Magics):
                 result = fetch()
             result.prepare()
         if not result.ready and result.not_ready is not None:
-            # Also when the result is assigned (`r = %topaz ID`), where nothing is displayed.
-            print(result.status_line("magic"), file=sys.stderr)
+            self._say_once(result, result.status_line("magic"))
         if args.save:
             if not result.downloaded:
                 raise UsageError("--save needs the images: drop --meta to download them.")
@@ -278,6 +279,30 @@ class TopazMagics(Magics):
             if failure is not None:
                 raise failure
         return result
+
+    def _say_once(self, result: Comparison, line: str) -> None:
+        """Say ``line`` (why there is no output) once in the cell's output.
+
+        When the cell displays ``result``, its display says the line above the
+        input; when it does not (``r = %topaz ID``, or the magic is not the
+        cell's last line), the line is printed on stderr as the cell ends.
+        IPython's displayhook records the value it displayed in the running
+        cell's result, which the ``post_run_cell`` event hands over.
+        """
+        shell = self.shell
+        cell = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+        if shell is None or cell is None:  # not run from a cell: nothing will display it
+            print(line, file=sys.stderr)
+            return
+
+        def after(info: Any) -> None:
+            if info is not cell:
+                return
+            shell.events.unregister("post_run_cell", after)
+            if info.result is not result:
+                print(line, file=sys.stderr)
+
+        shell.events.register("post_run_cell", after)
 
     def _wait(self, pid: str, timeout: float) -> None:
         with _progress.in_notebook(["processing"], label="Waiting", unit="percent") as bar:

@@ -31,11 +31,22 @@ from ._ids import check_process_id
 from ._progress import Progress, WidgetBars
 from ._session import Session, default_session
 from ._tasks import cancellable
-from ._text import byte_size, file_problem, interrupted, process_line, progress_state, say
+from ._text import (
+    byte_size,
+    file_problem,
+    interrupted,
+    joined,
+    no_output_yet,
+    process_line,
+    progress_state,
+    say,
+    stopped_waiting,
+)
 from .errors import Cancelled, MissingApiKey, NotSaved, ProcessFailed, TopazError
 from .links import SIDES, Side, scrub_urls
 
 if TYPE_CHECKING:
+    from .api.client import Listing
     from .comparison import Comparison
 
 __all__ = ["TopazPanel"]
@@ -257,9 +268,10 @@ class TopazPanel(w.VBox):
         return ids
 
     def list_recent(self, limit: int = 50, status: str | None = None,
-                    since: str | None = None) -> list[Any]:
+                    since: str | None = None) -> Listing:
         """List the account's latest processes in the Recent section (newest first);
-        choosing one there fetches it.  Returns their statuses."""
+        choosing one there fetches it.  Returns their statuses; beside the count,
+        one line says if the list was cut short or entries were left out."""
         self._account_note.value = "<small>listing…</small>"
         try:
             statuses = self._session.client().recent(limit=limit, status=status, since=since)
@@ -274,8 +286,8 @@ class TopazPanel(w.VBox):
         finally:
             self._quiet = False
         self._account_list.layout.display = None if statuses else "none"
-        self._account_note.value = html.escape(
-            f"{len(statuses)} processes" if statuses else "No processes in the last 7 days.")
+        count = f"{len(statuses)} processes" if statuses else "No processes in the last 7 days"
+        self._account_note.value = html.escape(joined(count, *statuses.notes("panel")))
         return statuses
 
     # -- fetching -----------------------------------------------------------
@@ -300,7 +312,11 @@ class TopazPanel(w.VBox):
             session = self._session
             client = session.client()
             if self._wait_box.value:
-                self._wait(pid, cancel)
+                try:
+                    self._wait(pid, cancel)
+                except Cancelled:  # nothing was downloading yet: nothing to resume
+                    self._set_status(stopped_waiting(pid, "panel"), error=True)
+                    return
             self._set_status(f"Fetching {pid} from {session.describe()}…")
             from .comparison import Comparison
 
@@ -308,7 +324,7 @@ class TopazPanel(w.VBox):
                 pid, client=client, transfer=session.transfer(), require_output=False,
                 on_progress=self._progress, preview_size=session.settings.preview_size,
                 mode=session.settings.mode, cancel=cancel)
-            view = comparison.widget("panel")
+            view = comparison.widget(line=False)  # the panel's status line says it
         except MissingApiKey as exc:
             self._set_status(say(exc, "panel"), error=True)
             self._demo_button.layout.display = None
@@ -367,7 +383,7 @@ class TopazPanel(w.VBox):
             path = files.get(side)
             if path is None:
                 bar.value, bar.bar_style = 0, "warning"
-                note.value = "not ready"
+                note.value = no_output_yet(comparison.failed)
                 continue
             bar.value, bar.bar_style = 100, "success"
             size = byte_size(path.stat().st_size)

@@ -847,3 +847,116 @@ def test_recent_from_a_server_that_ignores_pagination() -> None:
             ["2.jpg", "0.jpg"]
         assert len(client.statuses()) == 4
     assert len(seen) == 4 and all("paginated=true" in p for p in seen)  # one request each
+
+
+# ------------------------------------------------------- listings that misbehave
+
+
+def _failed_demo_ids(sb: Sandbox) -> set[str]:
+    return {p for p in sb.demo_ids if sb.job(p).status == "Failed"}
+
+
+def test_an_endless_listing_stops_at_the_page_bound_and_says_why(sb: Sandbox) -> None:
+    # Every page announces another, with a cursor never sent before.
+    sb.inject("listing", mode="endless", times=None)
+    with make_client(sb) as client:
+        sb.clear_requests()
+        failed = client.recent(status="Failed")
+    assert {st.process_id for st in failed} == _failed_demo_ids(sb)
+    assert len(failed) == len(_failed_demo_ids(sb))  # each once, though pages wrapped round
+    pages = _queries(sb)
+    assert len(pages) == client_module._LIST_PAGES == failed.pages
+    assert len({q.get("cursor") for q in pages}) == len(pages)  # a fresh cursor each time
+    assert failed.cut == "pages" and failed.skipped == 0
+    notes = failed.notes()
+    assert len(notes) == 1 and "\n" not in notes[0]
+    assert "cut after 100 pages" in notes[0] and "kept announcing more" in notes[0]
+    assert "since=" in notes[0] and "--since" in failed.notes("magic")[0]
+
+
+def test_an_endless_listing_stops_at_the_time_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeTime()
+    monkeypatch.setattr(client_module, "_clock", fake.clock)
+    row = {"process_id": str(uuid.uuid4()), "status": "Completed",
+           "creation_time": int(time.time())}
+    seen: list[str] = []
+
+    def respond(handler: http.server.BaseHTTPRequestHandler) -> None:
+        seen.append(handler.path)
+        fake.sleep(25.0)  # every page takes 25 s of the fake clock
+        body = {"data": [row], "pagination": {"has_next_page": True,
+                                              "next_cursor": f"c{len(seen)}"}}
+        _answer(handler, 200, json.dumps(body).encode(), "application/json")
+
+    with _tiny_server(respond) as url, TopazClient("k", url, backoff_factor=0.0) as client:
+        found = client.recent(status="Failed")
+    # 25, 50 and then 75 s: past the 60 s bound, so no fourth page is asked for.
+    assert len(seen) == 3 and found.pages == 3 and found.cut == "time"
+    assert found == [] and found.seconds == 75.0
+    [note] = found.notes("magic")
+    assert "cut after 75 s (3 pages)" in note and "--since" in note
+
+
+def test_a_cursor_handed_back_again_stops_the_listing(sb: Sandbox) -> None:
+    sb.inject("listing", mode="stuck_cursor", times=None)
+    with make_client(sb) as client:
+        sb.clear_requests()
+        failed = client.recent(status="Failed")
+    pages = _queries(sb)
+    assert len(pages) == 2 and pages[1]["cursor"]  # the cursor came back: no third page
+    assert failed.cut == "cursor" and {st.process_id for st in failed} == _failed_demo_ids(sb)
+    [note] = failed.notes("panel")
+    assert "stopped after 2 pages" in note and "sent before" in note and "--since" not in note
+
+
+def test_entries_that_are_not_processes_are_skipped_and_counted(sb: Sandbox,
+                                                               images: tuple[Image.Image,
+                                                                             Image.Image]) -> None:
+    made = {completed(sb, images, age=100.0 + i) for i in range(30)}
+    sb.inject("listing", mode="bad_entry", times=None)  # one on every page
+    with make_client(sb) as client:
+        sb.clear_requests()
+        every = client.recent()
+        small = client.recent(limit=10)  # pages of 10 (and one bad entry each)
+    assert made <= {st.process_id for st in every}
+    assert len(every) == 30 + len(sb.demo_ids) and every.skipped == 1 and every.cut is None
+    assert len(small) == 10 and small.skipped == 1
+    [note] = every.notes("magic")
+    assert note == "1 entry in the API's list was left out: it has no process ID that is a UUID."
+    assert "check the ID" not in note and "job-0042" not in note
+
+
+def test_a_listing_keeps_what_it_can_of_odd_entries() -> None:
+    pid = str(uuid.uuid4())
+    rows: list[object] = [{"process_id": pid.upper(), "status": "Completed"}, "junk", 7,
+                          {"status": "Failed"}, {"process_id": None},
+                          {"process_id": pid, "status": "Completed"}]
+
+    def respond(handler: http.server.BaseHTTPRequestHandler) -> None:
+        # More pages announced, with no cursor to ask for them.
+        body = {"data": rows, "pagination": {"has_next_page": True}}
+        _answer(handler, 200, json.dumps(body).encode(), "application/json")
+
+    with _tiny_server(respond) as url, TopazClient("k", url, backoff_factor=0.0) as client:
+        found = client.statuses()
+    assert [st.process_id for st in found] == [pid]  # canonical, and once
+    assert found.skipped == 4 and found.cut == "no_cursor" and found.pages == 1
+    cut, skipped = found.notes()
+    assert "sent no cursor" in cut and skipped.startswith("4 entries")
+
+
+def test_a_process_on_two_pages_is_listed_and_counted_once(sb: Sandbox,
+                                                           images: tuple[Image.Image,
+                                                                         Image.Image]) -> None:
+    for i in range(12):
+        completed(sb, images, age=100.0 + i)
+    with make_client(sb) as client:
+        expected = [st.process_id for st in client.recent(limit=6, status="Completed")]
+        sb.inject("listing", mode="overlap", times=None)  # each page repeats the last one's end
+        sb.clear_requests()
+        some = client.recent(limit=6, status="Completed")
+        assert len(_queries(sb)) >= 2  # the unfinished processes leave the first page short
+        every = client.statuses()
+    assert [st.process_id for st in some] == expected and len(set(expected)) == 6
+    listed = [st.process_id for st in every]
+    assert len(listed) == len(set(listed)) == 12 + len(sb.demo_ids)

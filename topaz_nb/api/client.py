@@ -32,8 +32,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -65,7 +65,7 @@ from ..net.retry import CONNECT_TIMEOUT, DEFAULT_MAX_RETRY_AFTER, is_unreachable
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["DEFAULT_BASE_URL", "STATUSES", "Status", "TopazClient", "parse_since",
+__all__ = ["DEFAULT_BASE_URL", "STATUSES", "Listing", "Status", "TopazClient", "parse_since",
            "parse_status"]
 
 DEFAULT_BASE_URL = "https://api.topazlabs.com/image/v1"
@@ -84,6 +84,11 @@ RETENTION = _dt.timedelta(days=7)
 _REASON_FIELDS = ("message", "error", "reason")
 # The spec allows at most 100 statuses per page; fewer pages, fewer requests.
 _PAGE_LIMIT = 100
+# One listing reads at most this many pages, for at most this long: a server
+# that announces another page for ever (a fresh cursor each time) is stopped.
+# 100 full pages are 10,000 processes, more than a week of most accounts.
+_LIST_PAGES = 100
+_LIST_SECONDS = 60.0
 # Pacing of wait(): never faster than _POLL_MIN, never slower than _POLL_MAX.
 _POLL_MIN = 0.5
 _POLL_GROWTH = 1.5
@@ -94,6 +99,11 @@ def _pause(seconds: float) -> None:
     """The wait between two polls of :meth:`TopazClient.wait`, in the calling
     thread so Ctrl-C ends it (tests replace it to record the pacing)."""
     time.sleep(seconds)
+
+
+def _clock() -> float:
+    """The time a listing's budget is measured with (tests replace it with a fake)."""
+    return time.monotonic()
 
 
 def _utc(value: Any) -> _dt.datetime | None:
@@ -207,6 +217,36 @@ class Status:
     def describe(self) -> str:
         """``Processing, 42%, ETA 12 s``: the short form used in messages."""
         return _text.progress_state(self.status, self.progress, self.eta)
+
+
+class Listing(list[Status]):
+    """Statuses from the API's list, and what the listing left out of them.
+
+    A list, so every caller of :meth:`TopazClient.recent` and
+    :meth:`TopazClient.statuses` keeps working; beside the statuses it says
+    what a reader should know about them: ``cut`` is why paging stopped before
+    the API's last page (``"cursor"``: a page cursor came back a second time;
+    ``"no_cursor"``: more pages were announced without one; ``"pages"`` or
+    ``"time"``: the listing's bound of 100 pages or 60 seconds), or ``None``
+    when the list was read to its end; ``pages`` and ``seconds`` are what it
+    took; ``skipped`` counts entries that were not a process (no process ID
+    that is a UUID), left out so that the others are still listed.  Each
+    process is in it once.  :meth:`notes` says all that in the words of a place.
+    """
+
+    cut: _text.ListingCut | None = None
+    pages: int = 0
+    seconds: float = 0.0
+    skipped: int = 0
+
+    def notes(self, place: _text.Place = "python") -> list[str]:
+        """One line per thing left out (cut short, entries skipped); none when complete."""
+        lines = []
+        if self.cut is not None:
+            lines.append(_text.listing_cut(self.cut, self.pages, self.seconds, place))
+        if self.skipped:
+            lines.append(_text.listing_skipped(self.skipped, place))
+        return lines
 
 
 class TopazClient:
@@ -352,12 +392,13 @@ class TopazClient:
                 f"for {pid}", status_code=200)
         return Status.from_json(data)
 
-    def statuses(self) -> list[Status]:
-        """Every process the key can see (up to 7 days old), following all pages."""
-        return list(self._iter_statuses())
+    def statuses(self) -> Listing:
+        """Every process the key can see (up to 7 days old), following the pages
+        within the listing's bounds (see :class:`Listing`), in the API's order."""
+        return self._list(_PAGE_LIMIT)
 
     def recent(self, limit: int | None = None, status: str | None = None,
-               since: str | float | _dt.timedelta | _dt.datetime | None = None) -> list[Status]:
+               since: str | float | _dt.timedelta | _dt.datetime | None = None) -> Listing:
         """The account's processes, newest first, up to ``limit`` of them.
 
         ``status`` keeps one status (``"Completed"``, ``"failed"``: any case);
@@ -368,62 +409,103 @@ class TopazClient:
         ``limit`` processes are found, or until a page reaches past ``since``:
         the API lists newest first.  A server that ignores pagination sends its
         whole list at once, which is then sorted here.
+
+        The answer is a :class:`Listing`: each process once (``limit`` counts
+        distinct processes), entries that are not a process skipped and
+        counted, and paging bounded; ``notes(place)`` says what was left out.
         """
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or limit < 1):
             raise InvalidFilter(f"limit must be a whole number of at least 1, not {limit!r}")
         wanted = parse_status(status) if status is not None else None
         cutoff = parse_since(since) if since is not None else None
-        found: list[Status] = []
-        page_size = min(limit, _PAGE_LIMIT) if limit is not None else _PAGE_LIMIT
-        for items, paginated in self._pages(page_size):
-            for st in items:
-                if cutoff is not None and st.creation_time is not None \
-                        and st.creation_time < cutoff:
-                    continue
-                if wanted is None or st.status == wanted:
-                    found.append(st)
-            if not paginated:  # the whole list at once, in no promised order
-                break
+
+        def keep(st: Status) -> bool:
+            if cutoff is not None and st.creation_time is not None \
+                    and st.creation_time < cutoff:
+                return False
+            return wanted is None or st.status == wanted
+
+        def enough(found: Listing, page: list[Status]) -> bool:
             # Pages come newest first: once a page reaches past ``since``, or
             # enough processes are found, later pages can only hold older ones.
-            oldest = min((st.creation_time for st in items if st.creation_time), default=None)
-            if (limit is not None and len(found) >= limit) or (
-                    cutoff is not None and oldest is not None and oldest < cutoff):
-                break
+            oldest = min((st.creation_time for st in page if st.creation_time), default=None)
+            return (limit is not None and len(found) >= limit) or (
+                cutoff is not None and oldest is not None and oldest < cutoff)
+
+        page_size = min(limit, _PAGE_LIMIT) if limit is not None else _PAGE_LIMIT
+        found = self._list(page_size, keep=keep, enough=enough)
         found.sort(key=_newest_first)
-        return found[:limit] if limit is not None else found
+        if limit is not None:
+            del found[limit:]
+        return found
 
-    def _iter_statuses(self) -> Iterator[Status]:
-        for items, _ in self._pages():
-            yield from items
+    def _list(self, page_size: int, *, keep: Callable[[Status], bool] | None = None,
+              enough: Callable[[Listing, list[Status]], bool] | None = None) -> Listing:
+        """Follow the pages of ``GET /status`` (``paginated=true``) within the bounds.
 
-    def _pages(self, page_size: int = _PAGE_LIMIT) -> Iterator[tuple[list[Status], bool]]:
-        """Each page of ``GET /status`` and whether it was a page (``paginated=true``
-        answered) or a server's whole list at once."""
+        Statuses that ``keep`` accepts are collected, each process once, until
+        ``enough(found, page)`` holds or the API has no next page.  A cursor
+        already followed (the pages would repeat for ever), none where more
+        pages are announced, ``_LIST_PAGES`` pages or ``_LIST_SECONDS``
+        seconds stop it too, and say so in ``cut``.  A server that ignores
+        pagination answers with its whole list at once.
+        """
+        found = Listing()
+        ids: set[str] = set()
+        cursors: set[str] = set()
         cursor: str | None = None
-        seen: set[str] = set()
+        started = _clock()
         while True:
             params: dict[str, Any] = {"paginated": "true", "limit": page_size}
             if cursor:
                 params["cursor"] = cursor
             data = self._get_json("/status", params=params)
-            page: dict[str, Any]
-            if isinstance(data, list):  # a server that ignores pagination
-                items, page = data, {}
+            found.pages += 1
+            paginated = not isinstance(data, list)  # a list: pagination ignored
+            pagination: Any
+            if isinstance(data, list):
+                items, pagination = data, {}
             elif isinstance(data, dict) and isinstance(data.get("data"), list):
-                items, page = data["data"], data.get("pagination") or {}
+                items, pagination = data["data"], data.get("pagination") or {}
             else:
                 raise _address_error(
                     ApiError, f"The Topaz API at {self._host} sent an unexpected list of "
                     "statuses", status_code=200)
-            yield [Status.from_json(i) for i in items if isinstance(i, dict)], \
-                not isinstance(data, list)
-            cursor = page.get("next_cursor") if isinstance(page, dict) else None
-            if not (isinstance(page, dict) and page.get("has_next_page")) \
-                    or not isinstance(cursor, str) or not cursor or cursor in seen:
-                return
-            seen.add(cursor)
+            page: list[Status] = []
+            for item in items:
+                st = _listed(item)
+                if st is None:
+                    found.skipped += 1
+                    continue
+                page.append(st)
+                if st.process_id not in ids:
+                    ids.add(st.process_id)
+                    if keep is None or keep(st):
+                        found.append(st)
+            if not paginated or (enough is not None and enough(found, page)):
+                break
+            if not (isinstance(pagination, dict) and pagination.get("has_next_page")):
+                break
+            sent = pagination.get("next_cursor")
+            next_cursor = sent if isinstance(sent, str) else ""
+            if not next_cursor:
+                found.cut = "no_cursor"
+            elif next_cursor in cursors:
+                found.cut = "cursor"
+            elif found.pages >= _LIST_PAGES:
+                found.cut = "pages"
+            elif _clock() - started >= _LIST_SECONDS:
+                found.cut = "time"
+            if found.cut is not None:
+                break
+            cursor = next_cursor
+            cursors.add(next_cursor)
+        found.seconds = _clock() - started
+        if found.cut is not None or found.skipped:
+            _log.debug("listing: %d pages in %.1f s, cut=%s, %d entries skipped",
+                       found.pages, found.seconds, found.cut, found.skipped)
+        return found
 
     def wait(self, process_id: str, timeout: float | None = None,
              on_progress: Callable[[Status], None] | None = None) -> Status:
@@ -607,6 +689,19 @@ class TopazClient:
 
 
 _E = TypeVar("_E", bound=TopazError)
+
+
+def _listed(item: Any) -> Status | None:
+    """One entry of the API's list as a :class:`Status` with its canonical process
+    ID; ``None`` for an entry that is not a process (no ID that is a UUID)."""
+    if not isinstance(item, dict):
+        return None
+    try:
+        pid = check_process_id(item.get("process_id"))
+    except TopazError:
+        return None
+    st = Status.from_json(item)
+    return st if st.process_id == pid else replace(st, process_id=pid)
 
 
 def _newest_first(st: Status) -> float:

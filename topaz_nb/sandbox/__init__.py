@@ -245,7 +245,9 @@ class Sandbox:
         ``error``, the XML ``Code`` such as ``"AccessDenied"``,
         ``"ExpiredToken"``, ``"SignatureDoesNotMatch"`` or ``"NoSuchKey"``;
         ``code``, the HTTP status, 403 by default; ``message``; ``dialect``
-        ``"s3"``, ``"gcs"`` or ``"none"``, an HTML page with no code).  A
+        ``"s3"``, ``"gcs"`` or ``"none"``, an HTML page with no code) and
+        ``listing`` (``mode``: ``endless``, ``stuck_cursor``, ``bad_entry`` or ``overlap``,
+        on each page of ``GET /status`` it applies to).  A
         fault counts every request it answers, a HEAD too.  ``path`` is a
         substring the request path must contain; ``times=None`` lasts until
         :meth:`clear_faults`.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import itertools
 import json
 import re
 import time
@@ -21,7 +22,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from ._http import RecordedRequest, Reply, header
+from ._faults import Fault
+from ._http import RecordedRequest, Reply, Route, header
 from ._jobs import Job
 from ._storage import Signer
 
@@ -59,8 +61,13 @@ def _not_ready(job: Job, now: float) -> Reply:
     return api_error(409, f"The image has no output to download (status: {status}).")
 
 
-def _encode_cursor(process_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"process_id": process_id}).encode()).decode()
+def _encode_cursor(process_id: str, salt: int | None = None) -> str:
+    """The cursor of the page after ``process_id``; ``salt`` makes a cursor never
+    sent before for the same place (the ``endless`` listing fault)."""
+    data: dict[str, Any] = {"process_id": process_id}
+    if salt is not None:
+        data["salt"] = salt
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
 
 
 def _decode_cursor(cursor: str) -> str | None:
@@ -73,7 +80,7 @@ def _decode_cursor(cursor: str) -> str | None:
 
 def make_api_route(*, api_key: Callable[[], str], jobs: Callable[[str], Job | None],
                    live_jobs: Callable[[float], list[Job]], signer: Signer,
-                   link_ttl: Callable[[], float]) -> Callable[[RecordedRequest], Reply]:
+                   link_ttl: Callable[[], float]) -> Route:
     """The API host's request handler, closed over the sandbox's state."""
 
     def download(job: Job, side: str, now: float) -> Reply:
@@ -86,7 +93,11 @@ def make_api_route(*, api_key: Callable[[], str], jobs: Callable[[str], Job | No
             "expiry": expiry,
         })
 
-    def all_statuses(query: dict[str, str], now: float) -> Reply:
+    salts = itertools.count(1)
+
+    def all_statuses(query: dict[str, str], now: float, bend: str | None) -> Reply:
+        """``GET /status``: the whole list, or one page of it; ``bend`` is a
+        ``listing`` fault's mode (see ``_faults.LISTING_MODES``)."""
         paginated = query.get("paginated", "false").lower()
         if paginated not in ("true", "false"):
             return api_error(400, "Invalid query parameter: paginated must be true or false.")
@@ -99,21 +110,34 @@ def make_api_route(*, api_key: Callable[[], str], jobs: Callable[[str], Job | No
                                   "to 100.")
         limit = int(limit_text)
         start = 0
+        ids = [j.process_id for j in statuses]
         if query.get("cursor"):
             after = _decode_cursor(query["cursor"])
-            ids = [j.process_id for j in statuses]
-            if after is None or after not in ids:
+            if after == "" and bend == "endless":  # past the end of an empty list
+                start = len(ids)
+            elif after is None or after not in ids:
                 return api_error(400, "Invalid query parameter: cursor is not valid.")
-            start = ids.index(after) + 1
+            else:
+                start = ids.index(after) + (0 if bend == "overlap" else 1)
         page = statuses[start:start + limit]
         has_next = start + limit < len(statuses)
         pagination: dict[str, Any] = {"has_next_page": has_next}
         if has_next:
             pagination["next_cursor"] = _encode_cursor(page[-1].process_id)
-        return _json(200, {"data": [j.status_json(now) for j in page],
-                           "pagination": pagination})
+        if bend == "endless":
+            last = page[-1].process_id if page else (ids[-1] if ids else "")
+            pagination = {"has_next_page": True,
+                          "next_cursor": _encode_cursor(last, salt=next(salts))}
+        elif bend == "stuck_cursor":
+            pagination = {"has_next_page": True, "next_cursor": query.get("cursor")
+                          or _encode_cursor(page[-1].process_id if page else "")}
+        data = [j.status_json(now) for j in page]
+        if bend == "bad_entry":
+            bad = {**(data[0] if data else {}), "process_id": "job-0042", "status": "Completed"}
+            data.insert(1, bad)
+        return _json(200, {"data": data, "pagination": pagination})
 
-    def route(request: RecordedRequest) -> Reply:
+    def route(request: RecordedRequest, fault: Fault | None = None) -> Reply:
         path = request.path.rstrip("/") or "/"
         if not path.startswith(PREFIX + "/"):
             return api_error(404, "Not Found")
@@ -140,7 +164,8 @@ def make_api_route(*, api_key: Callable[[], str], jobs: Callable[[str], Job | No
         now = time.time()
         if op == "all":
             query = {k: v[0] for k, v in parse_qs(request.query, keep_blank_values=True).items()}
-            return all_statuses(query, now)
+            bend = fault.params["mode"] if fault is not None and fault.kind == "listing" else None
+            return all_statuses(query, now, bend)
         if not _UUID.match(pid):
             return api_error(400)
         job = jobs(pid.lower())

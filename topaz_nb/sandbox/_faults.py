@@ -4,6 +4,11 @@ Faults are kept in the order they were injected.  For each request the
 matching ``latency`` faults all apply (their delays add up), then the first
 matching fault of any other kind decides the answer; every fault applied uses
 up one of its ``times``.  That lets a test combine "slow" with "then fail".
+
+Most faults change how an answer travels (late, cut, dropped, refused); the
+``listing`` fault changes what the API's list of processes says, so the API
+route applies it (it is handed the request's decisive fault), on
+``GET /status`` only, in one of :data:`LISTING_MODES`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SERVERS = ("api", "storage")
+
+LISTING_MODES = ("endless", "stuck_cursor", "bad_entry", "overlap")
+"""How a ``listing`` fault bends ``GET /status?paginated=true``: ``endless`` always
+announces a next page, with a cursor never sent before (empty pages past the
+end); ``stuck_cursor`` announces one and hands back the cursor it was given;
+``bad_entry`` adds an entry whose process ID is not a UUID to the page;
+``overlap`` starts each page with the last entry of the one before."""
 
 # kind -> (required params, optional params, servers it makes sense on)
 _KINDS: dict[str, tuple[frozenset[str], frozenset[str], tuple[str, ...]]] = {
@@ -26,6 +38,7 @@ _KINDS: dict[str, tuple[frozenset[str], frozenset[str], tuple[str, ...]]] = {
     "cut_by_close": (frozenset({"after_bytes"}), frozenset(), SERVERS),
     "storage_error": (frozenset(), frozenset({"error", "code", "message", "dialect"}),
                       ("storage",)),
+    "listing": (frozenset({"mode"}), frozenset(), ("api",)),
 }
 DIALECTS = ("s3", "gcs", "none")
 """How a ``storage_error`` fault words its document: S3's XML, Google Cloud
@@ -43,6 +56,8 @@ class Fault:
     params: dict[str, Any] = field(default_factory=dict)
 
     def matches(self, server: str, path: str) -> bool:
+        if self.kind == "listing" and not path.rstrip("/").endswith("/status"):
+            return False  # the list of processes only, never one process's status
         return (self.server == server and (self.remaining is None or self.remaining > 0)
                 and (self.path is None or self.path in path))
 
@@ -75,6 +90,9 @@ def make_fault(kind: str, server: str, times: int | None, path: str | None,
                             f"{dialect} dialect")
         if not 400 <= int(params.get("code") or 403) <= 599:
             raise ValueError(f"status code must be 400..599, not {params['code']!r}")
+    if kind == "listing" and params["mode"] not in LISTING_MODES:
+        raise ValueError(f"listing mode must be one of {', '.join(LISTING_MODES)}, "
+                         f"not {params['mode']!r}")
     if kind == "omit_headers":
         if isinstance(params["headers"], str):
             raise TypeError("omit_headers takes headers=[...], a list of header names")

@@ -3,8 +3,9 @@
 Each server is a stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with
 keep-alive, like the real hosts, so clients exercise connection reuse.  A
 server knows nothing about Topaz: it records the request, applies the faults
-planned for it, asks its ``route`` function for a :class:`Reply` and writes
-that reply, slicing large bodies instead of copying them.
+planned for it, asks its ``route`` function for a :class:`Reply` (handing it
+the request's decisive fault, for faults about what an answer says) and
+writes that reply, slicing large bodies instead of copying them.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def header(request: RecordedRequest, name: str) -> str | None:
     return next((v for k, v in request.headers.items() if k.lower() == wanted), None)
 
 
-Route = Callable[[RecordedRequest], Reply]
+Route = Callable[[RecordedRequest, Fault | None], Reply]
+"""A server's handler: the request, and the fault that decides its answer, if any."""
 ErrorReply = Callable[..., Reply]
 """``(status, message)`` → the server's error answer; the storage host's also
 takes the XML ``Code`` and a ``dialect`` (see the ``storage_error`` fault)."""
@@ -126,7 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
             reply = Reply(int(fault.params.get("code") or 302),
                           [("Location", str(fault.params["location"]))], b"")
         else:
-            reply = self.server.route(request)
+            reply = self.server.route(request, fault)
         try:
             self._write(reply, fault)
         except (TimeoutError, ConnectionError):

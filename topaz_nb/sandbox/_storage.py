@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from html import escape
 from urllib.parse import parse_qs, quote, urlencode
 
-from ._http import RecordedRequest, Reply, header
+from ._faults import Fault
+from ._http import RecordedRequest, Reply, Route, header
 from ._jobs import Job, StoredObject
 
 BUCKET = "topaz-sandbox-images"
@@ -205,11 +206,10 @@ def _match(path: str) -> tuple[str, str] | None:
     return (bare.group(2), bare.group(1)) if bare else None
 
 
-def make_storage_route(signer: Signer, lookup: Callable[[str], Job | None]) -> Callable[
-        [RecordedRequest], Reply]:
+def make_storage_route(signer: Signer, lookup: Callable[[str], Job | None]) -> Route:
     """The storage host's request handler, closed over the sandbox's jobs."""
 
-    def route(request: RecordedRequest) -> Reply:
+    def route(request: RecordedRequest, _fault: Fault | None = None) -> Reply:
         if request.method not in ("GET", "HEAD"):
             return storage_error(405)
         denied = signer.check(request.method, request.path, request.query, time.time())
