@@ -673,6 +673,25 @@ def test_grid_and_fidelity_have_static_pictures() -> None:
                                          .resize((256, 192)))[88, 128])
 
 
+def test_pictures_of_an_input_reaching_far_past_its_output_draw_what_shows() -> None:
+    # Cropped to fill, a 1000×2 input spans 500 000 px of its 2×1000 output: a
+    # picture resampling all of it would need terabytes.
+    v = CompareView(solid((1000, 2), (200, 30, 30)), solid((2, 1000), (30, 30, 200)),
+                    crop_to_fill=True)
+    assert tuple(v.placement) == (-249999.0, 0.0, 500000.0, 1000.0)
+    for mode in ("swipe", "side-by-side", "blend", "difference", "toggle", "grid"):
+        v.mode = mode
+        picture = v.to_image(width=32)
+        assert picture.width >= 32 and picture.height >= 1000
+    v.mode = "swipe"
+    picture = v.to_image(width=32)
+    assert picture.getpixel((2, 500)) == (200, 30, 30)  # the input, left of the divider
+    assert picture.getpixel((29, 500)) == (30, 30, 200)  # the output, right of it
+    data, _ = v._repr_mimebundle_()
+    still = Image.open(io.BytesIO(base64.b64decode(data["image/jpeg"])))
+    assert still.height <= 8000  # narrowed: at 800 px wide it would be 400 000 px tall
+
+
 def test_a_shootout_page_carries_every_preview(tmp_path: Path) -> None:
     v = shootout(mode="fidelity")
     page = v.save_html(tmp_path / "shootout.html").read_text(encoding="utf-8")

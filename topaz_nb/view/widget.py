@@ -781,7 +781,11 @@ class CompareView(anywidget.AnyWidget):
         data, metadata = bundle
         data = dict(data)
         data["text/plain"] = self._summary()
-        jpeg = _composite.compact_jpeg(self.to_image(width=_FALLBACK_WIDTH),
+        # A picture of a very tall output (2×1000, say) is narrowed, never taller
+        # than twice the usual width.
+        ow, oh = self._sources["output"].size
+        width = max(16, min(_FALLBACK_WIDTH, 2 * _FALLBACK_WIDTH * ow // oh))
+        jpeg = _composite.compact_jpeg(self.to_image(width=width),
                                        max_width=_FALLBACK_WIDTH, limit=_FALLBACK_LIMIT)
         data["image/jpeg"] = base64.b64encode(jpeg).decode("ascii")
         # Shown: from now on, get 100 % ready while the user looks.
