@@ -10,6 +10,7 @@ from topaz_nb import _text
 from topaz_nb.errors import (
     ApiError,
     AuthenticationError,
+    ImageError,
     MissingApiKey,
     NotFound,
     NotReady,
@@ -110,3 +111,16 @@ def test_address_problems_name_the_setting_of_the_place(place: str, setting: str
         assert ("network" in line) == (exc is unreachable)
     others = {"base_url=", "%config Topaz.base_url", "--api-url"} - {setting}
     assert not any(word in _text.say(odd, place) for word in others)  # type: ignore[arg-type]
+
+
+def test_fidelity_scores_and_why_there_are_none() -> None:
+    assert _text.psnr_text(31.25) == "31.2 dB" and _text.psnr_text(float("inf")) == "identical"
+    assert _text.psnr_text(None) == "—" and _text.ssim_text(None) == "—"
+    assert _text.ssim_text(0.98765) == "0.988"
+    assert _text.fidelity_no_overlap((1000, 2), (2, 1000), True) == (
+        "not computed: the 2×1000 output (cropped to fill) covers no whole pixel of the "
+        "1000×2 input")
+    assert "(fitted)" in _text.fidelity_no_overlap((5, 5), (1, 1), None)
+    line = _text.fidelity_failed(ImageError("output is truncated or corrupt (broken PNG); "
+                                            "download it again"))
+    assert line == "not computed: output is truncated or corrupt (broken PNG); download it again"

@@ -692,6 +692,35 @@ def test_pictures_of_an_input_reaching_far_past_its_output_draw_what_shows() -> 
     assert still.height <= 8000  # narrowed: at 800 px wide it would be 400 000 px tall
 
 
+def test_a_view_whose_fidelity_cannot_be_computed_shows_why() -> None:
+    # Cropped to fill, a 2×1000 output covers no whole pixel of a 1000×2 input.
+    v = CompareView(solid((1000, 2), (200, 30, 30)), solid((2, 1000), (30, 30, 200)),
+                    crop_to_fill=True, mode="fidelity")
+    fmap = v.fidelity_map
+    assert fmap["reason"] == ("not computed: the 2×1000 output (cropped to fill) covers no "
+                              "whole pixel of the 1000×2 input")
+    assert (fmap["psnr"], fmap["ssim"], fmap["regions"]) == (None, None, [])
+    assert decode(fmap["overlay"])[..., 3].max() == 0
+    picture = v.to_image(width=32)
+    assert picture.width == 32 and picture.getpixel((16, 500)) == (30, 30, 200)
+    assert "image/jpeg" in v._repr_mimebundle_()[0]
+
+
+def test_a_fidelity_that_cannot_decode_is_one_line_in_the_view(monkeypatch) -> None:
+    from topaz_nb.errors import ImageTooLarge
+    from topaz_nb.imaging import fidelity as _fidelity
+
+    def too_large(*args: Any, **kwargs: Any) -> None:
+        raise ImageTooLarge("output is too large to decode in the memory left")
+
+    monkeypatch.setattr(_fidelity, "fidelity", too_large)
+    v = CompareView(solid((64, 48), (200, 30, 30)), solid((256, 192), (200, 30, 30)),
+                    mode="fidelity")
+    assert v.fidelity_map["reason"] == ("not computed: output is too large to decode in the "
+                                        "memory left")
+    assert v.to_image(width=128).size == (128, 96)
+
+
 def test_a_shootout_page_carries_every_preview(tmp_path: Path) -> None:
     v = shootout(mode="fidelity")
     page = v.save_html(tmp_path / "shootout.html").read_text(encoding="utf-8")

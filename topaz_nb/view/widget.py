@@ -108,6 +108,7 @@ import traitlets as t
 from PIL import Image
 
 from .._tasks import shared_pool
+from ..errors import ImageError
 from ..imaging.source import SourceImage, TileSource, align, encode, load_image
 from ..links import SIDES
 from . import composite as _composite
@@ -294,7 +295,9 @@ class CompareView(anywidget.AnyWidget):
       (list of bytes, read-only) the previews of panes 2 and on.
     * ``fidelity_map`` (dict, read-only): in fidelity mode, the ``pane`` it
       describes, its ``overlay`` (RGBA PNG on the input's grid), ``rect`` (the
-      input's place on the grid), ``regions`` (grid pixels), ``psnr``, ``ssim``.
+      input's place on the grid), ``regions`` (grid pixels), ``psnr``, ``ssim``,
+      and ``reason``: why there are no scores (``psnr`` and ``ssim`` are then
+      ``None`` and the overlay clear), else ``None``.
     """
 
     _esm = _assemble_esm()
@@ -460,9 +463,16 @@ class CompareView(anywidget.AnyWidget):
             if self.fidelity_source is not None:
                 found = self.fidelity_source(k)
             else:
-                from ..imaging.fidelity import fidelity
+                from .._text import fidelity_failed
+                from ..imaging.fidelity import Fidelity, fidelity
 
-                found = fidelity(self._all[0], self._all[k], crop_to_fill=self._crop_to_fill)
+                try:
+                    found = fidelity(self._all[0], self._all[k],
+                                     crop_to_fill=self._crop_to_fill)
+                except ImageError as exc:  # the view shows why instead of a traceback
+                    return Fidelity.not_computed(self._all[0].size, self._all[k].size,
+                                                 fidelity_failed(exc),
+                                                 crop_to_fill=self._crop_to_fill)
             self._fidelities[k] = found
         return found
 
@@ -483,8 +493,9 @@ class CompareView(anywidget.AnyWidget):
         self.set_trait("fidelity_map", {
             "pane": k, "overlay": encode(result.overlay(), format="png"),
             "rect": [float(p.x), float(p.y), float(p.width), float(p.height)],
-            "regions": regions, "psnr": result.psnr if math.isfinite(result.psnr) else None,
-            "ssim": result.ssim})
+            "regions": regions,
+            "psnr": result.psnr if result.psnr is not None and math.isfinite(result.psnr)
+            else None, "ssim": result.ssim, "reason": result.reason})
 
     @t.validate("position", "opacity")
     def _check_fraction(self, proposal: t.Bunch) -> float:
@@ -740,8 +751,9 @@ class CompareView(anywidget.AnyWidget):
 
             result = self.fidelity(self.right)
             fmap = self.fidelity_map
-            label = (f"{self.panes[self.right]}  ·  PSNR {psnr_text(result.psnr)}, "
-                     f"SSIM {ssim_text(result.ssim)}")
+            label = (f"{self.panes[self.right]}  ·  fidelity {result.reason}" if result.reason
+                     else f"{self.panes[self.right]}  ·  PSNR {psnr_text(result.psnr)}, "
+                          f"SSIM {ssim_text(result.ssim)}")
             return _composite.compose_fidelity(
                 self._pane_previews[self.right], result.overlay(), tuple(fmap["rect"]),
                 out_size, fmap["regions"], self.opacity, label, int(width))  # type: ignore[arg-type]
