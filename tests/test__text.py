@@ -10,6 +10,7 @@ from topaz_nb import _text
 from topaz_nb.errors import (
     ApiError,
     AuthenticationError,
+    ImageError,
     LinkExpired,
     MissingApiKey,
     NotFound,
@@ -305,3 +306,16 @@ def test_listing_notes_say_what_was_left_out_and_why(place: str) -> None:
     assert one.startswith("1 entry") and "was left out" in one
     assert three.startswith("3 entries") and "were left out" in three
     assert "UUID" in one and "check the ID" not in one
+
+
+def test_fidelity_scores_and_why_there_are_none() -> None:
+    assert _text.psnr_text(31.25) == "31.2 dB" and _text.psnr_text(float("inf")) == "identical"
+    assert _text.psnr_text(None) == "—" and _text.ssim_text(None) == "—"
+    assert _text.ssim_text(0.98765) == "0.988"
+    assert _text.fidelity_no_overlap((1000, 2), (2, 1000), True) == (
+        "not computed: the 2×1000 output (cropped to fill) covers no whole pixel of the "
+        "1000×2 input")
+    assert "(fitted)" in _text.fidelity_no_overlap((5, 5), (1, 1), None)
+    line = _text.fidelity_failed(ImageError("output is truncated or corrupt (broken PNG); "
+                                            "download it again"))
+    assert line == "not computed: output is truncated or corrupt (broken PNG); download it again"

@@ -384,6 +384,34 @@ def test_entry_point_in_a_real_subprocess(tmp_path: Path) -> None:
     _one_error_line(bad.stderr)
 
 
+def test_fetch_of_an_output_of_another_aspect_prints_its_table(
+        sandbox: Any, make_image: Any, tmp_path: Path) -> None:
+    """In a real process: letterboxed 640×480 → 700×500 and cropped 640×480 →
+    1280×1000 once ended in a traceback and exit 1."""
+    env = {**_env(tmp_path), "TOPAZ_API_URL": sandbox.base_url,
+           "TOPAZ_API_KEY": sandbox.api_key}
+    for out_size, crop in (((700, 500), False), ((1280, 1000), True)):
+        pid = sandbox.add_job(make_image((640, 480)), make_image(out_size), crop_to_fill=crop)
+        proc = subprocess.run(
+            [sys.executable, "-m", "topaz_nb.cli", "fetch", pid, "-o", str(tmp_path / "o")],
+            capture_output=True, text=True, env=env, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stdout + proc.stderr
+        assert re.search(r"PSNR vs input\s+(identical|\d+\.\d dB)", proc.stdout)
+        assert re.search(r"SSIM vs input\s+\d\.\d{3}", proc.stdout)
+
+
+def test_fetch_of_an_output_covering_no_input_pixel_says_so_in_one_row(
+        keyed: Any, make_image: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pid = keyed.add_job(make_image((1000, 2)), make_image((2, 1000)), crop_to_fill=True)
+    assert main(["fetch", pid, "-o", str(tmp_path / "o")]) == 0
+    captured = capsys.readouterr()
+    rows = [" ".join(line.split()) for line in captured.out.splitlines() if "vs input" in line]
+    assert rows == [("Fidelity vs input not computed: the 2×1000 output (cropped to fill) "
+                     "covers no whole pixel of the 1000×2 input")]
+    assert "Traceback" not in captured.err and len(list((tmp_path / "o").iterdir())) == 2
+
+
 def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> re.Match[str]:
     deadline = time.monotonic() + timeout
     seen = []

@@ -10,7 +10,14 @@ from PIL import Image
 
 from topaz_nb.api.client import TopazClient
 from topaz_nb.comparison import Comparison
-from topaz_nb.errors import InvalidProcessId, NotFound, NotReady, NotSaved, TopazError
+from topaz_nb.errors import (
+    ImageTooLarge,
+    InvalidProcessId,
+    NotFound,
+    NotReady,
+    NotSaved,
+    TopazError,
+)
 from topaz_nb.storage import Transfer
 
 
@@ -513,3 +520,62 @@ def test_a_failed_fetch_pins_nothing(sandbox, client, transfer, make_image):
         Comparison.fetch(pid, client=client, transfer=transfer)
     cached = budget.usage(transfer.cache_dir)
     assert cached.downloads == 2 and cached.in_use == 0  # downloaded, and free to go
+
+
+def _fidelity_rows(result):
+    return [r for r in result.rows() if r[0].startswith(("PSNR", "SSIM", "Fidelity"))]
+
+
+def test_an_output_of_another_aspect_shows_its_view_and_scores(sandbox, client, transfer,
+                                                              make_image):
+    # 640×480 letterboxed into 700×500 once raised "box offset can't be negative".
+    pid = sandbox.add_job(make_image((640, 480)), make_image((700, 500)))
+    result = Comparison.fetch(pid, client=client, transfer=transfer)
+    rows = _fidelity_rows(result)
+    assert [r[0] for r in rows] == ["PSNR vs input", "SSIM vs input"]
+    assert rows[0][2].endswith(" dB") or rows[0][2] == "identical"
+    bundle = result._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "PSNR vs input" in bundle["text/plain"]
+
+
+def test_an_output_covering_no_input_pixel_says_so_in_one_row_and_still_shows(
+        sandbox, client, transfer, make_image):
+    pid = sandbox.add_job(make_image((1000, 2)), make_image((2, 1000)), crop_to_fill=True)
+    result = Comparison.fetch(pid, client=client, transfer=transfer)
+    reason = ("not computed: the 2×1000 output (cropped to fill) covers no whole pixel of "
+              "the 1000×2 input")
+    assert _fidelity_rows(result) == [("Fidelity vs input", "", reason)]
+    assert result.fidelity.psnr is None and result.fidelity.reason == reason
+    bundle = result._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert reason in bundle["text/plain"] and reason in result.metadata_html()
+    view = result.view
+    view.mode = "fidelity"
+    assert view.fidelity_map["reason"] == reason and view.fidelity_map["psnr"] is None
+    assert view.to_image(width=200).width == 200
+    # Kept beside the download like any other result, and read back the same.
+    again = Comparison.fetch(pid, client=client, transfer=transfer).fidelity
+    assert (again.psnr, again.ssim, again.reason) == (None, None, reason)
+
+
+def test_an_image_that_cannot_be_decoded_for_fidelity_is_one_row_and_tried_again(
+        sandbox, client, transfer, make_image, monkeypatch):
+    from topaz_nb.imaging import fidelity as _fidelity
+
+    inp = make_image((40, 30))
+    pid = sandbox.add_job(inp, inp.resize((160, 120)))
+    result = Comparison.fetch(pid, client=client, transfer=transfer)
+    real = _fidelity.cached_fidelity
+
+    def too_large(*args, **kwargs):
+        raise ImageTooLarge("output is too large to decode in the memory left; close other "
+                            "views or images and try again")
+
+    monkeypatch.setattr(_fidelity, "cached_fidelity", too_large)
+    line = ("not computed: output is too large to decode in the memory left; close other "
+            "views or images and try again")
+    assert _fidelity_rows(result) == [("Fidelity vs input", "", line)]
+    assert "application/vnd.jupyter.widget-view+json" in result._repr_mimebundle_()
+    monkeypatch.setattr(_fidelity, "cached_fidelity", real)
+    assert [r[0] for r in _fidelity_rows(result)] == ["PSNR vs input", "SSIM vs input"]

@@ -161,6 +161,28 @@ def test_not_ready_without_wait_shows_input_and_one_status_line(shell, sandbox, 
     assert line.count("\n") == 0
 
 
+@pytest.mark.parametrize(("in_size", "out_size", "crop", "row"), [
+    ((640, 480), (700, 500), False, "PSNR vs input"),
+    ((1920, 1080), (3840, 2400), True, "PSNR vs input"),
+    ((1000, 2), (2, 1000), True, "Fidelity vs input"),
+])
+def test_an_output_of_another_aspect_displays_its_view_and_table(
+        shell, sandbox, make_image, capsys, in_size, out_size, crop, row):
+    """Displaying ``r = %topaz ID`` once printed a traceback and no widget."""
+    pid = sandbox.add_job(make_image(in_size), make_image(out_size), crop_to_fill=crop)
+    res, _ = _cell(shell, f"r = %topaz {pid}")
+    assert res.success, res.error_in_exec
+    capsys.readouterr()
+    data, _metadata = shell.display_formatter.format(shell.user_ns["r"])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert WIDGET_VIEW in data
+    lines = [line for line in data["text/plain"].splitlines() if "vs input" in line]
+    assert lines and lines[0].split()[:3] == row.split()
+    if row.startswith("Fidelity"):
+        assert len(lines) == 1 and "not computed: " in lines[0]
+
+
 def test_wait_polls_until_ready(shell, sandbox, make_image):
     pid = sandbox.add_job(make_image(), make_image((128, 96)), ready_in=1.5)
     result = shell.run_line_magic("topaz", f"{pid} --wait 30")

@@ -101,14 +101,31 @@ def progress_state(status: str | None, progress: int | None = None,
     return ", ".join(parts)
 
 
-def psnr_text(value: float) -> str:
-    """PSNR in dB, one decimal; identical images have no finite PSNR."""
+def psnr_text(value: float | None) -> str:
+    """PSNR in dB, one decimal; identical images have no finite PSNR; ``—``
+    when it was not computed."""
+    if value is None:
+        return "—"
     return "identical" if value == float("inf") or value > 99 else f"{value:.1f} dB"
 
 
-def ssim_text(value: float) -> str:
-    """SSIM (0–1) with three decimals."""
-    return f"{value:.3f}"
+def ssim_text(value: float | None) -> str:
+    """SSIM (0–1) with three decimals; ``—`` when it was not computed."""
+    return "—" if value is None else f"{value:.3f}"
+
+
+def fidelity_no_overlap(input_size: tuple[int, int], output_size: tuple[int, int],
+                        crop_to_fill: bool | None) -> str:
+    """Why an output's fidelity has no scores: it covers no whole input pixel."""
+    (iw, ih), (ow, oh) = input_size, output_size
+    how = "cropped to fill" if crop_to_fill else "fitted"
+    return (f"not computed: the {ow}×{oh} output ({how}) covers no whole pixel of "
+            f"the {iw}×{ih} input")
+
+
+def fidelity_failed(exc: TopazError) -> str:
+    """Why an output's fidelity has no scores: an image could not be read for it."""
+    return f"not computed: {say(exc, 'python')}"
 
 
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"<>()]+", re.IGNORECASE)

@@ -297,18 +297,27 @@ class Comparison:
         """How faithfully the output keeps the input (:func:`topaz_nb.fidelity`).
 
         Computed once, then kept beside the downloaded output (the transfer
-        layer's derived files), so a later kernel reads it instead.
+        layer's derived files), so a later kernel reads it instead.  Never
+        raises once both images are there: where no score can be computed (an
+        output covering no whole input pixel, an image that cannot be decoded
+        whole) ``reason`` says why, for the table and the view to show; that
+        outcome of an image error is not kept, so a later call tries again.
         """
         if self._fidelity is None:
-            from .imaging.fidelity import cached_fidelity
+            from ._text import fidelity_failed
+            from .imaging.fidelity import Fidelity, cached_fidelity
 
             inp, out = self._sides["input"], self._sides["output"]
             if inp.image is None or out.image is None:
                 raise TopazError(f"Process {self.process_id} has no output to score yet.")
             crop = self.status.crop_to_fill if self.status is not None else None
-            self._fidelity = cached_fidelity(inp.image, out.image, input_file=inp.file,
-                                             output_file=out.file,
-                                             derived=out.image.derived_path, crop_to_fill=crop)
+            try:
+                self._fidelity = cached_fidelity(
+                    inp.image, out.image, input_file=inp.file, output_file=out.file,
+                    derived=out.image.derived_path, crop_to_fill=crop)
+            except ImageError as exc:
+                return Fidelity.not_computed(inp.image.size, out.image.size,
+                                             fidelity_failed(exc), crop_to_fill=crop)
         return self._fidelity
 
     def prepare(self) -> Comparison:
@@ -574,9 +583,12 @@ def _image_widget(image: SourceImage | None, size: int) -> Any:
 
 
 def fidelity_rows(result: Fidelity) -> list[tuple[str, str, str]]:
-    """PSNR and SSIM rows of the metadata table (the output's column)."""
+    """PSNR and SSIM rows of the metadata table (the output's column), or one
+    row saying why they were not computed."""
     from ._text import psnr_text, ssim_text
 
+    if result.reason is not None:
+        return [("Fidelity vs input", "", result.reason)]
     return [("PSNR vs input", "", psnr_text(result.psnr)), ("SSIM vs input", "", ssim_text(result.ssim))]
 
 

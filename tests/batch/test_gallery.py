@@ -325,3 +325,17 @@ def test_the_comparison_below_the_grid_is_closed_when_another_replaces_it(sandbo
     buttons[1].click()
     assert first.closed and not gallery.opened.closed
     assert budget.usage(transfer.cache_dir).in_use == 2  # the second one's only
+
+
+def test_sorted_by_fidelity_puts_outputs_without_scores_last(sandbox, parts, make_image):
+    client, transfer = parts
+    uncovered = sandbox.add_job(make_image((1000, 2)), make_image((2, 1000)), crop_to_fill=True)
+    scored = sandbox.add_shootout()[:2]
+    gallery = Gallery.fetch([uncovered, *scored], client=client, transfer=transfer)
+    for key in ("psnr", "ssim"):
+        ordered = gallery.sorted_by(key)
+        assert ordered.process_ids[-1] == uncovered
+        assert set(ordered.process_ids[:2]) == set(scored)
+    rows = {row["process_id"]: row for row in gallery.sorted_by("psnr").summary()}
+    assert (rows[uncovered]["psnr"], rows[uncovered]["ssim"]) == (None, None)
+    assert all(isinstance(rows[pid]["ssim"], float) for pid in scored)

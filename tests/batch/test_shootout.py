@@ -105,3 +105,22 @@ def test_a_shootout_that_fails_to_fetch_pins_nothing(sandbox, parts, make_image)
     # The others may still be finishing (or stopping): each lets go when it does.
     wait_until(lambda: budget.usage(parts[1].cache_dir).in_use == 0,
                "the fetched comparisons to let go of their files")
+
+
+def test_an_output_whose_fidelity_cannot_be_computed_says_why_in_its_row(sandbox, parts,
+                                                                         make_image):
+    source = make_image((1000, 2))
+    fine = sandbox.add_job(source, make_image((4000, 8)))
+    uncovered = sandbox.add_job(source, make_image((2, 1000)), crop_to_fill=True)
+    shootout = _shootout([fine, uncovered], parts)
+    (_, _, _, _, psnr, ssim), (_, _, size, _, reason, no_ssim) = shootout.rows()
+    assert psnr.endswith(" dB") or psnr == "identical"
+    assert float(ssim) > 0.5
+    assert size == "2×1000" and no_ssim == "—"
+    assert reason == ("not computed: the 2×1000 output (cropped to fill) covers no whole pixel "
+                      "of the 1000×2 input")
+    assert reason in shootout.metadata_html()
+    shootout.view.right = 2
+    shootout.view.mode = "fidelity"
+    assert shootout.view.fidelity_map["reason"] == reason
+    assert "application/vnd.jupyter.widget-view+json" in shootout._repr_mimebundle_()

@@ -673,6 +673,54 @@ def test_grid_and_fidelity_have_static_pictures() -> None:
                                          .resize((256, 192)))[88, 128])
 
 
+def test_pictures_of_an_input_reaching_far_past_its_output_draw_what_shows() -> None:
+    # Cropped to fill, a 1000×2 input spans 500 000 px of its 2×1000 output: a
+    # picture resampling all of it would need terabytes.
+    v = CompareView(solid((1000, 2), (200, 30, 30)), solid((2, 1000), (30, 30, 200)),
+                    crop_to_fill=True)
+    assert tuple(v.placement) == (-249999.0, 0.0, 500000.0, 1000.0)
+    for mode in ("swipe", "side-by-side", "blend", "difference", "toggle", "grid"):
+        v.mode = mode
+        picture = v.to_image(width=32)
+        assert picture.width >= 32 and picture.height >= 1000
+    v.mode = "swipe"
+    picture = v.to_image(width=32)
+    assert picture.getpixel((2, 500)) == (200, 30, 30)  # the input, left of the divider
+    assert picture.getpixel((29, 500)) == (30, 30, 200)  # the output, right of it
+    data, _ = v._repr_mimebundle_()
+    still = Image.open(io.BytesIO(base64.b64decode(data["image/jpeg"])))
+    assert still.height <= 8000  # narrowed: at 800 px wide it would be 400 000 px tall
+
+
+def test_a_view_whose_fidelity_cannot_be_computed_shows_why() -> None:
+    # Cropped to fill, a 2×1000 output covers no whole pixel of a 1000×2 input.
+    v = CompareView(solid((1000, 2), (200, 30, 30)), solid((2, 1000), (30, 30, 200)),
+                    crop_to_fill=True, mode="fidelity")
+    fmap = v.fidelity_map
+    assert fmap["reason"] == ("not computed: the 2×1000 output (cropped to fill) covers no "
+                              "whole pixel of the 1000×2 input")
+    assert (fmap["psnr"], fmap["ssim"], fmap["regions"]) == (None, None, [])
+    assert decode(fmap["overlay"])[..., 3].max() == 0
+    picture = v.to_image(width=32)
+    assert picture.width == 32 and picture.getpixel((16, 500)) == (30, 30, 200)
+    assert "image/jpeg" in v._repr_mimebundle_()[0]
+
+
+def test_a_fidelity_that_cannot_decode_is_one_line_in_the_view(monkeypatch) -> None:
+    from topaz_nb.errors import ImageTooLarge
+    from topaz_nb.imaging import fidelity as _fidelity
+
+    def too_large(*args: Any, **kwargs: Any) -> None:
+        raise ImageTooLarge("output is too large to decode in the memory left")
+
+    monkeypatch.setattr(_fidelity, "fidelity", too_large)
+    v = CompareView(solid((64, 48), (200, 30, 30)), solid((256, 192), (200, 30, 30)),
+                    mode="fidelity")
+    assert v.fidelity_map["reason"] == ("not computed: output is too large to decode in the "
+                                        "memory left")
+    assert v.to_image(width=128).size == (128, 96)
+
+
 def test_a_shootout_page_carries_every_preview(tmp_path: Path) -> None:
     v = shootout(mode="fidelity")
     page = v.save_html(tmp_path / "shootout.html").read_text(encoding="utf-8")

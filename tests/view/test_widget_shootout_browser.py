@@ -1,5 +1,6 @@
 """CompareView's shoot-out in a real Chromium and JupyterLab 4: the grid, the
-pair chosen by ``left``/``right``, the fidelity overlay and the input filter.
+pair chosen by ``left``/``right``, the fidelity overlay (and its label where no
+score can be computed) and the input filter.
 
 One server for the module.  The images (output pixels are on a 512×384 grid):
 
@@ -70,6 +71,12 @@ source, outputs = shootout_bytes()
 view = CompareView(source, *[outputs[m.name] for m in SHOOTOUT_MODELS], mode="grid",
                    labels=["Input"] + [m.model for m in SHOOTOUT_MODELS], height=460)
 view
+"""
+
+UNCOVERED = """
+uncovered = CompareView(np.full((2, 1000, 3), 200, np.uint8), np.full((1000, 2, 3), 60, np.uint8),
+                        labels=["Input", "Model Z"], crop_to_fill=True, mode="fidelity")
+display(uncovered)
 """
 
 
@@ -237,6 +244,21 @@ def test_the_input_filter_smooths_or_shows_the_real_pixels(lab: Any) -> None:
     assert lab.locator(f"{ROOT} button.tnb-filter").inner_text() == "Input: pixels"
 
 
+def test_fidelity_that_cannot_be_computed_says_why_in_the_label(lab: Any) -> None:
+    """A 2×1000 output cropped to fill a 1000×2 input covers no whole input pixel:
+    a second view, below the first."""
+    run_code(lab, UNCOVERED)
+    second = "document.querySelectorAll(root)[1]"
+    lab.wait_for_function(
+        f"(root) => {second} && {second}.querySelector('.tnb-label').textContent"
+        ".includes('not computed')", arg=ROOT, timeout=30_000)
+    label = lab.locator(ROOT).nth(1).locator(".tnb-label").first.inner_text()
+    assert " ".join(label.split()) == (
+        "Model Z · fidelity not computed: the 2×1000 output (cropped to fill) covers no whole "
+        "pixel of the 1000×2 input")
+    assert not lab.errors
+
+
 def test_photo_shootout_screenshots(lab: Any, server: Any) -> None:
     """The demo shoot-out as a reader sees it: the grid, then the fidelity map."""
     open_notebook(lab, server, "photo.ipynb", ui="lab")
@@ -256,3 +278,4 @@ def test_photo_shootout_screenshots(lab: Any, server: Any) -> None:
     shot = screenshot(lab.locator(ROOT).first, "shootout-fidelity.png")
     assert shot.exists()
     assert not lab.errors
+

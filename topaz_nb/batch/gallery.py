@@ -234,7 +234,8 @@ class Gallery:
 
     def sorted_by(self, key: str) -> Gallery:
         """The same processes ordered by ``"psnr"`` or ``"ssim"``, least faithful
-        first, as a new gallery; processes without an output keep their order at
+        first, as a new gallery; processes without an output, or whose scores
+        could not be computed (``None`` in :meth:`summary`), keep their order at
         the end.  Waits for the fetching; each score is computed once and kept
         beside the download (:attr:`Comparison.fidelity`), and both show in
         :meth:`summary`."""
@@ -246,10 +247,14 @@ class Gallery:
             if card.ready and card.error is None:
                 with self.load(card.process_id) as comparison:
                     result = comparison.fidelity
+                psnr, ssim = result.psnr, result.ssim
                 with self._lock:
-                    card.row.update(psnr=round(result.psnr, 2) if result.psnr < 1e9 else None,
-                                    ssim=round(result.ssim, 4))
-                scored.append((getattr(result, key), i))
+                    card.row.update(
+                        psnr=round(psnr, 2) if psnr is not None and psnr < 1e9 else None,
+                        ssim=round(ssim, 4) if ssim is not None else None)
+                value = psnr if key == "psnr" else ssim
+                if value is not None:
+                    scored.append((value, i))
         first = [i for _, i in sorted(scored)]
         order = first + [i for i in range(len(self.cards)) if i not in set(first)]
         ordered = Gallery([self.cards[i].process_id for i in order], client=self._client,

@@ -148,7 +148,8 @@ class Shootout:
         return self._view
 
     def rows(self) -> list[tuple[str, str, str, str, str, str]]:
-        """Per output: label, model, size, scale, PSNR and SSIM against its input."""
+        """Per output: label, model, size, scale, PSNR and SSIM against its input
+        (the PSNR cell says why when they could not be computed)."""
         rows = []
         for label, c in zip(self.labels[1:], self.comparisons):
             info = c.info
@@ -156,8 +157,9 @@ class Shootout:
             size = f"{out['width']}×{out['height']}" if "width" in out else ""
             scale = f"{info['scale']:.2f}×" if "scale" in info else ""
             model = c.status.model if c.status is not None and c.status.model else ""
-            f = c.fidelity
-            rows.append((label, model, size, scale, psnr_text(f.psnr), ssim_text(f.ssim)))
+            f = c.fidelity  # a reason instead of the scores where none can be computed
+            rows.append((label, model, size, scale, f.reason or psnr_text(f.psnr),
+                         ssim_text(f.ssim)))
         return rows
 
     def metadata_html(self) -> str:

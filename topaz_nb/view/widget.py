@@ -110,6 +110,7 @@ import traitlets as t
 from PIL import Image
 
 from .._tasks import shared_pool
+from ..errors import ImageError
 from ..imaging.source import SourceImage, TileSource, align, encode, load_image
 from ..links import SIDES
 from . import composite as _composite
@@ -297,7 +298,9 @@ class CompareView(anywidget.AnyWidget):
       (list of bytes, read-only) the previews of panes 2 and on.
     * ``fidelity_map`` (dict, read-only): in fidelity mode, the ``pane`` it
       describes, its ``overlay`` (RGBA PNG on the input's grid), ``rect`` (the
-      input's place on the grid), ``regions`` (grid pixels), ``psnr``, ``ssim``.
+      input's place on the grid), ``regions`` (grid pixels), ``psnr``, ``ssim``,
+      and ``reason``: why there are no scores (``psnr`` and ``ssim`` are then
+      ``None`` and the overlay clear), else ``None``.
     """
 
     _esm = _assemble_esm()
@@ -485,9 +488,16 @@ class CompareView(anywidget.AnyWidget):
             if self.fidelity_source is not None:
                 found = self.fidelity_source(k)
             else:
-                from ..imaging.fidelity import fidelity
+                from .._text import fidelity_failed
+                from ..imaging.fidelity import Fidelity, fidelity
 
-                found = fidelity(self._all[0], self._all[k], crop_to_fill=self._crop_to_fill)
+                try:
+                    found = fidelity(self._all[0], self._all[k],
+                                     crop_to_fill=self._crop_to_fill)
+                except ImageError as exc:  # the view shows why instead of a traceback
+                    return Fidelity.not_computed(self._all[0].size, self._all[k].size,
+                                                 fidelity_failed(exc),
+                                                 crop_to_fill=self._crop_to_fill)
             self._fidelities[k] = found
         return found
 
@@ -508,8 +518,9 @@ class CompareView(anywidget.AnyWidget):
         self.set_trait("fidelity_map", {
             "pane": k, "overlay": encode(result.overlay(), format="png"),
             "rect": [float(p.x), float(p.y), float(p.width), float(p.height)],
-            "regions": regions, "psnr": result.psnr if math.isfinite(result.psnr) else None,
-            "ssim": result.ssim})
+            "regions": regions,
+            "psnr": result.psnr if result.psnr is not None and math.isfinite(result.psnr)
+            else None, "ssim": result.ssim, "reason": result.reason})
 
     @t.validate("position", "opacity")
     def _check_fraction(self, proposal: t.Bunch) -> float:
@@ -765,8 +776,9 @@ class CompareView(anywidget.AnyWidget):
 
             result = self.fidelity(self.right)
             fmap = self.fidelity_map
-            label = (f"{self.panes[self.right]}  ·  PSNR {psnr_text(result.psnr)}, "
-                     f"SSIM {ssim_text(result.ssim)}")
+            label = (f"{self.panes[self.right]}  ·  fidelity {result.reason}" if result.reason
+                     else f"{self.panes[self.right]}  ·  PSNR {psnr_text(result.psnr)}, "
+                          f"SSIM {ssim_text(result.ssim)}")
             return _composite.compose_fidelity(
                 self._pane_previews[self.right], result.overlay(), tuple(fmap["rect"]),
                 out_size, fmap["regions"], self.opacity, label, int(width))  # type: ignore[arg-type]
@@ -806,7 +818,11 @@ class CompareView(anywidget.AnyWidget):
         data, metadata = bundle
         data = dict(data)
         data["text/plain"] = self._summary()
-        jpeg = _composite.compact_jpeg(self.to_image(width=_FALLBACK_WIDTH),
+        # A picture of a very tall output (2×1000, say) is narrowed, never taller
+        # than twice the usual width.
+        ow, oh = self._sources["output"].size
+        width = max(16, min(_FALLBACK_WIDTH, 2 * _FALLBACK_WIDTH * ow // oh))
+        jpeg = _composite.compact_jpeg(self.to_image(width=width),
                                        max_width=_FALLBACK_WIDTH, limit=_FALLBACK_LIMIT)
         data["image/jpeg"] = base64.b64encode(jpeg).decode("ascii")
         # Shown: from now on, get 100 % ready while the user looks.

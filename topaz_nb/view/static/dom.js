@@ -161,6 +161,7 @@ function fidelityText(v) {
   const [, b] = v.labels;
   if (!f || f.pane === undefined) return `${b}  ·  computing the fidelity map…`;
   if (f.pane === 0) return `${b} is the input: pick an output with ] for its fidelity map`;
+  if (f.reason) return `${b}  ·  fidelity ${f.reason}`;
   const psnr = f.psnr === null || f.psnr === undefined ? "identical" : `${f.psnr.toFixed(1)} dB`;
   const boxes = f.regions && f.regions.length ? "  ·  click a box to zoom to it" : "";
   return `${b}  ·  PSNR ${psnr}  ·  SSIM ${Number(f.ssim).toFixed(3)}${boxes}`;
