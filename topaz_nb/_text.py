@@ -128,6 +128,20 @@ def no_key(place: Place) -> str:
     return MissingApiKey.HINT
 
 
+def demo_folder_lines(folder: object, *, copied: Sequence[str], kept: Sequence[str],
+                      own: bool) -> list[str]:
+    """What ``topaz-nb demo`` says about its working folder, for its banner."""
+    what = ("your notebook's folder" if own and not copied and not kept
+            else "the demo notebooks are copies; what they write stays here")
+    lines = [f"  folder:       {folder}  ({what})"]
+    if copied:
+        lines.append(f"  copied:       {', '.join(copied)}")
+    if kept:
+        lines.append(f"  kept:         {', '.join(kept)} (your copies, changed since copied; "
+                     "delete one to get it fresh)")
+    return lines
+
+
 def not_ready(process_id: str, status: str | None, progress: int | None,
               when: _dt.datetime | None, place: Place) -> str:
     """The output exists but is not finished yet, and how to wait for it here."""
