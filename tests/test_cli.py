@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -295,18 +296,37 @@ def test_entry_point_in_a_real_subprocess(tmp_path: Path) -> None:
     _one_error_line(bad.stderr)
 
 
+_UNREAD: dict[int, bytearray] = {}
+
+
 def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> re.Match[str]:
+    """The first line ``proc`` prints from now on that matches ``pattern``.
+
+    Reads the pipe itself, waiting with ``select``, so a child that stays up
+    without ever printing the line fails the test after ``timeout`` instead of
+    blocking it (a blocked ``readline`` would also keep ``close`` waiting).
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    unread = _UNREAD.setdefault(proc.pid, bytearray())
     deadline = time.monotonic() + timeout
     seen = []
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
+    while True:
+        while b"\n" in unread:
+            end = unread.index(b"\n") + 1
+            line = unread[:end].decode("utf-8", "replace")
+            del unread[:end]
+            seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
             break
-        seen.append(line)
-        match = re.search(pattern, line)
-        if match:
-            return match
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        unread += chunk
     raise AssertionError(f"{pattern!r} not printed; got {''.join(seen)!r}")
 
 
@@ -328,6 +348,20 @@ def test_sandbox_subcommand_serves_until_interrupted(tmp_path: Path) -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def _stop_demo(proc: subprocess.Popen[str]) -> None:
+    """After a failed check: Ctrl-C first, so the demo also stops its JupyterLab
+    (a server of its own session, which a kill of the demo would leave running)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def _free_port() -> int:
@@ -380,11 +414,7 @@ def test_demo_runs_jupyterlab_and_stops_it_on_ctrl_c(tmp_path: Path, presses: in
         with pytest.raises(requests.ConnectionError):
             requests.get(base, timeout=2)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _stop_demo(proc)
 
 
 def test_compare_rejects_an_unknown_mode(
@@ -543,11 +573,7 @@ def test_readme_commands_in_order_leave_a_fresh_clone_as_cloned(tmp_path: Path) 
         assert proc.wait(60) == 0
         assert "topaz-nb: error" not in (tmp_path / "err.log").read_text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _stop_demo(proc)
     status = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=clone,
                             capture_output=True, text=True, check=True, timeout=60)
     assert status.stdout == ""
