@@ -518,7 +518,7 @@ def _run_notebook_in(path: Path, folder: Path) -> Any:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(600)
 def test_readme_commands_in_order_leave_a_fresh_clone_as_cloned(tmp_path: Path) -> None:
     """`topaz-nb demo` in a fresh clone, every demo notebook run (and saved)
     where it says, then stopped: `git status` of the clone shows nothing, so

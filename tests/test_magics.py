@@ -443,7 +443,6 @@ def kernel(tmp_path):
             manager.shutdown_kernel(now=False)
 
 
-@pytest.mark.slow
 def test_login_in_a_real_kernel_keeps_the_key_out_of_outputs_and_history(kernel, tmp_path):
     box, client = kernel
     key = box.api_key
@@ -463,7 +462,6 @@ def test_login_in_a_real_kernel_keeps_the_key_out_of_outputs_and_history(kernel,
     assert key not in shown and "env: TOPAZ_API_KEY" not in shown
 
 
-@pytest.mark.slow
 def test_login_where_the_front_end_cannot_ask_is_one_line(kernel):
     _, client = kernel
     _, messages, _ = _kernel_run(client, "%topaz login")  # no stdin, as nbclient runs
