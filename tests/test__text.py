@@ -319,3 +319,25 @@ def test_fidelity_scores_and_why_there_are_none() -> None:
     line = _text.fidelity_failed(ImageError("output is truncated or corrupt (broken PNG); "
                                             "download it again"))
     assert line == "not computed: output is truncated or corrupt (broken PNG); download it again"
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_no_key_and_wrong_key_never_say_to_type_the_key_into_a_cell(place: str) -> None:
+    wrong = AuthenticationError("x", status_code=401, server_message="Invalid API key")
+    for line in (_text.say(MissingApiKey(), place),  # type: ignore[arg-type]
+                 _text.say(wrong, place)):  # type: ignore[arg-type]
+        assert "%env" not in line and "api_key=..." not in line
+        if place in ("magic", "panel"):
+            assert "before starting Jupyter" in line
+
+
+def test_key_in_notebook_is_one_line_naming_the_cells_and_the_way_out() -> None:
+    both = _text.key_in_notebook([3], in_source=True, printed=True)
+    assert "\n" not in both and "source and output of cell [3]" in both
+    assert "remove the key from it and clear the output" in both and "%topaz login" in both
+    typed = _text.key_in_notebook([2, 5], in_source=True, printed=False)
+    assert "source of cells [2], [5]" in typed and "remove the key from them" in typed
+    assert "output" not in typed
+    shown = _text.key_in_notebook([4], in_source=False, printed=True)
+    assert "output of cell [4]" in shown and "clear its output" in shown
+    assert "source" not in shown and "remove the key" not in shown

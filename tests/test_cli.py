@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -412,18 +413,37 @@ def test_fetch_of_an_output_covering_no_input_pixel_says_so_in_one_row(
     assert "Traceback" not in captured.err and len(list((tmp_path / "o").iterdir())) == 2
 
 
+_UNREAD: dict[int, bytearray] = {}
+
+
 def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> re.Match[str]:
+    """The first line ``proc`` prints from now on that matches ``pattern``.
+
+    Reads the pipe itself, waiting with ``select``, so a child that stays up
+    without ever printing the line fails the test after ``timeout`` instead of
+    blocking it (a blocked ``readline`` would also keep ``close`` waiting).
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    unread = _UNREAD.setdefault(proc.pid, bytearray())
     deadline = time.monotonic() + timeout
     seen = []
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
+    while True:
+        while b"\n" in unread:
+            end = unread.index(b"\n") + 1
+            line = unread[:end].decode("utf-8", "replace")
+            del unread[:end]
+            seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
             break
-        seen.append(line)
-        match = re.search(pattern, line)
-        if match:
-            return match
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        unread += chunk
     raise AssertionError(f"{pattern!r} not printed; got {''.join(seen)!r}")
 
 
@@ -445,6 +465,20 @@ def test_sandbox_subcommand_serves_until_interrupted(tmp_path: Path) -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def _stop_demo(proc: subprocess.Popen[str]) -> None:
+    """After a failed check: Ctrl-C first, so the demo also stops its JupyterLab
+    (a server of its own session, which a kill of the demo would leave running)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def _free_port() -> int:
@@ -476,6 +510,8 @@ def test_demo_runs_jupyterlab_and_stops_it_on_ctrl_c(tmp_path: Path, presses: in
             stdout=subprocess.PIPE, stderr=err_log, text=True, env=env)
     try:
         base = _read_until(proc, r"sandbox API:\s+(http://\S+)", 60).group(1)
+        folder = _read_until(proc, r"folder:\s+(\S+)", 10).group(1)
+        assert folder == str(notebook.parent)  # the user's own notebook opens where it is
         lab = _read_until(proc, r"JupyterLab:\s+(http://\S+)", 120).group(1)
         assert re.fullmatch(rf"http://[^/]+:{port}/lab/tree/demo\.ipynb\?token=t0k", lab)
         assert requests.get(lab, timeout=10).status_code == 200
@@ -495,11 +531,7 @@ def test_demo_runs_jupyterlab_and_stops_it_on_ctrl_c(tmp_path: Path, presses: in
         with pytest.raises(requests.ConnectionError):
             requests.get(base, timeout=2)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _stop_demo(proc)
 
 
 def test_compare_rejects_an_unknown_mode(
@@ -513,12 +545,155 @@ def test_compare_rejects_an_unknown_mode(
     assert '"mode": "blend"' in page.read_text(encoding="utf-8")
 
 
-def test_demo_finds_the_quickstart_notebook_of_the_checkout(
+def test_demo_finds_the_notebooks_of_the_checkout(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from topaz_nb.cli import _find_notebook
+    from topaz_nb.cli import _demo_sources
 
     monkeypatch.chdir(tmp_path)  # not from the CWD: from next to the package
-    assert _find_notebook(None) == _ROOT / "notebooks" / "01-quickstart.ipynb"
+    assert _demo_sources() == _ROOT / "notebooks"
+
+
+def test_demo_copies_its_notebooks_into_its_folder_and_keeps_changed_copies(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only missing copies are written; a copy that differs from the shipped
+    notebook (run, edited) is kept as it is, and named."""
+    from topaz_nb._text import demo_folder_lines
+    from topaz_nb.cli import _DemoPlan
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    shipped = sorted((_ROOT / "notebooks").glob("*.ipynb"))
+    before = {p: p.read_bytes() for p in shipped}
+    plan = _DemoPlan.make(None, None)
+    if sys.platform.startswith("linux"):
+        assert plan.folder == tmp_path / "data" / "topaz-nb" / "demo"
+    assert plan.notebook == plan.folder / "01-quickstart.ipynb"
+    assert not plan.folder.exists()  # make() only checks; nothing is written yet
+    copied, kept = plan.copy_notebooks()
+    assert copied == [p.name for p in shipped] and kept == []
+    for source in shipped:
+        assert (plan.folder / source.name).read_bytes() == before[source]
+
+    edited = plan.folder / "03-batch-review.ipynb"
+    edited.write_text('{"edited": true}')
+    (plan.folder / "02-panel.ipynb").unlink()
+    copied, kept = _DemoPlan.make(None, None).copy_notebooks()
+    assert (copied, kept) == (["02-panel.ipynb"], ["03-batch-review.ipynb"])
+    assert edited.read_text() == '{"edited": true}'
+    lines = demo_folder_lines(plan.folder, copied=copied, kept=kept, own=False)
+    assert lines[0].split()[:2] == ["folder:", str(plan.folder)]
+    assert any("kept:" in line and "03-batch-review.ipynb" in line and "delete" in line
+               for line in lines)
+    assert {p: p.read_bytes() for p in shipped} == before  # the checkout is untouched
+
+
+def test_demo_opens_the_copy_of_a_shipped_notebook_given_by_path(tmp_path: Path) -> None:
+    from topaz_nb.cli import _DemoPlan
+
+    plan = _DemoPlan.make(tmp_path / "work", _ROOT / "notebooks" / "04-model-shootout.ipynb")
+    assert plan.notebook == tmp_path / "work" / "04-model-shootout.ipynb" and not plan.own
+    own = tmp_path / "mine" / "own.ipynb"
+    own.parent.mkdir()
+    own.write_text("{}")
+    plan = _DemoPlan.make(None, own)
+    assert (plan.folder, plan.notebook, plan.own, plan.sources) == (own.parent, own, True, [])
+
+
+@pytest.mark.parametrize("where", ["notebooks", "notebooks/sub", "file"])
+def test_demo_refuses_a_folder_that_would_change_the_checkout_or_is_a_file(
+        where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "a-file" if where == "file" else _ROOT / where
+    if where == "file":
+        folder.write_text("not a folder")
+    assert main(["demo", "--no-browser", "--dir", str(folder)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(folder) in line and "--dir" in line
+    assert not (_ROOT / "notebooks" / "sub").exists()
+
+
+def test_demo_own_notebook_must_be_inside_the_folder_given(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    own = tmp_path / "own.ipynb"
+    own.write_text("{}")
+    assert main(["demo", "--dir", str(tmp_path / "work"), "--notebook", str(own)]) == 2
+    assert "outside --dir" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "work").exists()
+
+
+def _run_notebook_in(path: Path, folder: Path) -> Any:
+    """Execute ``path`` as tests/test_notebooks.py does (no key: the notebook's
+    own sandbox, see ``_clean_env``), with ``folder`` as its working directory,
+    and save it back in place, as JupyterLab's autosave would."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=180, kernel_name="python3", store_widget_state=False,
+                            resources={"metadata": {"path": str(folder)}})
+    client.execute()
+    nbformat.write(nb, path)
+    return nb
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_readme_commands_in_order_leave_a_fresh_clone_as_cloned(tmp_path: Path) -> None:
+    """`topaz-nb demo` in a fresh clone, every demo notebook run (and saved)
+    where it says, then stopped: `git status` of the clone shows nothing, so
+    the README's test command that comes next finds the checkout as cloned."""
+    import shutil
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(_ROOT), str(clone)], check=True, timeout=120)
+    env = _env(tmp_path)
+    env.pop("PYTHONPATH")  # the package under test, with the clone's files around it
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
+        env[name] = str(tmp_path / name.lower())
+    port = _free_port()
+    with (tmp_path / "err.log").open("w") as err_log:
+        # -I: the clone's own topaz_nb/ is not imported in place of the package
+        # under test (run from the clone, `-m` would put it first on sys.path).
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-m", "topaz_nb.cli", "demo", "--port", str(port),
+             "--no-browser", "--", "--allow-root", "--ServerApp.token=t0k",
+             "--ServerApp.password="],
+            stdout=subprocess.PIPE, stderr=err_log, text=True, env=env, cwd=clone)
+    try:
+        folder = Path(_read_until(proc, r"folder:\s+(\S+)", 60).group(1))
+        assert not folder.is_relative_to(clone)
+        if sys.platform.startswith("linux"):
+            assert folder == tmp_path / "data" / "topaz-nb" / "demo"
+        lab = _read_until(proc, r"JupyterLab:\s+(http://\S+)", 120).group(1)
+        assert re.fullmatch(rf"http://[^/]+:{port}/lab/tree/01-quickstart\.ipynb\?token=t0k",
+                            lab)
+        api = f"http://127.0.0.1:{port}/api/contents"
+        listing = requests.get(api, params={"token": "t0k"}, timeout=10).json()
+        names = sorted(p.name for p in (clone / "notebooks").glob("*.ipynb"))
+        assert sorted(item["name"] for item in listing["content"]) == names  # Jupyter's root
+
+        for name in names:
+            nb = _run_notebook_in(folder / name, folder)
+            assert any(cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")
+        assert (folder / "topaz-review.csv").is_file() and (folder / "accepted").is_dir()
+        # A save through JupyterLab (what its autosave does) lands in the working folder.
+        model = requests.get(f"{api}/02-panel.ipynb", params={"token": "t0k"}, timeout=10).json()
+        model["content"]["metadata"]["saved_by"] = "jupyterlab"
+        answer = requests.put(f"{api}/02-panel.ipynb", params={"token": "t0k"}, timeout=10,
+                              json={"type": "notebook", "format": "json",
+                                    "content": model["content"]})
+        assert answer.status_code == 200, answer.text
+        assert "saved_by" in (folder / "02-panel.ipynb").read_text(encoding="utf-8")
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert "topaz-nb: error" not in (tmp_path / "err.log").read_text()
+    finally:
+        _stop_demo(proc)
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=clone,
+                            capture_output=True, text=True, check=True, timeout=60)
+    assert status.stdout == ""
 
 
 def test_ctrl_c_stops_a_fetch_at_once_with_one_line(sandbox: Any, make_image: Any,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -392,6 +393,140 @@ def test_login_keeps_the_key_in_memory_only(shell, sandbox, monkeypatch):
     shell.run_line_magic("topaz", "login")
     assert "TOPAZ_API_KEY" not in os.environ
     assert shell.run_line_magic("topaz", sandbox.demo_ids[0]).ready
+
+
+def _stored(shell, source):
+    """Run a cell as a notebook front end does: kept in the history (``In``)."""
+    with capture_output() as cap:
+        res = shell.run_cell(source, store_history=True)
+    return res, cap
+
+
+def _said(cap):
+    return [line for line in cap.stderr.splitlines() if line.strip()]
+
+
+def test_a_key_set_with_env_in_a_cell_is_warned_once_in_one_line_without_the_key(
+        shell, sandbox, monkeypatch):
+    key, pid = sandbox.api_key, sandbox.demo_ids[0]
+    # Set before the shell started, and only named in a cell: nothing to say.
+    _stored(shell, 'import os\nos.environ.get("TOPAZ_API_KEY") is not None')
+    res, cap = _stored(shell, f"%topaz {pid} --meta")
+    assert res.success and _said(cap) == []
+
+    monkeypatch.delenv("TOPAZ_API_KEY")
+    cell = shell.execution_count
+    _, cap = _stored(shell, f"%env TOPAZ_API_KEY={key}")
+    assert key in cap.stdout  # what IPython prints, and a saved notebook keeps
+    res, cap = _stored(shell, f"%topaz {pid} --meta")
+    assert res.success
+    (line,) = _said(cap)
+    assert key not in cap.stdout + cap.stderr
+    assert f"source and output of cell [{cell}]" in line
+    assert "clear the output" in line and "%topaz login" in line
+    _, cap = _stored(shell, f"%topaz {pid} --meta")
+    assert _said(cap) == []  # once
+    cell = shell.execution_count
+    _stored(shell, f"%env TOPAZ_API_KEY={key}-2")  # another key: warned again (the panel too)
+    _, cap = _stored(shell, "%topaz")
+    (line,) = _said(cap)
+    assert "source and output of cells " in line and f"[{cell}]" in line
+    assert key not in cap.stdout + cap.stderr
+
+
+@pytest.mark.parametrize("how, where", [
+    ('import os\nos.environ["TOPAZ_API_KEY"] = "{key}"', "source of"),
+    ("from pathlib import Path\nk = Path({file!r}).read_text().strip()\n%env TOPAZ_API_KEY=$k",
+     "output of"),
+])
+def test_a_key_given_away_by_a_cell_in_other_ways_is_warned(shell, sandbox, monkeypatch,
+                                                            tmp_path, how, where):
+    monkeypatch.delenv("TOPAZ_API_KEY")
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(sandbox.api_key)
+    cell = shell.execution_count
+    _stored(shell, how.format(key=sandbox.api_key, file=str(key_file)))
+    _, cap = _stored(shell, f"%topaz {sandbox.demo_ids[0]} --meta")
+    (line,) = _said(cap)
+    assert f"in the {where} cell [{cell}]" in line and sandbox.api_key not in line
+
+
+def test_login_never_warns_and_takes_no_key_as_argument(shell, sandbox, monkeypatch):
+    import getpass
+
+    monkeypatch.delenv("TOPAZ_API_KEY")
+    with pytest.raises(UsageError) as typed:
+        shell.run_line_magic("topaz", f"login {sandbox.api_key}")
+    assert "asks for the key" in str(typed.value) and sandbox.api_key not in str(typed.value)
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": sandbox.api_key)
+    _stored(shell, "%topaz login")
+    _, cap = _stored(shell, f"%topaz {sandbox.demo_ids[0]} --meta")
+    assert _said(cap) == []
+
+
+def _kernel_run(client, code, *, reply=None):
+    """Execute ``code`` in a real kernel; every message it sent, and its input requests.
+
+    ``reply`` answers an input request (``getpass``) through the stdin
+    channel, the way JupyterLab's password box does.
+    """
+    messages, requests = [], []
+
+    def on_input(msg):
+        requests.append(msg)
+        client.input(reply)
+
+    answer = client.execute_interactive(code, timeout=120, allow_stdin=reply is not None,
+                                        output_hook=messages.append, stdin_hook=on_input)
+    return answer, messages, requests
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    """A real IPython kernel (as JupyterLab starts it) with the extension loaded,
+    pointed at a sandbox whose key is nowhere in its environment."""
+    from jupyter_client.manager import start_new_kernel
+
+    with Sandbox(api_key="sbx_LOGIN_KEY_never_shown_42") as box:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOPAZ_")}
+        env.update(TOPAZ_API_URL=box.base_url, TOPAZ_NB_CACHE=str(tmp_path / "cache"),
+                   IPYTHONDIR=str(tmp_path / "ipython"))
+        manager, client = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
+        try:
+            answer, _, _ = _kernel_run(client, "%load_ext topaz_nb")
+            assert answer["content"]["status"] == "ok"
+            yield box, client
+        finally:
+            client.stop_channels()
+            manager.shutdown_kernel(now=False)
+
+
+def test_login_in_a_real_kernel_keeps_the_key_out_of_outputs_and_history(kernel, tmp_path):
+    box, client = kernel
+    key = box.api_key
+    answer, messages, asked = _kernel_run(client, "%topaz login", reply=key)
+    assert answer["content"]["status"] == "ok"
+    (request,) = asked
+    assert request["content"]["password"] is True  # the front end masks what is typed
+    answer, more, _ = _kernel_run(client, f"%topaz {box.demo_ids[0]} --meta")
+    assert answer["content"]["status"] == "ok"
+    assert any(r.headers.get("X-API-Key") == key for r in box.requests if r.server == "api")
+    _, env_check, _ = _kernel_run(client, "import os; print('TOPAZ_API_KEY' in os.environ)")
+    assert any(m["content"].get("text", "").strip() == "False" for m in env_check)
+    history = client.history(raw=True, output=True, hist_access_type="tail", n=100,
+                             reply=True, timeout=30)["content"]["history"]
+    assert any("%topaz login" in entry[2][0] for entry in history)
+    shown = json.dumps([m["content"] for m in messages + more + env_check]) + json.dumps(history)
+    assert key not in shown and "env: TOPAZ_API_KEY" not in shown
+
+
+def test_login_where_the_front_end_cannot_ask_is_one_line(kernel):
+    _, client = kernel
+    _, messages, _ = _kernel_run(client, "%topaz login")  # no stdin, as nbclient runs
+    said = "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
+    assert [m for m in messages if m["msg_type"] == "error"] == []  # no traceback
+    assert said.startswith("UsageError: ") and said.count("\n") == 1
+    assert "cannot ask for input" in said and "TOPAZ_API_KEY" in said
 
 
 def test_errors_are_one_line_usage_errors(shell, sandbox, monkeypatch):

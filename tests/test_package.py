@@ -5,6 +5,7 @@ honest (``[tool.importlinter]`` in pyproject.toml)."""
 from __future__ import annotations
 
 import importlib
+import re
 import shutil
 import subprocess
 import sys
@@ -126,3 +127,32 @@ def test_a_bad_import_breaks_the_contract_that_forbids_it(
     assert done.returncode != 0
     broken = [line for line in done.stdout.splitlines() if line.endswith("BROKEN")]
     assert any(line.startswith(contract) for line in broken), done.stdout[-3000:]
+
+
+_KEY_IN_A_CELL = re.compile(r"%\s*(?:set_)?env\s+TOPAZ_API_KEY|TOPAZ_API_KEY['\"]\]\s*=|api_key\s*=\s*['\"]")
+"""Ways of giving the key that leave it in a saved notebook (``%env`` also prints it)."""
+
+
+def _code_blocks(path: Path) -> list[str]:
+    if path.suffix == ".ipynb":
+        import json
+
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        return ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    return re.findall(r"^```[a-z]*\n(.*?)^```", path.read_text(encoding="utf-8"),
+                      re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.parametrize("path", [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
+                                  *sorted((REPO / "notebooks").glob("*.ipynb"))],
+                         ids=lambda p: p.name)
+def test_no_example_puts_the_key_into_a_notebook(path: Path) -> None:
+    blocks = _code_blocks(path)
+    assert blocks or path.parent.name == "docs", f"no code found in {path.name}"
+    for block in blocks:
+        assert not _KEY_IN_A_CELL.search(block), block
+
+
+def test_the_readme_quickstart_logs_in_with_a_prompt() -> None:
+    quickstart = next(b for b in _code_blocks(REPO / "README.md") if "%load_ext topaz_nb" in b)
+    assert any(line.startswith("%topaz login") for line in quickstart.splitlines())

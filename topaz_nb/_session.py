@@ -39,6 +39,11 @@ class Session:
     def sandbox(self) -> Sandbox | None:
         return self._sandbox
 
+    @property
+    def logged_in(self) -> bool:
+        """Whether a key was given to :meth:`login` (it wins over ``TOPAZ_API_KEY``)."""
+        return self._api_key is not None
+
     def login(self, api_key: str) -> None:
         """Use ``api_key`` for the real API from now on (kept in memory only)."""
         key = api_key.strip()
@@ -93,7 +98,8 @@ class Session:
             if self._sandbox is not None:
                 key, url = self._sandbox.api_key, self._sandbox.base_url
             else:
-                # Read the environment each time, so `%env TOPAZ_API_KEY=...` takes effect.
+                # Read the environment each time, so a key set after the kernel started
+                # takes effect (the magic warns when a cell gave that key away).
                 key = self._api_key or os.environ.get("TOPAZ_API_KEY", "").strip() or None
                 url = self.settings.base_url
             args = (key, url, self.settings.timeout, self.settings.max_retry_after)

@@ -221,14 +221,51 @@ def joined(*parts: str | None, sep: str = ". ", end: str = ".") -> str:
 def no_key(place: Place) -> str:
     """No API key anywhere: how to give one, in the words of ``place``."""
     if place == "magic":
-        return ("No Topaz API key: run %topaz login, or %env TOPAZ_API_KEY=<your key>; "
-                "without a key, %topaz demo uses the local sandbox.")
+        return ("No Topaz API key: run %topaz login (it asks for the key and keeps it out of "
+                "the notebook), or set TOPAZ_API_KEY before starting Jupyter; without a key, "
+                "%topaz demo uses the local sandbox.")
     if place == "cli":
         return ("no Topaz API key: set one with `export TOPAZ_API_KEY=<your key>` "
                 "(from your Topaz account), or try the local sandbox with `topaz-nb --demo …`")
     if place == "panel":
-        return "No Topaz API key: set TOPAZ_API_KEY, or use the demo sandbox."
+        return ("No Topaz API key: set TOPAZ_API_KEY before starting Jupyter, or use the "
+                "demo sandbox.")
     return MissingApiKey.HINT
+
+
+def key_in_notebook(cells: Sequence[int], *, in_source: bool, printed: bool) -> str:
+    """The API key was set in a way that a saved notebook keeps: one line, no key.
+
+    ``cells`` are the execution counts (``[3]``) of the cells that gave it
+    away: ``in_source`` when the key's text is in a cell, ``printed`` when a
+    cell set or showed it with ``%env``, which prints it into the output.
+    """
+    many = len(cells) > 1
+    where = f"cell{'s' * many} " + (", ".join(f"[{n}]" for n in cells) or "?")
+    parts = [p for p, yes in (("source", in_source), ("output", printed)) if yes]
+    steps = []
+    if in_source:
+        steps.append(f"remove the key from {'them' if many else 'it'}")
+    if printed:
+        steps.append("clear the output" if in_source else
+                     f"clear {'their' if many else 'its'} output")
+    return (f"Your Topaz API key is in the {' and '.join(parts) or 'text'} of {where}, and so "
+            f"in the saved notebook: {' and '.join(steps) or 'remove it'}, then use "
+            "%topaz login, or set TOPAZ_API_KEY before starting Jupyter.")
+
+
+def demo_folder_lines(folder: object, *, copied: Sequence[str], kept: Sequence[str],
+                      own: bool) -> list[str]:
+    """What ``topaz-nb demo`` says about its working folder, for its banner."""
+    what = ("your notebook's folder" if own and not copied and not kept
+            else "the demo notebooks are copies; what they write stays here")
+    lines = [f"  folder:       {folder}  ({what})"]
+    if copied:
+        lines.append(f"  copied:       {', '.join(copied)}")
+    if kept:
+        lines.append(f"  kept:         {', '.join(kept)} (your copies, changed since copied; "
+                     "delete one to get it fresh)")
+    return lines
 
 
 def not_ready(process_id: str, status: str | None, progress: int | None,
@@ -266,13 +303,13 @@ def wrong_key(status_code: int | None, server_message: str | None, place: Place)
     said = " ".join(str(x) for x in (status_code, server_message) if x) or "refused"
     if place == "magic":
         return (f"The Topaz API refused the key ({one_line(said, 120)}): run %topaz login, "
-                "or %env TOPAZ_API_KEY=<your key>; %topaz demo needs no key.")
+                "or set TOPAZ_API_KEY before starting Jupyter; %topaz demo needs no key.")
     if place == "cli":
         return (f"the Topaz API refused the key ({one_line(said, 120)}); check TOPAZ_API_KEY, "
                 "or try the local sandbox with `topaz-nb --demo …`")
     if place == "panel":
-        return (f"The Topaz API refused the key ({one_line(said, 120)}): check TOPAZ_API_KEY, "
-                "or use the demo sandbox.")
+        return (f"The Topaz API refused the key ({one_line(said, 120)}): check TOPAZ_API_KEY "
+                "(set before starting Jupyter), or use the demo sandbox.")
     return (f"The Topaz API refused the key ({one_line(said, 120)}): pass another api_key=..., "
             "or set TOPAZ_API_KEY.")
 

@@ -1,8 +1,10 @@
 """The ``topaz-nb`` command: a sandbox, a demo, and a process's links, files and page.
 
 ``topaz-nb sandbox`` runs the local Topaz-compatible server; ``topaz-nb demo``
-runs it next to JupyterLab with the quickstart notebook open (``--check``
-proves the whole chain works without starting Jupyter); ``links``, ``fetch``
+runs it next to JupyterLab with the quickstart notebook open, on copies of the
+demo notebooks in a working folder of its own, so a checkout stays exactly as
+cloned however the demo is used (``--check`` proves the whole chain works
+without starting Jupyter); ``links``, ``fetch``
 and ``compare`` work on one process of the real API, or of an in-process
 sandbox with ``--demo``.
 
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from . import _progress
 from ._ids import check_process_id
-from ._text import byte_size, cache_over_bound, file_problem, interrupted, say
+from ._text import byte_size, cache_over_bound, demo_folder_lines, file_problem, interrupted, say
 from ._version import __version__
 from .errors import NotReady, NotSaved, TopazError, WaitTimeout
 from .links import SIDES, expiry_text, redact_url
@@ -110,8 +112,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=8888,
                    help="JupyterLab port (default: %(default)s)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--dir", metavar="DIR", type=Path,
+                   help="working folder: the demo notebooks are copied there, and what they "
+                        "write (review CSV, saved images) stays there "
+                        "(default: the user data dir's topaz-nb/demo)")
     p.add_argument("--notebook", metavar="PATH", type=Path,
-                   help=f"notebook to open (default: notebooks/{_QUICKSTART})")
+                   help=f"notebook to open (default: the copy of {_QUICKSTART}); one of the "
+                        "demo notebooks opens its copy, any other opens where it is")
     p.add_argument("--check", action="store_true",
                    help="only check that a demo process downloads and opens, then exit")
     p.add_argument("jupyter_args", nargs=argparse.REMAINDER,
@@ -272,19 +279,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.check:
         return _demo_check(args)
-    notebook = _find_notebook(args.notebook)
+    plan = _DemoPlan.make(args.dir, args.notebook)
     extra = [a for a in args.jupyter_args if a != "--"]
     if args.port:
         _check_port_free(args.port)
+    copied, kept = plan.copy_notebooks()
     from .sandbox import Sandbox
 
     with Sandbox() as sb:
         env = dict(os.environ, TOPAZ_API_URL=sb.base_url, TOPAZ_API_KEY=sb.api_key,
                    TOPAZ_PROCESS_IDS=" ".join(sb.demo_ids), TOPAZ_NB_DEMO="1")
+        page = plan.notebook.relative_to(plan.folder).as_posix()
         # No port retries: a Jupyter that moved to the next port would not be
         # where this command says it is.
-        command = [sys.executable, "-m", "jupyter", "lab", str(notebook),
-                   f"--ServerApp.root_dir={notebook.parent}", f"--ServerApp.port={args.port}",
+        command = [sys.executable, "-m", "jupyter", "lab", page,
+                   f"--ServerApp.root_dir={plan.folder}", f"--ServerApp.port={args.port}",
                    "--ServerApp.port_retries=0"]
         if args.no_browser:
             command.append("--no-browser")
@@ -296,20 +305,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"  sandbox API:  {sb.base_url}  (local, demo data only)",
             "  demo processes:",
             *(f"    {pid}" for pid in sb.demo_ids),
-            f"  notebook:     {notebook}",
+            *demo_folder_lines(plan.folder, copied=copied, kept=kept, own=plan.own),
+            f"  notebook:     {plan.notebook}",
             "Starting JupyterLab… (Ctrl-C stops both)",
         ]), flush=True)
         try:
             # Its own session: Ctrl-C reaches this process only, so Jupyter does
             # not stop to ask "Shutdown this Jupyter server?" and is ended below.
-            proc = subprocess.Popen(command, env=env, start_new_session=True)
+            # Started in the working folder, so nothing it or a kernel writes by
+            # a relative path lands in the directory the command was run from.
+            proc = subprocess.Popen(command, env=env, start_new_session=True, cwd=plan.folder)
         except OSError as exc:
             raise _Failure(f"could not start JupyterLab: {exc.strerror or exc}") from None
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
         previous_int = signal.getsignal(signal.SIGINT) if in_main else None
         try:
-            url = _lab_url(proc, env, notebook.name)
+            url = _lab_url(proc, env, page)
             if url is None:
                 raise _Failure(f"JupyterLab stopped before serving (exit code {proc.poll()}); "
                                "its messages are above")
@@ -330,6 +342,89 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
                 signal.signal(signal.SIGINT, previous_int)
+
+
+class _DemoPlan:
+    """Where the demo runs: its working folder, the notebook to open, and the
+    demo notebooks to copy there.
+
+    JupyterLab saves a notebook back where it opened it, and a kernel writes
+    review CSVs and saved images into the notebook's folder; so the demo never
+    opens the notebooks it ships with, only copies of them in ``folder`` (by
+    default a per-user data folder, or ``--dir``).  A notebook of the user's
+    own (``--notebook`` not one of the demo notebooks) opens where it is.
+    """
+
+    def __init__(self, folder: Path, notebook: Path, sources: list[Path], *,
+                 own: bool) -> None:
+        self.folder = folder
+        self.notebook = notebook
+        self.sources = sources
+        self.own = own
+
+    @classmethod
+    def make(cls, given_dir: Path | None, given_notebook: Path | None) -> _DemoPlan:
+        """Check ``--dir`` and ``--notebook`` without writing anything."""
+        source_dir = _demo_sources(required=given_notebook is None)
+        sources = sorted(source_dir.glob("*.ipynb")) if source_dir is not None else []
+        wanted: Path | None = None
+        if given_notebook is not None:
+            wanted = given_notebook.expanduser().resolve()
+            if not wanted.is_file():
+                raise _Failure(f"no notebook at {str(given_notebook)!r}: give the path of an "
+                               ".ipynb file")
+        shipped = wanted is not None and source_dir is not None and wanted in sources
+        if wanted is not None and not shipped and given_dir is None:
+            return cls(wanted.parent, wanted, [], own=True)
+        folder = (given_dir.expanduser() if given_dir is not None else _default_demo_dir())
+        folder = folder.resolve()
+        if source_dir is not None and _within(folder, source_dir):
+            raise _Failure(f"the working folder {str(folder)!r} is where the demo notebooks "
+                           "ship: the demo would change them; give --dir a folder outside it")
+        if folder.exists() and not folder.is_dir():
+            raise _Failure(f"{str(folder)!r} is a file, not a folder: give --dir a folder")
+        if wanted is None or shipped:
+            name = wanted.name if wanted is not None else _QUICKSTART
+            return cls(folder, folder / name, sources, own=False)
+        if not _within(wanted, folder):
+            raise _Failure(f"{str(given_notebook)!r} is outside --dir {str(given_dir)!r}: "
+                           "JupyterLab opens only notebooks inside its folder")
+        return cls(folder, wanted, sources, own=True)
+
+    def copy_notebooks(self) -> tuple[list[str], list[str]]:
+        """Copy each demo notebook that is missing; keep every copy already there.
+
+        Returns the names copied and the names kept because they differ from
+        the shipped notebook (the user ran or edited them, or they came from
+        another version): those are never overwritten.
+        """
+        copied: list[str] = []
+        kept: list[str] = []
+        if not self.sources:
+            return copied, kept
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for source in self.sources:
+            target = self.folder / source.name
+            data = source.read_bytes()
+            try:
+                with target.open("xb") as fh:  # never replaces a file that is there
+                    fh.write(data)
+            except FileExistsError:
+                if target.read_bytes() != data:
+                    kept.append(source.name)
+                continue
+            copied.append(source.name)
+        return copied, kept
+
+
+def _default_demo_dir() -> Path:
+    import platformdirs
+
+    return platformdirs.user_data_path("topaz-nb") / "demo"
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 def _check_port_free(port: int) -> None:
@@ -509,19 +604,18 @@ def _print_table(rows: list[tuple[str, str, str]], title: str) -> None:
         print("  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
 
 
-def _find_notebook(given: Path | None) -> Path:
-    if given is not None:
-        path = given.expanduser().resolve()
-        if not path.is_file():
-            raise _Failure(f"no notebook at {str(given)!r}: give the path of an .ipynb file")
-        return path
+def _demo_sources(*, required: bool = True) -> Path | None:
+    """The folder of the demo notebooks: ``./notebooks`` of a checkout, else the
+    one next to the ``topaz_nb`` package (an editable install)."""
     import topaz_nb
 
-    candidates = [Path.cwd() / "notebooks" / _QUICKSTART,
-                  Path(topaz_nb.__file__).resolve().parents[1] / "notebooks" / _QUICKSTART]
-    for path in candidates:
-        if path.is_file():
-            return path
+    candidates = [Path.cwd() / "notebooks",
+                  Path(topaz_nb.__file__).resolve().parents[1] / "notebooks"]
+    for folder in candidates:
+        if (folder / _QUICKSTART).is_file():
+            return folder.resolve()
+    if not required:
+        return None
     raise _Failure(f"the demo notebook {_QUICKSTART} was not found in ./notebooks or next to "
                    "the topaz_nb package; run from a topaz-nb checkout, or pass --notebook PATH")
 

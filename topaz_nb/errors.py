@@ -46,7 +46,8 @@ class MissingApiKey(TopazError):
     empty key, say).
     """
 
-    HINT = "No Topaz API key: pass api_key=..., or set TOPAZ_API_KEY."
+    HINT = ("No Topaz API key: set TOPAZ_API_KEY before starting Python, or pass api_key= "
+            "read from a file kept outside the notebook.")
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.HINT)

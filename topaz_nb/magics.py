@@ -7,10 +7,18 @@ as they arrive; ``%topaz review …`` a :class:`~topaz_nb.batch.review.Review`;
 ``%topaz`` alone shows the panel.  ``login`` and ``demo`` switch where
 requests go.  Every failure is a one-line ``UsageError``
 saying what to do next: no traceback, no key, no presigned query string.
+
+A notebook is saved with its cells' sources and outputs, so a key typed into a
+cell (``%env TOPAZ_API_KEY=…`` even prints it back) ends up in the file.
+``%topaz login`` asks for the key with a password prompt instead; and the
+first time a key from the environment is used, the magic looks through this
+session's cells for one that gave the key away and says so, once, in one line.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import sys
 import threading
@@ -23,7 +31,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from . import _progress
 from ._ids import check_process_id
 from ._session import Session, set_default_session
-from ._text import file_problem, html_table, interrupted, say
+from ._text import file_problem, html_table, interrupted, key_in_notebook, say
 from .comparison import Comparison
 from .errors import NotSaved, TopazError
 from .links import SIDES, Link, expiry_text, redact_url
@@ -34,6 +42,10 @@ _LIST_PUNCTUATION = re.compile(r"[\[\]\(\),'\"]")
 _RECENT_LIMIT = 100
 """How many processes ``%topaz recent`` lists without ``--limit``."""
 _REVIEW_FILE = "topaz-review.csv"
+_SETS_KEY = re.compile(r"^\s*%*(?:set_)?env\b[\s=]*TOPAZ_API_KEY\b", re.MULTILINE)
+"""A cell line that sets (and IPython then prints) or shows the key with ``%env``."""
+_SHORTEST_KEY = 8
+"""Keys shorter than this are not looked for as text: they would match by chance."""
 
 
 @magics_class
@@ -47,6 +59,9 @@ class TopazMagics(Magics):
             shell.configurables.append(self.settings)
         self.session = Session(self.settings)
         set_default_session(self.session)
+        self._key_seen: bytes | None = None  # digest of the key the cells were checked for
+        self._cells_checked = 0  # how many of this session's cells were looked at
+        self._key_warned = False
 
     @magic_arguments()
     @argument("ids", nargs="*", metavar="ID",
@@ -108,6 +123,8 @@ class TopazMagics(Magics):
     # -- dispatch -----------------------------------------------------------
     def _run(self, args: Any) -> Any:
         ids: list[str] = args.ids
+        if ids[:1] not in (["login"], ["demo"]):
+            self._check_key_exposure()
         if not ids:
             from .panel import TopazPanel
 
@@ -116,6 +133,9 @@ class TopazMagics(Magics):
         if ids[0] in ("recent", "review"):
             return self._batch(args)
         if ids[0] in ("login", "demo"):
+            if ids[0] == "login" and len(ids) > 1:
+                raise UsageError("%topaz login takes no argument: it asks for the key, so "
+                                 "that the key is not saved with the notebook.")
             if len(ids) > 1:
                 raise UsageError(f"%topaz {ids[0]} takes no process ID.")
             return self._login() if ids[0] == "login" else self._demo()
@@ -184,11 +204,54 @@ class TopazMagics(Magics):
         return Review(gallery, path=args.file or _REVIEW_FILE)
 
     def _login(self) -> None:
+        """Ask for the key with a password prompt: it is not echoed, and it is
+        neither in the cell's source nor in its output, nor in the history."""
         import getpass
 
-        key = getpass.getpass("Topaz API key (kept in memory for this session only): ")
+        from IPython.core.error import StdinNotImplementedError
+
+        try:
+            key = getpass.getpass("Topaz API key (kept in memory for this session only): ")
+        except StdinNotImplementedError:
+            raise UsageError("This front end cannot ask for input: set TOPAZ_API_KEY before "
+                             "starting Jupyter instead.") from None
         self.session.login(key)
         print(f"Using {self.session.describe()}.")
+
+    def _check_key_exposure(self) -> None:
+        """Say once, in one line, if the key in use came from a cell of this session.
+
+        Only a key from the environment can have: ``%topaz login`` never puts
+        one in a cell.  The cells looked at are this session's raw inputs
+        (what ``In`` holds, and what a saved notebook keeps); one gave the key
+        away if its source holds the key's text, or if it runs ``%env
+        TOPAZ_API_KEY…``, which prints the value even when it came from a
+        variable.  Cells are checked as they come, until a warning is given.
+        """
+        if self.session.sandbox is not None or self.session.logged_in or self.shell is None:
+            return
+        key = os.environ.get("TOPAZ_API_KEY", "").strip()
+        if not key:
+            return
+        digest = hashlib.sha256(key.encode()).digest()
+        if digest != self._key_seen:  # a new key: look at every cell again, and warn again
+            self._key_seen, self._cells_checked, self._key_warned = digest, 0, False
+        if self._key_warned:
+            return
+        history = getattr(self.shell.history_manager, "input_hist_raw", None) or []
+        cells: list[int] = []
+        in_source = printed = False
+        for number in range(max(1, self._cells_checked), len(history)):
+            source = history[number]
+            typed = len(key) >= _SHORTEST_KEY and key in source
+            by_env = bool(_SETS_KEY.search(source))
+            if typed or by_env:
+                cells.append(number)
+                in_source, printed = in_source or typed, printed or by_env
+        self._cells_checked = len(history)
+        if cells:
+            self._key_warned = True
+            print(key_in_notebook(cells, in_source=in_source, printed=printed), file=sys.stderr)
 
     def _demo(self) -> DemoJobs:
         sandbox = self.session.use_demo()
