@@ -75,8 +75,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor
-from concurrent.futures import wait as _wait_for
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -293,6 +292,18 @@ class _Stopped(Exception):
     """A part saw its download's stop event (cancel, or another part failed)."""
 
 
+class _WakingEvent(threading.Event):
+    """An event that also wakes the thread waiting on ``wake`` when set."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def set(self) -> None:
+        super().set()
+        self._wake.set()
+
+
 @dataclass
 class _Ranged:
     """What the parts of one ranged download share, guarded by ``lock``."""
@@ -305,6 +316,7 @@ class _Ranged:
     done: Done
     meta: dict[str, Any]
     lock: threading.Lock = field(default_factory=threading.Lock)
+    wake: threading.Event = field(default_factory=threading.Event)  # progress to report
     written: int = 0  # bytes written by this attempt
     received: int = 0  # bytes received by this call, over every attempt
 
@@ -635,7 +647,7 @@ class Downloader:
         hasher = InOrderHasher(run.fd, digests)
         parts = plan(run.done.missing(), self.part_size)
         stop = child_event(cancel)
-        probed = threading.Event()
+        probed = _WakingEvent(run.wake)
         pool = ThreadPoolExecutor(max_workers=max(1, min(self.connections, len(parts))),
                                   thread_name_prefix="topaz-transfer-part")
         futures: list[Future[None]] = []
@@ -645,15 +657,18 @@ class Downloader:
         try:
             if parts:
                 futures.append(pool.submit(self._part, run, *parts[0], stop, probed))
+                futures[0].add_done_callback(lambda _: run.wake.set())
             while True:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled(f"Cancelled: the download of {what} at {run.done.total} "
                                     "bytes; run it again to resume")
                 if not launched and probed.is_set():
-                    futures += [pool.submit(self._part, run, a, b, stop, None)
-                                for a, b in parts[1:]]
+                    for a, b in parts[1:]:
+                        futures.append(pool.submit(self._part, run, a, b, stop, None))
+                        futures[-1].add_done_callback(lambda _: run.wake.set())
                     launched = True
-                _wait_for(futures, timeout=POLL_SECONDS, return_when=FIRST_EXCEPTION)
+                run.wake.wait(POLL_SECONDS)
+                run.wake.clear()
                 for future in futures:
                     if future.done() and future.exception() is not None:
                         raise future.exception()  # type: ignore[misc]
@@ -785,6 +800,9 @@ class Downloader:
                         at[0] = pos
                     got += len(value)
                     with run.lock:
+                        if (run.written + len(value)) // self.chunk_size \
+                                != run.written // self.chunk_size:
+                            run.wake.set()  # a step of progress for the waiting thread
                         run.written += len(value)
                         run.received += len(value)
                     if got - mark_bytes >= STALL_BYTES:

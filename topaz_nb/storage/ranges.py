@@ -34,8 +34,10 @@ _HASH_BLOCK = 1 << 20
 def worth_splitting(size: int | None, part_size: int, connections: int) -> bool:
     """Whether an object of ``size`` bytes is fetched in parts: only when its
     size is known and it makes at least two parts (``2 × part_size``, 16 MB by
-    default), and more than one connection is allowed."""
-    return connections > 1 and size is not None and size >= 2 * part_size
+    default), more than one connection is allowed, and the platform can write
+    at an offset (``os.pwrite``: not on Windows, which gets one stream)."""
+    return (connections > 1 and size is not None and size >= 2 * part_size
+            and hasattr(os, "pwrite") and hasattr(os, "pread"))
 
 
 def plan(missing: Iterable[tuple[int, int]], part_size: int) -> list[tuple[int, int]]:
