@@ -669,6 +669,7 @@ class Downloader:
                     launched = True
                 run.wake.wait(POLL_SECONDS)
                 run.wake.clear()
+                finished = launched and all(f.done() for f in futures)
                 for future in futures:
                     if future.done() and future.exception() is not None:
                         raise future.exception()  # type: ignore[misc]
@@ -683,7 +684,7 @@ class Downloader:
                         reported // self.chunk_size:
                     on_progress(min(have, run.size), run.size)
                     reported = have
-                if launched and all(f.done() for f in futures):
+                if finished:  # seen before the errors were looked at: none is missed
                     break
             if not run.done.complete:  # parts stopped early: only a cancel does that
                 raise Cancelled(f"Cancelled: the download of {what} at {run.done.total} "
