@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import re
 import signal
@@ -43,8 +44,19 @@ def test_plan_splits_the_missing_bytes_in_file_order() -> None:
     assert plan([(0, 10)], 4) == [(0, 4), (4, 8), (8, 10)]
     assert plan([(2, 5), (9, 17)], 4) == [(2, 5), (9, 13), (13, 17)]
     assert plan([], 4) == []
+    assert plan([(0, 100)], 1 << 30, 4) == [(0, 100)]  # never below MIN_PART_SIZE
     with pytest.raises(ValueError):
         plan([(0, 1)], 0)
+
+
+def test_plan_keeps_every_connection_busy() -> None:
+    # 16 MiB on 4 connections: 4 parts of 4 MiB, not 2 of 8 leaving 2 idle.
+    assert plan([(0, 16 * MIB)], 8 * MIB, 4) == [(i * 4 * MIB, (i + 1) * 4 * MIB)
+                                                for i in range(4)]
+    # 48 MiB: 8 even parts (two full rounds), never 6 of 8 MiB (one round half idle).
+    parts = plan([(0, 48 * MIB)], 8 * MIB, 4)
+    assert len(parts) == 8 and {b - a for a, b in parts} == {6 * MIB}
+    assert parts[0][0] == 0 and parts[-1][1] == 48 * MIB
 
 
 def test_only_large_objects_of_known_size_are_split() -> None:
@@ -101,16 +113,26 @@ def _png(size: tuple[int, int], seed: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def big_png() -> bytes:
-    data = _png((1100, 1000), 7)  # ~3.3 MB: four parts of 1 MiB
-    assert 3 * MIB < len(data) < 4 * MIB
+    data = _png((1100, 1000), 7)  # ~3.3 MB: four parts of about 0.8 MiB
+    assert len(data) == SIZE_OF_BIG_PNG
     return data
 
 
-PARTS = [f"bytes={a}-{b - 1}" for a, b in [(0, MIB), (MIB, 2 * MIB), (2 * MIB, 3 * MIB)]]
+SIZE_OF_BIG_PNG = 3_302_168  # checked by the fixture
+
+
+def _ranges(size: int) -> list[str]:
+    return [f"bytes={a}-{b - 1}" for a, b in plan([(0, size)], MIB, 4)]
+
+
+PARTS = _ranges(SIZE_OF_BIG_PNG)
+STARTS = [a for a, _ in plan([(0, SIZE_OF_BIG_PNG)], MIB, 4)]
+ENDS = [b for _, b in plan([(0, SIZE_OF_BIG_PNG)], MIB, 4)]
 
 
 def parts_of(data: bytes) -> list[str]:
-    return [*PARTS, f"bytes={3 * MIB}-{len(data) - 1}"]
+    assert len(data) == SIZE_OF_BIG_PNG
+    return PARTS
 
 
 class Source:
@@ -204,9 +226,9 @@ def test_a_cut_part_is_resumed_from_where_it_stopped(
         fetched = t.fetch(Source(s3, pid), pid, "output")
     assert fetched.path.read_bytes() == big_png
     sent = ranges_of(s3)
-    assert f"bytes={MIB + 300_000}-{2 * MIB - 1}" in sent  # only the rest of that part
-    assert sorted(r for r in sent if r is not None) == sorted(
-        [*parts_of(big_png), f"bytes={MIB + 300_000}-{2 * MIB - 1}"])
+    rest = f"bytes={STARTS[1] + 300_000}-{ENDS[1] - 1}"
+    assert rest in sent  # only the rest of that part
+    assert sorted(r for r in sent if r is not None) == sorted([*parts_of(big_png), rest])
     assert sidecar_sha(tmp_path / "cache") == hashlib.sha256(big_png).hexdigest()
 
 
@@ -291,16 +313,15 @@ def test_cancel_stops_every_part_and_the_next_fetch_asks_only_for_the_rest(
         assert meta is not None
         record = Done.from_record(len(big_png), meta["ranges"])
         assert record is not None and record.total >= 3 * 65536
-        starts = [0, MIB, 2 * MIB, 3 * MIB]
         for a, b in record.record():  # what each part wrote, from its start
-            assert a in starts and b - a <= 100_000
+            assert a in STARTS and b - a <= 100_000
         s3.clear_faults()
         s3.clear_requests()
         fetched = t.download(source, pid, "output", info=info)
     assert fetched.path.read_bytes() == big_png
     # Exactly the missing ranges, nothing of what the first run wrote.
     assert sorted(ranges_of(s3)) == sorted(
-        f"bytes={a}-{b - 1}" for a, b in plan(record.missing(), MIB))
+        f"bytes={a}-{b - 1}" for a, b in plan(record.missing(), MIB, 4))
     assert sidecar_sha(tmp_path / "cache") == hashlib.sha256(big_png).hexdigest()
 
 
@@ -337,8 +358,8 @@ def test_after_kill_9_the_next_process_fetches_only_the_missing_ranges(
     try:
         def three_parts_recorded() -> bool:
             metas = [read_json(p) for p in cache.rglob("*.part.json")]
-            return any(m is not None and m.get("ranges") == [[0, 2 * MIB],
-                                                             [3 * MIB, len(big_png)]]
+            return any(m is not None and m.get("ranges") == [[0, STARTS[2]],
+                                                             [ENDS[2], len(big_png)]]
                        for m in metas)
 
         wait_until(three_parts_recorded, "three parts recorded by the first process")
@@ -353,7 +374,14 @@ def test_after_kill_9_the_next_process_fetches_only_the_missing_ranges(
     with Transfer(cache, part_size=MIB) as t:
         fetched = t.fetch(Source(s3, pid), pid, "output")
     assert fetched.path.read_bytes() == big_png
-    assert ranges_of(s3) == [PARTS[2]]
+    # Exactly the missing part, now spread over the connections, and nothing else.
+    sent = ranges_of(s3)
+    assert sorted(sent) == sorted(f"bytes={a}-{b - 1}"  # type: ignore[type-var]
+                                  for a, b in plan([(STARTS[2], ENDS[2])], MIB, 4))
+    covered = sorted((int(r.split("=")[1].split("-")[0]), int(r.split("-")[1]) + 1)
+                     for r in sent if r)
+    assert covered[0][0] == STARTS[2] and covered[-1][1] == ENDS[2]
+    assert all(b == c for (_, b), (c, _) in itertools.pairwise(covered))
     assert sidecar_sha(cache) == hashlib.sha256(big_png).hexdigest()
 
 

@@ -645,7 +645,7 @@ class Downloader:
         what = f"the {run.links.side} of {run.links.process_id}"
         digests = _Digests(want_md5=_plain_md5(run.etag) is not None)
         hasher = InOrderHasher(run.fd, digests)
-        parts = plan(run.done.missing(), self.part_size)
+        parts = plan(run.done.missing(), self.part_size, self.connections)
         stop = child_event(cancel)
         probed = _WakingEvent(run.wake)
         pool = ThreadPoolExecutor(max_workers=max(1, min(self.connections, len(parts))),

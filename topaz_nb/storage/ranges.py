@@ -40,15 +40,28 @@ def worth_splitting(size: int | None, part_size: int, connections: int) -> bool:
             and hasattr(os, "pwrite") and hasattr(os, "pread"))
 
 
-def plan(missing: Iterable[tuple[int, int]], part_size: int) -> list[tuple[int, int]]:
-    """The half-open ``(start, end)`` parts that cover ``missing``, each at
-    most ``part_size`` bytes, in file order (so the in-order prefix grows first)."""
-    if part_size <= 0:
-        raise ValueError(f"part_size must be positive, got {part_size}")
+def plan(missing: Iterable[tuple[int, int]], part_size: int,
+         connections: int = 1) -> list[tuple[int, int]]:
+    """The half-open ``(start, end)`` parts that cover ``missing``, in file
+    order (so the in-order prefix grows first).
+
+    Parts are of even size, at most ``part_size``, and as many as a multiple
+    of ``connections``, so no connection idles while one part is left: 16 MB
+    on 4 connections is 4 parts of 4 MB, not 2 of 8.  No part is made smaller
+    than :data:`MIN_PART_SIZE` for that (unless ``part_size`` is).
+    """
+    if part_size <= 0 or connections <= 0:
+        raise ValueError(f"part_size and connections must be positive, got {part_size}, "
+                         f"{connections}")
+    missing = [(a, b) for a, b in missing if b > a]
+    left = sum(b - a for a, b in missing)
+    count = -(-left // part_size)
+    count = -(-count // connections) * connections
+    piece = max(min(MIN_PART_SIZE, part_size), -(-left // count)) if count else part_size
     parts: list[tuple[int, int]] = []
     for start, end in missing:
         while start < end:
-            stop = min(end, start + part_size)
+            stop = min(end, start + piece)
             parts.append((start, stop))
             start = stop
     return parts
