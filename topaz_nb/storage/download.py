@@ -407,7 +407,9 @@ class Downloader:
         continues here, as one stream from the contiguous prefix.
         """
         before = 0
-        if worth_splitting(info.size, self.part_size, self.connections):
+        if worth_splitting(info.size, self.part_size, self.connections) \
+                and info.size is not None and info.size <= self.max_bytes:
+            # An announced size past the ceiling is never preallocated; one stream reads it.
             ranged, before = self._stream_ranged(entry, links, info, on_progress, cancel)
             if ranged is not None:
                 return ranged, before
