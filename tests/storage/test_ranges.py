@@ -406,3 +406,29 @@ def test_connections_are_a_setting_checked_at_once(tmp_path: Path) -> None:
         assert t.connections == 1
         with pytest.raises(ValueError, match="part_size"):
             t.part_size = 10
+
+
+def test_ctrl_c_stops_a_ranged_download_and_keeps_what_the_parts_wrote(
+        s3: Sandbox, big_png: bytes, tmp_path: Path) -> None:
+    pid = s3.add_job(big_png, big_png, status="Completed")
+    cache = tmp_path / "cache"
+    # Every part sends 100 000 bytes, then its answer is held open.
+    s3.inject("hang", server="storage", times=None, after_bytes=100_000,
+              timeout=120)
+    hang = s3._faults._faults[-1]
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, s3.base_url, s3.api_key, pid,
+                              str(cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        wait_until(lambda: len(gets(s3)) == 4, "all four parts under way in the child")
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)  # a bound for a broken run only
+    finally:
+        child.kill()
+    assert child.returncode != 0 and "finished" not in out
+    assert "KeyboardInterrupt" in err
+    assert not hang.released.is_set()  # it stopped for the interrupt, not for the server
+    [meta_path] = cache.rglob("*.part.json")
+    meta = read_json(meta_path)
+    assert meta is not None and "ranges" in meta
+    assert not [p for p in cache.rglob("output-*") if not p.name.endswith(".part")]
