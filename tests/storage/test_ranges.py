@@ -333,6 +333,7 @@ _CHILD = textwrap.dedent("""
     from topaz_nb.storage import Transfer
 
     base, key, pid, cache = sys.argv[1:5]
+    chunk = int(sys.argv[5]) if len(sys.argv) > 5 else 1 << 20
 
     def source(refresh):
         body = requests.get(f"{base}/download/{pid}", headers={"X-API-Key": key},
@@ -340,7 +341,8 @@ _CHILD = textwrap.dedent("""
         return Link(pid, "output", body["download_url"], body["head_url"],
                     expiry=datetime.fromtimestamp(body["expiry"], timezone.utc))
 
-    with Transfer(cache, part_size=1 << 20, connections=4, stall_timeout=None) as t:
+    with Transfer(cache, part_size=1 << 20, connections=4, stall_timeout=None,
+                  chunk_size=chunk) as t:
         t.fetch(source, pid, "output")
     print("finished")
 """)
@@ -432,3 +434,47 @@ def test_ctrl_c_stops_a_ranged_download_and_keeps_what_the_parts_wrote(
     meta = read_json(meta_path)
     assert meta is not None and "ranges" in meta
     assert not [p for p in cache.rglob("output-*") if not p.name.endswith(".part")]
+
+
+def test_a_part_cut_by_kill_9_is_continued_from_its_recorded_progress(
+        s3: Sandbox, big_png: bytes, tmp_path: Path) -> None:
+    """A part records its progress every quarter part (here 256 KiB), so a kill
+    mid-part loses less than that: the next process asks for the rest of it."""
+    pid = s3.add_job(big_png, big_png, status="Completed")
+    cache = tmp_path / "cache"
+    s3.inject("hang", server="storage", times=None, after_bytes=600_000, range=PARTS[2],
+              timeout=120)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, s3.base_url, s3.api_key, pid,
+                              str(cache), str(65536)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen: list[list[list[int]]] = []
+    try:
+        def recorded_mid_part() -> bool:
+            for path in cache.rglob("*.part.json"):
+                meta = read_json(path)
+                ranges = meta.get("ranges") if meta else None
+                if ranges and len(ranges) == 2 and ranges[1] == [ENDS[2], len(big_png)] \
+                        and ranges[0][0] == 0 and ranges[0][1] >= STARTS[2] + 2 * 262_144:
+                    seen.append(ranges)
+                    return True
+            return False
+
+        wait_until(recorded_mid_part, "progress recorded inside the third part")
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        child.kill()
+        child.communicate()
+    s3.clear_faults()
+    s3.clear_requests()
+    [[[_, have], _]] = seen
+    assert STARTS[2] < have <= STARTS[2] + 600_000
+    meta = read_json(next(cache.rglob("*.part.json")))
+    assert meta is not None
+    have = meta["ranges"][0][1]  # the last record the child made before it died
+    with Transfer(cache, part_size=MIB) as t:
+        fetched = t.fetch(Source(s3, pid), pid, "output")
+    assert fetched.path.read_bytes() == big_png
+    assert sorted(ranges_of(s3)) == sorted(  # type: ignore[type-var]
+        f"bytes={a}-{b - 1}" for a, b in plan([(have, ENDS[2])], MIB, 4))
+    assert sidecar_sha(cache) == hashlib.sha256(big_png).hexdigest()

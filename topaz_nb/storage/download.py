@@ -715,7 +715,8 @@ class Downloader:
                     covers = self._check_part(response, run, pos, end)
                     if probed is not None:
                         probed.set()
-                    interrupted = self._read_part(response, run, at, covers, stop)
+                    interrupted = self._read_part(response, run, at, covers, stop,
+                                                  lambda upto: run.mark(start, upto))
                 pos = at[0]
                 if interrupted is None and pos == covers:
                     continue  # all it said it would send (perhaps less than asked)
@@ -763,10 +764,11 @@ class Downloader:
         return last + 1
 
     def _read_part(self, response: requests.Response, run: _Ranged, at: list[int], until: int,
-                   stop: threading.Event) -> str | None:
+                   stop: threading.Event, record: Callable[[int], None]) -> str | None:
         """Write the body from ``at[0]`` on, moving ``at[0]`` past each write
         (so whatever ends the part, its bytes are recorded); the interruption,
-        or ``None`` for a clean end.
+        or ``None`` for a clean end.  Every quarter part, ``record(at[0])``
+        writes the progress down, so a SIGKILL loses less than that per part.
 
         Raises :class:`_Stopped`, a stall :class:`TransferError`, or
         :class:`_WrongContent` past ``until``.
@@ -775,6 +777,8 @@ class Downloader:
         reader = _BodyReader(response, self.chunk_size)
         mark_time, mark_bytes, got = self._clock(), 0, 0
         pos = at[0]
+        record_every = max(self.chunk_size, self.part_size // 4)
+        recorded = 0
         try:
             while True:
                 if stop.is_set():
@@ -810,6 +814,9 @@ class Downloader:
                         run.received += len(value)
                     if got - mark_bytes >= STALL_BYTES:
                         mark_time, mark_bytes = now, got
+                    if got - recorded >= record_every and pos < until:
+                        record(pos)
+                        recorded = got
                 if self.stall_timeout is not None and now - mark_time >= self.stall_timeout:
                     raise TransferError(
                         f"download of {what} stalled: under 64 KiB in {self.stall_timeout:g} s, "
