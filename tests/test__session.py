@@ -74,3 +74,21 @@ def test_retry_after_cap_setting_reaches_the_storage_downloads(waits, tmp_path):
         assert waits.waits == [1.5]
     finally:
         session.close()
+
+
+def test_download_connections_setting_reaches_the_transfer(tmp_path):
+    """``%config Topaz.download_connections`` sets the Range requests in flight;
+    a changed value gives a new Transfer, and fewer than one is refused."""
+    import pytest
+    from traitlets import TraitError
+
+    settings = Topaz(cache_dir=str(tmp_path))
+    session = Session(settings)
+    try:
+        assert session.transfer().connections == 4
+        settings.download_connections = 1
+        assert session.transfer().connections == 1
+        with pytest.raises(TraitError):
+            settings.download_connections = 0
+    finally:
+        session.close()

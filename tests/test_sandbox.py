@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import pytest
 import requests
 import urllib3
+from conftest import wait_until
 from PIL import Image
 
 from topaz_nb.sandbox import STORAGE_PROFILES, RecordedRequest, Sandbox
@@ -939,3 +940,75 @@ def test_the_shootout_is_one_source_through_three_models(sandbox):
     assert all(j.output.width == 4 * j.input.width for j in jobs)
     assert all(j.status_json(time.time())["source_id"] == SHOOTOUT_SOURCE_ID for j in jobs)
     assert ids[0] not in sandbox.demo_ids
+
+
+# -- faults for ranged downloads -----------------------------------------------
+
+
+def test_fault_range_matches_only_that_range(sandbox: Sandbox) -> None:
+    url = link(sandbox, sandbox.demo_ids[0])["download_url"]
+    sandbox.inject("status", server="storage", code=503, range="bytes=10-19")
+    assert requests.get(url, headers={"Range": "bytes=0-9"}, timeout=5).status_code == 206
+    assert requests.get(url, headers={"Range": "bytes=10-19"}, timeout=5).status_code == 503
+    assert requests.get(url, headers={"Range": "bytes=10-19"}, timeout=5).status_code == 206
+
+
+def test_fault_ignore_range_and_change_etag(sandbox: Sandbox) -> None:
+    url = link(sandbox, sandbox.demo_ids[0])["download_url"]
+    whole = requests.get(url, timeout=5)
+    sandbox.inject("ignore_range", server="storage")
+    ignored = requests.get(url, headers={"Range": "bytes=0-9"}, timeout=5)
+    assert ignored.status_code == 200 and ignored.content == whole.content
+    sandbox.inject("change_etag", server="storage", etag='"other"')
+    changed = requests.get(url, headers={"Range": "bytes=0-9"}, timeout=5)
+    assert changed.status_code == 206 and changed.headers["ETag"] == '"other"'
+    assert changed.content == whole.content[:10]
+    assert requests.get(url, timeout=5).headers["ETag"] == whole.headers["ETag"]
+
+
+def test_fault_gather_holds_bodies_until_all_are_under_way(sandbox: Sandbox) -> None:
+    url = link(sandbox, sandbox.demo_ids[0])["download_url"]
+    sandbox.inject("gather", server="storage", count=2, times=2, timeout=30)
+    first: dict[str, bytes] = {}
+    got_headers = threading.Event()
+
+    def one() -> None:
+        with requests.get(url, headers={"Range": "bytes=0-9"}, stream=True, timeout=30) as r:
+            got_headers.set()
+            first["body"] = r.raw.read(10)
+
+    worker = threading.Thread(target=one)
+    worker.start()
+    got_headers.wait(30)
+    assert got_headers.is_set() and "body" not in first  # headers came, the body waits
+    second = requests.get(url, headers={"Range": "bytes=10-19"}, timeout=30)
+    worker.join(30)
+    assert second.status_code == 206 and len(first["body"]) == 10
+    # Alone, a gather never completes: its answer is dropped, visibly.
+    sandbox.inject("gather", server="storage", count=2, times=1, timeout=0.2)
+    with pytest.raises(requests.RequestException):
+        requests.get(url, timeout=30).content  # noqa: B018 - reading is the point
+
+
+def test_fault_hang_holds_the_answer_until_cleared(sandbox: Sandbox) -> None:
+    url = link(sandbox, sandbox.demo_ids[0])["download_url"]
+    sandbox.inject("hang", server="storage", after_bytes=5, times=None)
+    box: dict[str, object] = {}
+
+    def one() -> None:
+        try:
+            with requests.get(url, stream=True, timeout=30) as r:
+                box["first"] = r.raw.read(5)
+                box["rest"] = r.raw.read()
+        except Exception as exc:  # noqa: BLE001 - the cut shows as an error
+            box["error"] = exc
+
+    worker = threading.Thread(target=one)
+    worker.start()
+    wait_until(lambda: "first" in box, "the first bytes of the held answer")
+    assert "rest" not in box and "error" not in box
+    sandbox.clear_faults()  # releases it: the answer ends there, cut
+    worker.join(30)
+    assert box["first"] and len(box["first"]) == 5  # type: ignore[arg-type]
+    assert "error" in box or box.get("rest") == b""
+    assert requests.get(url, timeout=5).status_code == 200

@@ -30,7 +30,7 @@ class Session:
         self._sandbox: Sandbox | None = None
         self._client: TopazClient | None = None
         self._client_args: tuple | None = None
-        self._transfers: dict[tuple[str, bool, int, float, float, int], Transfer] = {}
+        self._transfers: dict[tuple[str, bool, int, float, float, int, int], Transfer] = {}
 
     def __repr__(self) -> str:
         return f"<Session {self.describe()}>"
@@ -113,20 +113,21 @@ class Session:
 
     def transfer(self, *, use_cache: bool = True) -> Transfer:
         """The presigned-object downloader for the configured cache dir, ceiling
-        (``Topaz.max_download_bytes``), stall limit (``Topaz.stall_timeout``)
-        and disk bound (``Topaz.cache_max_bytes``); a changed setting gives a
+        (``Topaz.max_download_bytes``), stall limit (``Topaz.stall_timeout``),
+        Range requests in flight (``Topaz.download_connections``) and disk bound (``Topaz.cache_max_bytes``); a changed setting gives a
         new one."""
         from .storage import Transfer
 
         with self._lock:
             s = self.settings
             key = (s.cache_dir, use_cache, s.max_download_bytes, s.stall_timeout,
-                   s.max_retry_after, s.cache_max_bytes)
+                   s.max_retry_after, s.cache_max_bytes, s.download_connections)
             if key not in self._transfers:
                 self._transfers[key] = Transfer(
                     s.cache_dir, use_cache=use_cache, timeout=max(s.timeout, 60.0),
                     max_bytes=s.max_download_bytes, stall_timeout=s.stall_timeout,
                     max_retry_after=s.max_retry_after, cache_max_bytes=s.cache_max_bytes,
+                    connections=max(1, s.download_connections),
                 )
             return self._transfers[key]
 

@@ -64,6 +64,12 @@ class Topaz(Configurable):
              "not closed, a fetch under way, in any kernel) are never evicted: the cache "
              "goes over the bound for them (0: keep only what is in use).",
     ).tag(config=True)
+    download_connections = Integer(
+        4, min=1,
+        help="Range requests in flight for one large download (16 MB and up, size known); "
+             "one stream from object storage is capped below what the link carries "
+             "(1: one stream always).",
+    ).tag(config=True)
     stall_timeout = Float(
         30.0,
         help="Seconds a download may go with fewer than 64 KiB arriving before it is abandoned "

@@ -68,3 +68,18 @@ def test_a_refreshed_link_that_is_expired_too_is_not_refreshed_again() -> None:
     assert link.expired and source.calls == [False, True]
     assert holder.current() is link and source.calls == [False, True]  # storage decides now
 
+
+
+def test_parts_refused_at_once_share_one_refresh() -> None:
+    """Parts of a ranged download refused with the same link: the first gets a
+    fresh link, the others are told to use it, and no second refresh is spent."""
+    source = Source()
+    holder = LinkHolder(source)
+    used = holder.current()
+    assert holder.refresh_after(used) is True  # this caller fetched the fresh link
+    fresh = holder.current()
+    assert fresh is not used
+    assert holder.refresh_after(used) is True  # another part, refused with the old one
+    assert holder.current() is fresh
+    assert holder.refresh_after(fresh) is False  # the fresh link refused: final
+    assert source.calls == [False, True]

@@ -112,6 +112,7 @@ class Sandbox:
 
     def stop(self) -> None:
         """Stop both servers, close their sockets and join their threads."""
+        self._faults.clear()  # releases answers a gather or hang fault holds
         for server in self._servers:
             server.shutdown()
         for server in self._servers:
@@ -247,7 +248,15 @@ class Sandbox:
         ``code``, the HTTP status, 403 by default; ``message``; ``dialect``
         ``"s3"``, ``"gcs"`` or ``"none"``, an HTML page with no code) and
         ``listing`` (``mode``: ``endless``, ``stuck_cursor``, ``bad_entry`` or ``overlap``,
-        on each page of ``GET /status`` it applies to).  A
+        on each page of ``GET /status`` it applies to); ``gather`` (``count``,
+        ``timeout``: each answer's body waits after its headers until ``count``
+        matching answers are under way, else its connection is dropped),
+        ``hang`` (``after_bytes``, ``timeout``: the answer stops after that many
+        bytes of body and is held open until :meth:`clear_faults`),
+        ``ignore_range`` (storage only: the whole object, 200, whatever the
+        ``Range``) and ``change_etag`` (storage only: another ``etag``, as if the
+        object had been replaced).  Any kind also takes ``range``: the exact
+        ``Range`` header a request must carry to be matched.  A
         fault counts every request it answers, a HEAD too.  ``path`` is a
         substring the request path must contain; ``times=None`` lasts until
         :meth:`clear_faults`.

@@ -39,7 +39,14 @@ _KINDS: dict[str, tuple[frozenset[str], frozenset[str], tuple[str, ...]]] = {
     "storage_error": (frozenset(), frozenset({"error", "code", "message", "dialect"}),
                       ("storage",)),
     "listing": (frozenset({"mode"}), frozenset(), ("api",)),
+    "gather": (frozenset({"count"}), frozenset({"timeout"}), SERVERS),
+    "hang": (frozenset(), frozenset({"after_bytes", "timeout"}), SERVERS),
+    "ignore_range": (frozenset(), frozenset(), ("storage",)),
+    "change_etag": (frozenset(), frozenset({"etag"}), ("storage",)),
 }
+_ANY_KIND = frozenset({"range"})
+"""Optional on every kind: ``range``, the exact ``Range`` header a request must
+carry for the fault to apply (one part of a ranged download)."""
 DIALECTS = ("s3", "gcs", "none")
 """How a ``storage_error`` fault words its document: S3's XML, Google Cloud
 Storage's XML API, or no XML at all (an HTML page, as a proxy or CDN sends)."""
@@ -54,12 +61,37 @@ class Fault:
     path: str | None
     remaining: int | None
     params: dict[str, Any] = field(default_factory=dict)
+    released: threading.Event = field(default_factory=threading.Event, repr=False,
+                                      compare=False)
+    _arrivals: threading.Condition = field(default_factory=threading.Condition, repr=False,
+                                           compare=False)
+    _arrived: int = field(default=0, repr=False, compare=False)
 
-    def matches(self, server: str, path: str) -> bool:
+    def matches(self, server: str, path: str, range_header: str | None = None) -> bool:
         if self.kind == "listing" and not path.rstrip("/").endswith("/status"):
             return False  # the list of processes only, never one process's status
+        wanted_range = self.params.get("range")
+        if wanted_range is not None and (range_header or "").strip() != wanted_range:
+            return False
         return (self.server == server and (self.remaining is None or self.remaining > 0)
                 and (self.path is None or self.path in path))
+
+    def gather(self) -> bool:
+        """For a ``gather`` fault: count this answer as arrived and wait until
+        ``count`` have; ``False`` when they did not within ``timeout`` seconds
+        (the caller then drops the connection, so a test sees it failed)."""
+        count = int(self.params["count"])
+        with self._arrivals:
+            self._arrived += 1
+            self._arrivals.notify_all()
+            return self._arrivals.wait_for(
+                lambda: self._arrived >= count or self.released.is_set(),
+                float(self.params.get("timeout") or 30.0)) and self._arrived >= count
+
+    def hold(self) -> None:
+        """For a ``hang`` fault: keep the answer unfinished until the faults are
+        cleared (or the sandbox stops), at most ``timeout`` seconds."""
+        self.released.wait(float(self.params.get("timeout") or 120.0))
 
 
 def make_fault(kind: str, server: str, times: int | None, path: str | None,
@@ -74,7 +106,7 @@ def make_fault(kind: str, server: str, times: int | None, path: str | None,
     missing = required - params.keys()
     if missing:
         raise TypeError(f"fault {kind!r} needs {', '.join(sorted(missing))}=")
-    extra = params.keys() - required - optional
+    extra = params.keys() - required - optional - _ANY_KIND
     if extra:
         raise TypeError(f"fault {kind!r} takes no {', '.join(sorted(extra))}=")
     if times is not None and times < 1:
@@ -93,6 +125,8 @@ def make_fault(kind: str, server: str, times: int | None, path: str | None,
     if kind == "listing" and params["mode"] not in LISTING_MODES:
         raise ValueError(f"listing mode must be one of {', '.join(LISTING_MODES)}, "
                          f"not {params['mode']!r}")
+    if kind == "gather" and int(params["count"]) < 1:
+        raise ValueError(f"gather count must be 1 or more, not {params['count']!r}")
     if kind == "omit_headers":
         if isinstance(params["headers"], str):
             raise TypeError("omit_headers takes headers=[...], a list of header names")
@@ -121,13 +155,15 @@ class FaultBook:
 
     def clear(self) -> None:
         with self._lock:
+            for fault in self._faults:
+                fault.released.set()  # wakes the answers a gather or hang holds
             self._faults.clear()
 
-    def plan(self, server: str, path: str) -> Plan:
+    def plan(self, server: str, path: str, range_header: str | None = None) -> Plan:
         plan = Plan()
         with self._lock:
             for fault in self._faults:
-                if not fault.matches(server, path):
+                if not fault.matches(server, path, range_header):
                     continue
                 if fault.kind == "latency":
                     plan.delay += float(fault.params["seconds"])

@@ -100,7 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers: dict[str, str] = {}
         for name, value in self.headers.items():
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        plan = self.server.faults.plan(self.server.name, path)
+        plan = self.server.faults.plan(self.server.name, path, self.headers.get("Range"))
         request = RecordedRequest(self.server.name, self.command, path, query, headers,
                                   plan.delay, plan.fault.kind if plan.fault else None)
         self.server.log.add(request)
@@ -182,6 +182,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
 
+        if fault is not None and fault.kind == "gather" and self.command != "HEAD":
+            self.wfile.flush()
+            if not fault.gather():
+                self._drop()  # the others never came: fail this answer visibly
+                return
+        hang = fault is not None and fault.kind == "hang" and self.command != "HEAD"
+        if hang and fault is not None:
+            limit = min(limit, max(0, int(fault.params.get("after_bytes") or 0)))
         if self.command != "HEAD":
             for start in range(0, limit, _CHUNK):
                 piece = body[start:min(start + _CHUNK, limit)]
@@ -191,6 +199,11 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(piece)
             if chunked and limit == len(body):
                 self.wfile.write(b"0\r\n\r\n")
+        if hang and fault is not None:
+            self.wfile.flush()
+            fault.hold()
+            self._drop()
+            return
         if limit < len(body) and self.command != "HEAD":
             self.wfile.flush()
             self._drop()

@@ -209,7 +209,7 @@ def _match(path: str) -> tuple[str, str] | None:
 def make_storage_route(signer: Signer, lookup: Callable[[str], Job | None]) -> Route:
     """The storage host's request handler, closed over the sandbox's jobs."""
 
-    def route(request: RecordedRequest, _fault: Fault | None = None) -> Reply:
+    def route(request: RecordedRequest, fault: Fault | None = None) -> Reply:
         if request.method not in ("GET", "HEAD"):
             return storage_error(405)
         denied = signer.check(request.method, request.path, request.query, time.time())
@@ -223,7 +223,12 @@ def make_storage_route(signer: Signer, lookup: Callable[[str], Job | None]) -> R
         if obj is None or request.path != signer.object_path(job, match[1]):
             return storage_error(404)
         headers = _object_headers(obj, signer.profile)
+        if fault is not None and fault.kind == "change_etag":  # the object was replaced
+            headers = [(n, v) for n, v in headers if n != "ETag"]
+            headers.append(("ETag", str(fault.params.get("etag") or '"0-replaced"')))
         rng = _byte_range(header(request, "Range"), obj.size)
+        if fault is not None and fault.kind == "ignore_range":
+            rng = None  # storage that does not do ranges: the whole object, 200
         if_range = header(request, "If-Range")
         validators = (obj.etag, obj.last_modified) if signer.profile == "s3" else ()
         if if_range is not None and if_range not in validators:

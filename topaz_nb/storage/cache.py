@@ -158,7 +158,9 @@ class CacheEntry:
 
     @property
     def part_meta(self) -> Path:
-        """What object the ``.part`` holds the start of (ETag, size), for resume."""
+        """What object the ``.part`` holds the start of (ETag, size), for resume;
+        for a download in parallel ranges also ``ranges``, the ``[start, end)``
+        byte ranges already written (:class:`~topaz_nb.storage.ranges.Done`)."""
         return self.directory / f".{self.stem}.part.json"
 
     @property

@@ -45,6 +45,17 @@ of the whole project):
 * **Retries.**  Connection errors and 429/5xx answers are retried by urllib3's
   :class:`~urllib3.util.Retry` on the session's adapter, with backoff and
   ``Retry-After``; the loop here only deals with bodies cut short.
+* **Parallel ranges.**  One stream from S3 is capped well below the link, so
+  an object of a known size of at least two parts (16 MB by default) is
+  fetched as up to ``connections`` Range requests in flight on one link,
+  each written at its offset (:mod:`~topaz_nb.storage.ranges` plans them,
+  records in the ``.part.json`` the ranges written, so a resume fetches
+  exactly the missing ones, and hashes the in-order prefix as parts land).
+  The first part is a probe: only a ``206`` of the right place, total and
+  ETag lets the others start.  Every part is checked the same way; one from
+  an object of another ETag or total restarts the whole object (never a
+  splice), and a ``200``, a ``416`` or an answer with no length falls back
+  to one stream from the contiguous prefix.
 * **No credentials.**  Presigned URLs carry their authorisation in the query
   string; the session strips every other credential, after redirects too.
 """
@@ -64,6 +75,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -73,7 +85,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-from .._tasks import cancellable
+from .._tasks import cancellable, child_event
 from .._text import storage_refused
 from .._version import user_agent
 from ..errors import Cancelled, LinkExpired, TransferError
@@ -89,11 +101,13 @@ from .cache import (
     read_json,
     write_json,
 )
+from .ranges import PART_SIZE, Done, InOrderHasher, plan, worth_splitting
 from .refresh import LinkHolder
 from .refusal import Refusal, from_document, read_document
 
 __all__ = [
-    "DEFAULT_MAX_BYTES", "DEFAULT_STALL_TIMEOUT", "STALL_BYTES", "Downloader", "ObjectInfo",
+    "DEFAULT_CONNECTIONS", "DEFAULT_MAX_BYTES", "DEFAULT_STALL_TIMEOUT", "STALL_BYTES",
+    "Downloader", "ObjectInfo",
     "ProgressCallback", "make_session",
 ]
 
@@ -102,6 +116,8 @@ _log = logging.getLogger("topaz_nb.transfer")
 DEFAULT_MAX_BYTES = 4_000_000_000
 """Ceiling on a body whose size nobody announced (``Topaz.max_download_bytes``)."""
 DEFAULT_STALL_TIMEOUT = 30.0
+DEFAULT_CONNECTIONS = 4
+"""Range requests in flight for one large object (``Topaz.download_connections``)."""
 STALL_BYTES = 64 * 1024
 """A download is stalled when fewer than this many bytes arrived in
 ``stall_timeout`` seconds (see :class:`~topaz_nb.storage.transfer.Transfer`)."""
@@ -262,6 +278,56 @@ class _WrongContent(TransferError):
     the ``.part`` is deleted, since resuming it could only repeat the error."""
 
 
+class _RestartObject(Exception):
+    """A part came from an object of another ETag or size: the bytes written
+    so far may belong to another version, so the whole object starts again."""
+
+
+class _OneStream(Exception):
+    """Storage did not serve a part as asked (a ``200``, a ``416``, no length,
+    another place): the download goes on as one stream."""
+
+
+class _Stopped(Exception):
+    """A part saw its download's stop event (cancel, or another part failed)."""
+
+
+class _WakingEvent(threading.Event):
+    """An event that also wakes the thread waiting on ``wake`` when set."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def set(self) -> None:
+        super().set()
+        self._wake.set()
+
+
+@dataclass
+class _Ranged:
+    """What the parts of one ranged download share, guarded by ``lock``."""
+
+    entry: CacheEntry
+    links: LinkHolder
+    fd: int
+    size: int
+    etag: str | None
+    done: Done
+    meta: dict[str, Any]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    wake: threading.Event = field(default_factory=threading.Event)  # progress to report
+    written: int = 0  # bytes written by this attempt
+    received: int = 0  # bytes received by this call, over every attempt
+
+    def mark(self, start: int, end: int) -> None:
+        """Record ``[start, end)`` as written, in memory and in the ``.part.json``."""
+        with self.lock:
+            self.done.add(start, end)
+            self.meta["ranges"] = self.done.record()
+            write_json(self.entry.part_meta, self.meta)
+
+
 class Downloader:
     """HEAD and GET of presigned links through one key-free session, and the
     streaming of a body into a cache entry.
@@ -274,8 +340,11 @@ class Downloader:
 
     def __init__(self, session: requests.Session, *, chunk_size: int, timeout: float,
                  retries: int, max_bytes: int, stall_timeout: float | None,
+                 connections: int = DEFAULT_CONNECTIONS, part_size: int = PART_SIZE,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.session = session
+        self.connections = connections
+        self.part_size = part_size
         self.chunk_size = chunk_size
         self.timeout = timeout
         self.retries = retries
@@ -305,6 +374,12 @@ class Downloader:
             have = entry.part.stat().st_size
         except OSError:
             have = 0
+        if meta is not None and "ranges" in meta:
+            # Left by a ranged download: only its gapless start is a prefix.
+            record = Done.from_record(info.size, meta["ranges"]) \
+                if info.size is not None else None
+            have = min(have, record.prefix) if record is not None else 0
+            meta = {k: v for k, v in meta.items() if k != "ranges"}
         lm = info.last_modified.isoformat() if info.last_modified else None
         # A .part begun when no size was known is the start of this object
         # too if storage now tells its size, as long as the ETag is the same.
@@ -325,7 +400,26 @@ class Downloader:
                   on_progress: ProgressCallback | None,
                   cancel: threading.Event | None) -> tuple[Path, int]:
         """Write the object to its ``.part``, resuming it, check it, make it
-        the entry's file: ``(path, bytes received by this call)``."""
+        the entry's file: ``(path, bytes received by this call)``.
+
+        A large object of known size goes in parallel ranges
+        (:meth:`_stream_ranged`); whatever storage does not serve that way
+        continues here, as one stream from the contiguous prefix.
+        """
+        before = 0
+        if worth_splitting(info.size, self.part_size, self.connections) \
+                and info.size is not None and info.size <= self.max_bytes:
+            # An announced size past the ceiling is never preallocated; one stream reads it.
+            ranged, before = self._stream_ranged(entry, links, info, on_progress, cancel)
+            if ranged is not None:
+                return ranged, before
+        path, received = self._stream_one(entry, links, info, on_progress, cancel)
+        return path, before + received
+
+    def _stream_one(self, entry: CacheEntry, links: LinkHolder, info: ObjectInfo,
+                    on_progress: ProgressCallback | None,
+                    cancel: threading.Event | None) -> tuple[Path, int]:
+        """One GET streamed into the ``.part`` (resumed with ``Range: bytes=<done>-``)."""
         part = entry.part
         what = f"the {links.side} of {links.process_id}"
         done, part_meta = self._resume_point(entry, info)
@@ -442,6 +536,295 @@ class Downloader:
         _log.debug("downloaded %s: %d bytes to %s", what, done, final)
         return final, received
 
+    # -------------------------------------------------------------- ranged
+
+    def _ranged_start(self, entry: CacheEntry, info: ObjectInfo) -> tuple[Done, dict[str, Any]]:
+        """The ranges of the ``.part`` that may be kept, and its record.
+
+        Kept only when ``.part.json`` says they are of this very object (same
+        ETag, size, Last-Modified); a ``.part`` of one stream counts as its
+        first bytes.
+        """
+        assert info.size is not None
+        size = info.size
+        lm = info.last_modified.isoformat() if info.last_modified else None
+        fresh = {"v": SIDECAR_VERSION, "etag": info.etag, "size": size, "last_modified": lm,
+                 "total": size}
+        meta = read_json(entry.part_meta)
+        try:
+            have = entry.part.stat().st_size
+        except OSError:
+            have = 0
+        if meta is None or have == 0 or meta.get("v") != SIDECAR_VERSION \
+                or meta.get("etag") != info.etag or meta.get("size") != size \
+                or meta.get("last_modified") != lm:
+            return Done(size), fresh
+        if "ranges" in meta:
+            done = Done.from_record(size, meta["ranges"])
+            if done is None or have < size:  # preallocated to the size when begun
+                return Done(size), fresh
+        else:
+            done = Done(size, [(0, min(have, size))] if have < size else [])
+        return done, {**fresh, "ranges": done.record()}
+
+    def _stream_ranged(self, entry: CacheEntry, links: LinkHolder, info: ObjectInfo,
+                       on_progress: ProgressCallback | None,
+                       cancel: threading.Event | None) -> tuple[Path | None, int]:
+        """Fetch the object in parallel Range requests: ``(path, bytes received)``,
+        or ``(None, bytes received)`` when storage wants one stream instead (the
+        ``.part`` then holds the contiguous prefix, recorded as one stream's)."""
+        assert info.size is not None
+        what = f"the {links.side} of {links.process_id}"
+        done, meta = self._ranged_start(entry, info)
+        fd = os.open(entry.part, os.O_RDWR | os.O_CREAT, 0o666)
+        run = _Ranged(entry, links, fd, info.size, info.etag, done, meta)
+        restarts = 0
+        try:
+            if not done.total:
+                os.ftruncate(fd, 0)
+            else:
+                _log.info("resuming %s: %d of %d bytes left by an earlier download", what,
+                          done.total, info.size)
+            os.ftruncate(fd, info.size)  # every part writes at its offset
+            while True:
+                meta["ranges"] = done.record()
+                write_json(entry.part_meta, meta)
+                try:
+                    digests = self._run_parts(run, on_progress, cancel)
+                    break
+                except _RestartObject as why:
+                    restarts += 1
+                    if restarts > self.retries:
+                        raise _WrongContent(
+                            f"storage would not serve {what} in parts without changing it "
+                            f"({why}, {_shown_url(links)}); run it again") from None
+                    _log.info("a part of %s came %s; restarting the whole object", what, why)
+                    run.done = done = Done(info.size)
+                    run.written = 0
+                    os.ftruncate(fd, 0)
+                    os.ftruncate(fd, info.size)
+                    if on_progress is not None:
+                        on_progress(0, info.size)
+                except _OneStream as why:
+                    prefix = done.prefix
+                    _log.info("storage answered a part of %s %s; going on as one stream "
+                              "from %d bytes", what, why, prefix)
+                    os.ftruncate(fd, prefix)
+                    meta.pop("ranges", None)
+                    write_json(entry.part_meta, meta)
+                    return None, run.received
+            expected_md5 = _plain_md5(run.etag)
+            if expected_md5 is not None and digests.md5 is not None \
+                    and digests.md5.hexdigest() != expected_md5:
+                raise _WrongContent(
+                    f"the {info.size} bytes received for {what} do not match the MD5 in its "
+                    f"ETag ({_shown_url(links)}); run it again, and report it if it persists")
+            os.fsync(fd)
+        except _WrongContent:
+            os.close(fd)
+            fd = -1
+            entry.drop_part()
+            raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        final = entry.commit(_sniffed_extension(entry.part), etag=run.etag,
+                             validator=cache_key(info.etag, info.last_modified, info.size),
+                             sha256=digests.sha256.hexdigest())
+        _log.debug("downloaded %s in parts: %d bytes to %s", what, info.size, final)
+        return final, run.received
+
+    def _run_parts(self, run: _Ranged, on_progress: ProgressCallback | None,
+                   cancel: threading.Event | None) -> _Digests:
+        """Fetch the missing ranges on a pool of ``connections`` threads,
+        hashing the in-order prefix meanwhile; the digests of the whole file.
+
+        This thread only waits: for the parts, for ``cancel`` (noticed within
+        :data:`POLL_SECONDS`) and to hash.  On any way out the parts are told
+        to stop and joined (each notices within a poll), so no thread writes
+        the ``.part`` once the caller lets go of the entry.
+        """
+        what = f"the {run.links.side} of {run.links.process_id}"
+        digests = _Digests(want_md5=_plain_md5(run.etag) is not None)
+        hasher = InOrderHasher(run.fd, digests)
+        parts = plan(run.done.missing(), self.part_size, self.connections)
+        stop = child_event(cancel)
+        probed = _WakingEvent(run.wake)
+        pool = ThreadPoolExecutor(max_workers=max(1, min(self.connections, len(parts))),
+                                  thread_name_prefix="topaz-transfer-part")
+        futures: list[Future[None]] = []
+        launched = len(parts) <= 1
+        base = run.done.total
+        reported = base
+        try:
+            if parts:
+                futures.append(pool.submit(self._part, run, *parts[0], stop, probed))
+                futures[0].add_done_callback(lambda _: run.wake.set())
+            while True:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(f"Cancelled: the download of {what} at {run.done.total} "
+                                    "bytes; run it again to resume")
+                if not launched and probed.is_set():
+                    for a, b in parts[1:]:
+                        futures.append(pool.submit(self._part, run, a, b, stop, None))
+                        futures[-1].add_done_callback(lambda _: run.wake.set())
+                    launched = True
+                run.wake.wait(POLL_SECONDS)
+                run.wake.clear()
+                finished = launched and all(f.done() for f in futures)
+                for future in futures:
+                    if future.done() and future.exception() is not None:
+                        raise future.exception()  # type: ignore[misc]
+                with run.lock:
+                    prefix, written, etag = run.done.prefix, run.written, run.etag
+                if _plain_md5(etag) is not None and digests.md5 is None:
+                    digests = _Digests(want_md5=True)  # an ETag learnt from the parts
+                    hasher = InOrderHasher(run.fd, digests)
+                hasher.advance(prefix, budget=16 * self.chunk_size)
+                have = base + written
+                if on_progress is not None and have // self.chunk_size != \
+                        reported // self.chunk_size:
+                    on_progress(min(have, run.size), run.size)
+                    reported = have
+                if finished:  # seen before the errors were looked at: none is missed
+                    break
+            if not run.done.complete:  # parts stopped early: only a cancel does that
+                raise Cancelled(f"Cancelled: the download of {what} at {run.done.total} "
+                                "bytes; run it again to resume")
+            hasher.advance(run.size)
+            if on_progress is not None and reported != run.size:
+                on_progress(run.size, run.size)
+            return digests
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _part(self, run: _Ranged, start: int, end: int, stop: threading.Event,
+              probed: threading.Event | None) -> None:
+        """Fetch ``[start, end)`` into the ``.part``, resuming a cut answer from
+        where it stopped; records what it wrote on every way out."""
+        what = f"the {run.links.side} of {run.links.process_id}"
+        at = [start]  # where the part has got to, moved by _read_part as it writes
+        attempts = 0
+        try:
+            while at[0] < end:
+                pos = at[0]
+                response = self._request("GET", run.links, {"Range": f"bytes={pos}-{end - 1}"},
+                                         stop)
+                with response:
+                    covers = self._check_part(response, run, pos, end)
+                    if probed is not None:
+                        probed.set()
+                    interrupted = self._read_part(response, run, at, covers, stop,
+                                                  lambda upto: run.mark(start, upto))
+                pos = at[0]
+                if interrupted is None and pos == covers:
+                    continue  # all it said it would send (perhaps less than asked)
+                attempts += 1
+                _log.info("a part of %s was interrupted at %d of %d-%d (%s); attempt %d of %d",
+                          what, pos, start, end, interrupted or "short body", attempts,
+                          self.retries)
+                if attempts > self.retries:
+                    raise TransferError(
+                        f"download of {what} stopped at bytes {pos} of {start}-{end} after "
+                        f"{attempts} attempts ({_shown_url(run.links)}); check the connection "
+                        "and run it again to resume")
+                if stop.wait(min(0.1 * attempts, 1.0)):
+                    raise _Stopped
+        except (_Stopped, Cancelled):
+            return
+        finally:
+            if at[0] > start:
+                run.mark(start, at[0])
+
+    @staticmethod
+    def _check_part(response: requests.Response, run: _Ranged, pos: int, end: int) -> int:
+        """Where the answer to ``Range: bytes=<pos>-<end - 1>`` ends (exclusive);
+        raises :class:`_RestartObject` when it is of another object and
+        :class:`_OneStream` when it is not the range asked for."""
+        status = response.status_code
+        if status != 206:
+            raise _OneStream(f"with HTTP {status} to a Range request")
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+        if match is None or match.group(3) == "*":
+            raise _OneStream("with no Content-Range total")
+        first, last, total = int(match.group(1)), int(match.group(2)), int(match.group(3))
+        if total != run.size:
+            raise _RestartObject(f"from an object of {total} bytes, not {run.size}")
+        got_etag = _parse_etag(response.headers.get("ETag"))
+        with run.lock:
+            if run.etag and got_etag and got_etag != run.etag:
+                raise _RestartObject(f"from a different object (ETag {got_etag}, "
+                                     f"not {run.etag})")
+            if run.etag is None and got_etag and not got_etag.startswith("W/"):
+                run.etag = got_etag  # the HEAD had none: every part must match this one
+        length = _parse_int(response.headers.get("Content-Length"))
+        if first != pos or not pos <= last < end or length != last - first + 1:
+            raise _OneStream(f"with bytes {first}-{last} when asked for {pos}-{end - 1}")
+        return last + 1
+
+    def _read_part(self, response: requests.Response, run: _Ranged, at: list[int], until: int,
+                   stop: threading.Event, record: Callable[[int], None]) -> str | None:
+        """Write the body from ``at[0]`` on, moving ``at[0]`` past each write
+        (so whatever ends the part, its bytes are recorded); the interruption,
+        or ``None`` for a clean end.  Every quarter part, ``record(at[0])``
+        writes the progress down, so a SIGKILL loses less than that per part.
+
+        Raises :class:`_Stopped`, a stall :class:`TransferError`, or
+        :class:`_WrongContent` past ``until``.
+        """
+        what = f"the {run.links.side} of {run.links.process_id}"
+        reader = _BodyReader(response, self.chunk_size)
+        mark_time, mark_bytes, got = self._clock(), 0, 0
+        pos = at[0]
+        record_every = max(self.chunk_size, self.part_size // 4)
+        recorded = 0
+        try:
+            while True:
+                if stop.is_set():
+                    raise _Stopped
+                item = reader.next(POLL_SECONDS)
+                now = self._clock()
+                if item is not None:
+                    kind, value = item
+                    if kind == "end":
+                        return None
+                    if kind == "error":
+                        if isinstance(value, _INTERRUPTIONS):
+                            reason = scrub_urls(f"{type(value).__name__}: {value}")
+                            return reason.splitlines()[0][:200]
+                        raise value
+                    if pos + len(value) > until:
+                        raise _WrongContent(
+                            f"storage sent more than the range it announced for {what} "
+                            f"({_shown_url(run.links)}); run it again, and report it if it "
+                            "persists")
+                    view = memoryview(value)
+                    while view:
+                        written = os.pwrite(run.fd, view, pos)
+                        view = view[written:]
+                        pos += written
+                        at[0] = pos
+                    got += len(value)
+                    with run.lock:
+                        if (run.written + len(value)) // self.chunk_size \
+                                != run.written // self.chunk_size:
+                            run.wake.set()  # a step of progress for the waiting thread
+                        run.written += len(value)
+                        run.received += len(value)
+                    if got - mark_bytes >= STALL_BYTES:
+                        mark_time, mark_bytes = now, got
+                    if got - recorded >= record_every and pos < until:
+                        record(pos)
+                        recorded = got
+                if self.stall_timeout is not None and now - mark_time >= self.stall_timeout:
+                    raise TransferError(
+                        f"download of {what} stalled: under 64 KiB in {self.stall_timeout:g} s, "
+                        f"at bytes {pos} ({_shown_url(run.links)}); run it again to resume "
+                        "(Topaz.stall_timeout sets the limit)")
+        finally:
+            reader.stop()
+
     def _read_body(self, response: requests.Response, out: IO[bytes], digests: _Digests,
                    done: int, total: int | None, links: LinkHolder,
                    on_progress: ProgressCallback | None,
@@ -537,11 +920,12 @@ class Downloader:
             if refusal is not None and status == 400 and method == "HEAD":
                 refusal = self._explain_head(link, refusal, cancel)  # GCS: 400 ExpiredToken
             if refusal is not None and (status != 400 or refusal.reason == "expired"):
-                if refusal.reason != "gone" and not links.refreshed:
+                if refusal.reason != "gone" and (links.current() is not link
+                                                 or not links.refreshed):
                     _log.info("storage refused the link for %s (HTTP %d%s); fetching a fresh "
                               "one", what, status, f" {refusal.code}" if refusal.code else "")
-                    links.refresh()
-                    continue
+                    if links.refresh_after(link):
+                        continue
                 if refusal.reason != "gone" and method == "HEAD" and refusal.code is None:
                     # A HEAD's answer has no body: ask the GET link why, for one byte.
                     refusal = self._explain_head(links.current(), refusal, cancel)

@@ -11,6 +11,7 @@ deleted image.
 from __future__ import annotations
 
 import logging
+import threading
 
 from ..links import Link, LinkSource, Side
 
@@ -26,11 +27,15 @@ class LinkHolder:
     Shared by the HEAD and the GET of one :meth:`Transfer.fetch`, so a link
     refreshed for the HEAD is reused for the GET and a second refusal is final.
     ``process_id`` and ``side`` name the object for messages and the cache.
+    The parts of a ranged download share one holder from several threads, so
+    the whole object gets one refresh however many parts are refused
+    (:meth:`refresh_after`).
     """
 
     def __init__(self, source: LinkSource, process_id: str = "", side: Side = "output") -> None:
         self._source = source
         self._link: Link | None = None
+        self._lock = threading.RLock()
         self.refreshed = False
         self.process_id = process_id
         self.side = side
@@ -38,18 +43,32 @@ class LinkHolder:
     def current(self) -> Link:
         """The link to use now: asked for once (``source(False)``), and
         refreshed before any use when it has already expired."""
-        if self._link is None:
-            self._link = self._source(False)
-            if self._link.expired and not self.refreshed:
-                _log.debug("link for the %s of %s expired before use; refreshing",
-                           self._link.side, self._link.process_id)
-                self.refresh()
-        assert self._link is not None
-        return self._link
+        with self._lock:
+            if self._link is None:
+                self._link = self._source(False)
+                if self._link.expired and not self.refreshed:
+                    _log.debug("link for the %s of %s expired before use; refreshing",
+                               self._link.side, self._link.process_id)
+                    self.refresh()
+            assert self._link is not None
+            return self._link
+
+    def refresh_after(self, used: Link) -> bool:
+        """After storage refused ``used``: ``True`` when a fresh link is there
+        to try (this call fetched it, or another thread already replaced
+        ``used``), ``False`` when the one refresh is spent on it."""
+        with self._lock:
+            if self._link is not None and self._link is not used:
+                return True
+            if self.refreshed:
+                return False
+            self.refresh()
+            return True
 
     def refresh(self) -> Link:
         """A fresh link (``source(True)``), used from now on; callers check
         :attr:`refreshed` first, since one refresh is all an operation gets."""
-        self.refreshed = True
-        self._link = self._source(True)
-        return self._link
+        with self._lock:
+            self.refreshed = True
+            self._link = self._source(True)
+            return self._link

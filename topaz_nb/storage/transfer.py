@@ -53,6 +53,7 @@ from .cache import (
     sweep_stale_parts_in,
 )
 from .download import (
+    DEFAULT_CONNECTIONS,
     DEFAULT_MAX_BYTES,
     DEFAULT_STALL_TIMEOUT,
     Downloader,
@@ -60,6 +61,7 @@ from .download import (
     ProgressCallback,
     make_session,
 )
+from .ranges import MIN_PART_SIZE, PART_SIZE
 from .refresh import LinkHolder
 
 if TYPE_CHECKING:
@@ -133,6 +135,16 @@ class Transfer:
         default; ``None``: unbounded), kept by :meth:`keep_within_budget`:
         least recently used derived files first, then downloads
         (:mod:`topaz_nb.storage.budget`).
+    connections:
+        Range requests in flight for one large object
+        (``Topaz.download_connections``, 4 by default; 1 turns parallel ranges
+        off).  One stream from object storage is capped (S3: roughly 25–90
+        MB/s) below what the link carries.  Only an object of known size of at
+        least two parts is split; a smaller one, one of unknown size, or
+        storage that does not answer ranges with ``206`` gets one stream.
+    part_size:
+        Bytes per Range request (8 MiB by default, so objects from 16 MB go
+        in parts).
     clock:
         The monotonic clock the stall check reads (injectable for tests).
     """
@@ -144,7 +156,12 @@ class Transfer:
                  stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
                  max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
                  cache_max_bytes: int | None = None,
+                 connections: int = DEFAULT_CONNECTIONS, part_size: int = PART_SIZE,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        if connections < 1:
+            raise ValueError(f"connections must be 1 or more, got {connections}")
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE}, got {part_size}")
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         if retries < 0:
@@ -165,7 +182,8 @@ class Transfer:
         self._downloader = Downloader(
             self._make_session(retries, max_retry_after=max_retry_after),
             chunk_size=chunk_size, timeout=timeout, retries=retries, max_bytes=max_bytes,
-            stall_timeout=stall_timeout or None, clock=clock)
+            stall_timeout=stall_timeout or None, connections=connections,
+            part_size=part_size, clock=clock)
         self._swept_all = False
 
     @staticmethod
@@ -217,6 +235,26 @@ class Transfer:
     @stall_timeout.setter
     def stall_timeout(self, value: float | None) -> None:
         self._downloader.stall_timeout = value
+
+    @property
+    def connections(self) -> int:
+        return self._downloader.connections
+
+    @connections.setter
+    def connections(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"connections must be 1 or more, got {value}")
+        self._downloader.connections = value
+
+    @property
+    def part_size(self) -> int:
+        return self._downloader.part_size
+
+    @part_size.setter
+    def part_size(self, value: int) -> None:
+        if value < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE}, got {value}")
+        self._downloader.part_size = value
 
     @property
     def cache_dir(self) -> Path:
