@@ -30,7 +30,8 @@ the API for the links to both images decoded:
 
 The gallery is 12 processes of a ~19 MB PNG each (3600×2700) and its 4×
 smaller JPEG: time from ``start()`` to the first card and to all cards, with
-a cold cache, against the link's ideal for one process and for all twelve.
+a cold cache, against the link's ideal for one process and for all twelve,
+and the decode of one process's pair from local bytes.
 
 Medians of ``--repeats`` runs (3), with the load average at each start.
 Results go to ``bench/network.json``.
@@ -334,7 +335,9 @@ def measure(xl: bool, repeats: int) -> dict[str, Any]:
                 for i in range(GALLERY_N)]
         pair = gallery_in.stat().st_size + gallery_out.stat().st_size
         out["gallery"] = {"bytes_per_process": pair, "first_ideal_s": pair / SHARED,
-                          "all_ideal_s": GALLERY_N * pair / SHARED, "runs": {}}
+                          "all_ideal_s": GALLERY_N * pair / SHARED, "runs": {},
+                          "decode_pair": _repeat(repeats, env, "decode", str(gallery_in),
+                                                 str(gallery_out))}
         for name, connections in variants:
             out["gallery"]["runs"][name] = _repeat(repeats, env, "gallery", *pids,
                                                    cold=True, connections=connections)
@@ -369,12 +372,14 @@ def table(out: dict[str, Any]) -> str:
     lines += ["", f"Gallery of {GALLERY_N} processes ({g['bytes_per_process'] / 1e6:.1f} MB each):",
               "", "| | first card | all cards |", "| --- | --- | --- |",
               f"| link ideal | {g['first_ideal_s']:.2f} s | {g['all_ideal_s']:.2f} s |"]
+    lines.append(f"| decode only (one process, no network) | "
+                 f"{_median(g['decode_pair']):.2f} s | |")
     for name, runs in g["runs"].items():
         lines.append(f"| {name} | {_fmt(_median(runs, 'first_card_s'), g['first_ideal_s'])} | "
                      f"{_fmt(_median(runs, 'all_cards_s'), g['all_ideal_s'])} |")
     loads = [r["load1"] for rows in out["workloads"].values() for k, v in rows.items()
              if isinstance(v, list) for r in v]
-    loads += [r["load1"] for runs in g["runs"].values() for r in runs]
+    loads += [r["load1"] for runs in [*g["runs"].values(), g["decode_pair"]] for r in runs]
     lines += ["", (f"Load average (1 min) at the starts: {min(loads):.2f}–{max(loads):.2f} "
                    f"on {os.cpu_count()} CPUs.")]
     return "\n".join(lines)
