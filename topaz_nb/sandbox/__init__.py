@@ -15,6 +15,10 @@ and never needs the API key.  Tests, demo notebooks without an API key and
         assert all("X-API-Key" not in r.headers for r in sb.requests
                    if r.server == "storage")
 
+``Sandbox(link=Link(per_connection=25e6, shared=100e6, latency=0.02))``
+makes the storage host as slow as real object storage (see ``_link``), for
+benches and tests of parallel downloads.
+
 Jobs are added with :meth:`Sandbox.add_job`; with ``demo=True`` two dozen
 jobs derived from four bundled photos (several models, two Failed with a
 reason, one still processing for 30 s) are there from the start
