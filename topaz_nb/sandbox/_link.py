@@ -11,7 +11,7 @@ before each answer.
 
 The buckets keep virtual time rather than tokens: sending ``n`` bytes at
 ``rate`` bytes/s occupies a bucket for ``n / rate`` seconds, starting when the
-bucket is next free (or now, if it is idle: idle time is never banked, so
+bucket is next free (or now, if it has been idle: idle time is never banked, so
 there is no burst above the rate).  A piece leaves once both its buckets have
 served it.  The clock and the sleep are the link's own, so a test can replace
 them and read the waits the shaper asked for instead of timing anything.
@@ -54,6 +54,13 @@ class Link:
             raise ValueError(f"Link latency must be zero or more seconds, not {self.latency!r}")
 
 
+_CATCH_UP = 0.005
+"""A bucket this few seconds behind its schedule keeps it, rather than restarting
+from now: a sleep or a write always overshoots a little, and restarting would lose
+that on every piece (a 25 MB/s link measured 23.6 MB/s).  Within a busy spell the
+schedule itself is the bound, so no burst ever exceeds the rate."""
+
+
 class _Bucket:
     """One rate: the virtual time at which it is next free."""
 
@@ -65,7 +72,8 @@ class _Bucket:
         """Book ``size`` bytes from now on; returns when they are through."""
         if self.rate is None:
             return now
-        self.free_at = max(now, self.free_at) + size / self.rate
+        start = self.free_at if now - self.free_at <= _CATCH_UP else now
+        self.free_at = start + size / self.rate
         return self.free_at
 
 
