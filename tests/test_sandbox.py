@@ -3,6 +3,7 @@ presigned storage, faults, demo data and the command line."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -25,8 +26,10 @@ import urllib3
 from conftest import wait_until
 from PIL import Image
 
-from topaz_nb.sandbox import STORAGE_PROFILES, RecordedRequest, Sandbox
+from topaz_nb.sandbox import STORAGE_PROFILES, Link, RecordedRequest, Sandbox
 from topaz_nb.sandbox._demo import DEMO_JOBS
+from topaz_nb.sandbox._http import header
+from topaz_nb.sandbox._link import _Shaper
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "tests" / "data" / "topaz-image-api.yaml"  # the official spec, vendored
@@ -1012,3 +1015,154 @@ def test_fault_hang_holds_the_answer_until_cleared(sandbox: Sandbox) -> None:
     assert box["first"] and len(box["first"]) == 5  # type: ignore[arg-type]
     assert "error" in box or box.get("rest") == b""
     assert requests.get(url, timeout=5).status_code == 200
+
+
+# -- shaped link ---------------------------------------------------------------
+
+
+class FakeTime:
+    """A clock that moves only when the shaper sleeps, and the sleeps it asked for."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()
+
+    def clock(self) -> float:
+        with self._lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += seconds
+
+
+def simulate(link: Link, connections: int, size: int, piece: int = 250_000) -> list[float]:
+    """Each connection sends ``size`` bytes in pieces at once, in virtual time:
+    the total wait the shaper asked of each (its finish time, as all start at 0)."""
+    import heapq
+
+    sim = FakeTime()
+    shaper = _Shaper(dataclasses.replace(link, clock=sim.clock))
+    pacers = [shaper.connection() for _ in range(connections)]
+    left = [size] * connections
+    waited = [0.0] * connections
+    due = [(0.0, i) for i in range(connections)]
+    while due:
+        sim.now, i = heapq.heappop(due)
+        if left[i] == 0:
+            continue
+        n = min(piece, left[i])
+        left[i] -= n
+        wait = pacers[i].wait_for(n)
+        waited[i] += wait
+        heapq.heappush(due, (sim.now + wait, i))
+    return waited
+
+
+def test_link_paces_a_body_by_its_rate_after_the_latency(make_image: Callable) -> None:
+    fake = FakeTime()
+    data = os.urandom(1_000_000)
+    with Sandbox(demo=False, link=Link(per_connection=0.5e6, latency=0.02,
+                                       clock=fake.clock, sleep=fake.sleep)) as sb:
+        pid = sb.add_job(make_image(), data)
+        links = link(sb, pid)
+        url = links["download_url"]
+        assert fake.sleeps == []  # the API host is not shaped
+        got = requests.get(url, timeout=10)
+        assert got.content == data
+        assert fake.sleeps[0] == 0.02  # before the first byte
+        assert sum(fake.sleeps[1:]) == pytest.approx(2.0)  # 1 MB at 0.5 MB/s
+        before = len(fake.sleeps)
+        head = requests.head(links["head_url"], timeout=10)
+        assert head.status_code == 200
+        assert fake.sleeps[before:] == [0.02]  # a HEAD waits for the latency, paces no body
+
+
+def test_link_shares_its_cap_between_connections() -> None:
+    shared = Link(shared=0.5e6)
+    alone = simulate(shared, 1, 1_000_000)
+    assert alone == [pytest.approx(2.0)]
+    together = simulate(shared, 2, 1_000_000)
+    assert max(together) == pytest.approx(4.0)  # 2 MB through 0.5 MB/s
+    assert all(w >= 1.75 * alone[0] for w in together)  # about twice the sleep each
+    # Capped per connection only, two connections each get the full rate.
+    per_connection = Link(per_connection=0.5e6)
+    assert simulate(per_connection, 2, 1_000_000) == [pytest.approx(2.0)] * 2
+
+
+def test_link_parallel_streams_get_the_shared_rate_and_no_more() -> None:
+    cloud = Link(per_connection=25e6, shared=100e6)
+    one = simulate(cloud, 1, 100_000_000, piece=256 * 1024)
+    assert one == [pytest.approx(4.0)]  # one stream: 25 MB/s
+    four = simulate(cloud, 4, 25_000_000, piece=256 * 1024)
+    assert max(four) == pytest.approx(1.0, rel=0.02)  # 4 × 25 MB in 1 s: 100 MB/s
+    eight = simulate(cloud, 8, 12_500_000, piece=256 * 1024)
+    assert max(eight) == pytest.approx(1.0, rel=0.02)  # more streams: still 100 MB/s
+
+
+def test_link_idle_time_is_not_banked() -> None:
+    sim = FakeTime()
+    shaper = _Shaper(Link(per_connection=1e6, shared=1e6, clock=sim.clock))
+    pacer = shaper.connection()
+    assert pacer.wait_for(500_000) == pytest.approx(0.5)
+    sim.now = 100.0  # a long idle spell gives no burst afterwards
+    assert pacer.wait_for(1_000_000) == pytest.approx(1.0)
+
+
+def test_link_keeps_its_schedule_through_small_overshoots() -> None:
+    sim = FakeTime()
+    pacer = _Shaper(Link(per_connection=1e6, clock=sim.clock)).connection()
+    assert pacer.wait_for(500_000) == pytest.approx(0.5)
+    sim.now = 0.503  # the sleep overshot by 3 ms: the next piece makes up for it
+    assert pacer.wait_for(500_000) == pytest.approx(0.497)
+
+
+@pytest.mark.parametrize("profile", STORAGE_PROFILES)
+def test_link_delivers_identical_bodies_whole_and_in_parallel_ranges(
+        profile: str, make_image: Callable) -> None:
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    data = os.urandom(3_000_001)
+    with Sandbox(demo=False, storage_profile=profile,
+                 link=Link(per_connection=100e6, shared=200e6, latency=0.001,
+                           sleep=sleep)) as sb:
+        pid = sb.add_job(make_image(), data)
+        url = link(sb, pid)["download_url"]
+        whole = requests.get(url, timeout=10)
+        assert whole.status_code == 200 and whole.content == data
+        assert waits, "the shaped link never paced the body"
+        bounds = [(i * 750_001, min(len(data), (i + 1) * 750_001) - 1) for i in range(4)]
+        parts: dict[int, bytes] = {}
+        barrier = threading.Barrier(4)
+
+        def fetch(start: int, end: int) -> None:
+            barrier.wait(5)  # all four ranges in flight at once
+            got = requests.get(url, headers={"Range": f"bytes={start}-{end}"}, timeout=10)
+            assert got.status_code == 206
+            parts[start] = got.content
+
+        threads = [threading.Thread(target=fetch, args=b) for b in bounds]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert b"".join(parts[s] for s, _ in bounds) == data
+        storage = [r for r in sb.requests if r.server == "storage"]
+        assert sorted(header(r, "Range") or "" for r in storage)[1:] == sorted(
+            f"bytes={s}-{e}" for s, e in bounds)
+
+
+def test_link_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="per_connection must be a positive"):
+        Link(per_connection=0)
+    with pytest.raises(ValueError, match="shared must be a positive"):
+        Link(shared=-5)
+    with pytest.raises(ValueError, match="latency must be zero or more"):
+        Link(latency=-0.1)
+    assert "clock" not in repr(Link(shared=1e6))

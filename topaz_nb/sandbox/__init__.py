@@ -15,6 +15,10 @@ and never needs the API key.  Tests, demo notebooks without an API key and
         assert all("X-API-Key" not in r.headers for r in sb.requests
                    if r.server == "storage")
 
+``Sandbox(link=Link(per_connection=25e6, shared=100e6, latency=0.02))``
+makes the storage host as slow as real object storage (see ``_link``), for
+benches and tests of parallel downloads.
+
 Jobs are added with :meth:`Sandbox.add_job`; with ``demo=True`` two dozen
 jobs derived from four bundled photos (several models, two Failed with a
 reason, one still processing for 30 s) are there from the start
@@ -34,12 +38,13 @@ from ._demo import DEMO_JOBS, SHOOTOUT_MODELS, SHOOTOUT_SOURCE_ID, demo_bytes, s
 from ._faults import SERVERS, FaultBook, make_fault
 from ._http import RecordedRequest, RequestLog, SandboxServer
 from ._jobs import STATUSES, ImageSource, Job, JobStore, make_object, source_name
+from ._link import Link, _Shaper
 from ._storage import STORAGE_PROFILES, Signer, make_storage_route, storage_error
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["STORAGE_PROFILES", "Job", "RecordedRequest", "Sandbox", "serve"]
+__all__ = ["STORAGE_PROFILES", "Job", "Link", "RecordedRequest", "Sandbox", "serve"]
 
 
 class Sandbox:
@@ -56,11 +61,18 @@ class Sandbox:
     ``output.png``) or ``"bare"`` (none of these: chunked bodies of
     ``application/octet-stream`` under URLs ending in the UUID, which is all
     the Topaz API promises).  See :data:`STORAGE_PROFILES`.
+
+    ``link`` makes the storage host as slow as real object storage: a
+    :class:`Link` caps its bodies per connection and over all connections
+    together and holds each answer for a latency (``None``: loopback speed).
+    Ranges are shaped like whole objects, so parallel ranged GETs really get
+    more of the shared link than one stream does.
     """
 
     def __init__(self, api_key: str | None = None, *, host: str = "127.0.0.1",
                  api_port: int = 0, storage_port: int = 0, demo: bool = True,
-                 link_ttl: float = 3600.0, storage_profile: str = "s3") -> None:
+                 link_ttl: float = 3600.0, storage_profile: str = "s3",
+                 link: Link | None = None) -> None:
         self.api_key: str = api_key or "sbx_" + secrets.token_urlsafe(24)
         self.host = host
         self.link_ttl = float(link_ttl)
@@ -72,6 +84,7 @@ class Sandbox:
         self._faults = FaultBook()
         self._signer = Signer(secrets.token_bytes(32), storage_profile)
         self.storage_profile = storage_profile
+        self.link = link
         self._servers: list[SandboxServer] = []
         self._threads: list[threading.Thread] = []
         self.base_url = ""
@@ -93,7 +106,8 @@ class Sandbox:
             storage = SandboxServer(
                 (self.host, self._ports[1]), "storage",
                 make_storage_route(self._signer, self._jobs.get),
-                storage_error, self._log, self._faults)
+                storage_error, self._log, self._faults,
+                _Shaper(self.link) if self.link is not None else None)
         except OSError:
             api.server_close()
             raise

@@ -5,7 +5,9 @@ keep-alive, like the real hosts, so clients exercise connection reuse.  A
 server knows nothing about Topaz: it records the request, applies the faults
 planned for it, asks its ``route`` function for a :class:`Reply` (handing it
 the request's decisive fault, for faults about what an answer says) and
-writes that reply, slicing large bodies instead of copying them.
+writes that reply, slicing large bodies instead of copying them.  A server
+given a shaper (the storage host of a sandbox with a ``link``) holds each
+answer for the link's latency and paces each piece of body through it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ._faults import Fault, FaultBook
+from ._link import _Pacer, _Shaper
 
 _CHUNK = 256 * 1024
 
@@ -91,6 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
     # An idle keep-alive connection is closed after this many seconds.
     timeout = 30
     server: SandboxServer
+    _pacer: _Pacer | None = None
 
     def log_message(self, format: str, *args: object) -> None:
         """Stay quiet: the request log is the record, not stderr."""
@@ -168,6 +172,11 @@ class _Handler(BaseHTTPRequestHandler):
         # (the "bare" storage profile); a HEAD then announces no length either.
         chunked = any(n.lower() == "transfer-encoding" and v.lower() == "chunked"
                       for n, v in reply.headers) and not cut_by_close
+        shaper = self.server.shaper
+        if shaper is not None:
+            shaper.first_byte()
+            if self._pacer is None:  # one per connection: keep-alive requests share it
+                self._pacer = shaper.connection()
         self.send_response(reply.status)
         for name, value in reply.headers:
             if name.lower() not in omit:
@@ -193,6 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             for start in range(0, limit, _CHUNK):
                 piece = body[start:min(start + _CHUNK, limit)]
+                if self._pacer is not None:
+                    self._pacer.pace(len(piece))
                 if chunked:
                     self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
                 else:
@@ -216,8 +227,10 @@ class SandboxServer(ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(self, address: tuple[str, int], name: str, route: Route,
-                 error_reply: ErrorReply, log: RequestLog, faults: FaultBook) -> None:
+                 error_reply: ErrorReply, log: RequestLog, faults: FaultBook,
+                 shaper: _Shaper | None = None) -> None:
         self.name = name
+        self.shaper = shaper
         self.route = route
         self.error_reply = error_reply
         self.log = log
