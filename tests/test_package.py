@@ -85,7 +85,7 @@ def test_loading_the_extension_imports_no_image_or_network_stack() -> None:
 def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     if exe is None:
-        pytest.skip("import-linter is not installed (pip install -e '.[test]')")
+        pytest.skip("import-linter is not installed (the lint extra: pip install -e '.[test,lint]')")
     return subprocess.run([exe, str(root / "pyproject.toml"), "--no-cache", "--no-logo"],
                           cwd=root, capture_output=True, text=True, timeout=300, check=False,
                           env={"PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(root)})
