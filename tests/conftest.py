@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -60,6 +63,30 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
     monkeypatch.setattr(_retry, "_sleep", fake.sleep)
     monkeypatch.setattr(_retry, "_clock", fake.clock)
     return fake
+
+
+@contextlib.contextmanager
+def logged(text: str, logger: str = "topaz_nb.transfer") -> Iterator[threading.Event]:
+    """An event set once ``logger`` logs a line containing ``text``: how a test
+    knows another thread has reached a wait it announces (a lock held
+    elsewhere, an eviction under way) without sleeping on it."""
+    seen = threading.Event()
+
+    class _Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                seen.set()
+
+    log = logging.getLogger(logger)
+    handler, level = _Seen(), log.level
+    log.addHandler(handler)
+    if not log.isEnabledFor(logging.DEBUG):
+        log.setLevel(logging.DEBUG)
+    try:
+        yield seen
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def wait_until(predicate: Callable[[], object], what: str, limit: float = 60.0) -> None:

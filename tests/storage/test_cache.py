@@ -262,25 +262,16 @@ def test_discard_waits_for_the_download_another_process_holds(
     entry.derived("p64.raw").write_bytes(b"p")
     holder = os.open(entry.lock, os.O_RDWR | os.O_CREAT)  # flock is per open file
     fcntl.flock(holder, fcntl.LOCK_EX)
-    waiting = threading.Event()
-
-    class Signal(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "waiting for another process" in record.getMessage():
-                waiting.set()
+    from conftest import logged
 
     caplog.set_level(logging.INFO, logger="topaz_nb.transfer")
-    signal = Signal()
-    logging.getLogger("topaz_nb.transfer").addHandler(signal)
-    try:
+    with logged("waiting for another process") as waiting:
         worker = threading.Thread(target=discard, args=(entry, path))
         worker.start()
         assert waiting.wait(10)
         assert path.exists() and entry.sidecar.exists()  # nothing deleted under the holder
         os.close(holder)
         worker.join(10)
-    finally:
-        logging.getLogger("topaz_nb.transfer").removeHandler(signal)
     assert not worker.is_alive()
     assert not path.exists() and not entry.sidecar.exists() and entry.derived_files() == []
     assert any(f"discarded {path.name}" in r.getMessage() for r in caplog.records)
@@ -320,20 +311,13 @@ def test_a_pin_keeps_an_entry_from_eviction_in_every_thread_until_released(
 
 
 def test_a_pin_waits_for_an_eviction_under_way_and_a_cancel_ends_the_wait(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path) -> None:
+    from conftest import logged
+
     entry = _entry(tmp_path)
-    waiting, got = threading.Event(), threading.Event()
-
-    class Signal(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "waiting for the cache's bound" in record.getMessage():
-                waiting.set()
-
-    caplog.set_level(logging.DEBUG, logger="topaz_nb.transfer")
-    signal = Signal()
-    logging.getLogger("topaz_nb.transfer").addHandler(signal)
+    got = threading.Event()
     pins = []
-    try:
+    with logged("waiting for the cache's bound") as waiting:
         with unpinned(entry) as free:
             assert free
             worker = threading.Thread(target=lambda: (pins.append(pin(entry)), got.set()))
@@ -345,8 +329,6 @@ def test_a_pin_waits_for_an_eviction_under_way_and_a_cancel_ends_the_wait(
             with pytest.raises(Cancelled, match="waiting for the cache to make room"):
                 pin(entry, cancel, "the output of x")
         worker.join(10)
-    finally:
-        logging.getLogger("topaz_nb.transfer").removeHandler(signal)
     assert got.is_set() and pins[0].held and pinned(entry)
     pins[0].release()
 

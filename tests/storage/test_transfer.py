@@ -1414,8 +1414,7 @@ def test_download_killed_with_its_process_is_resumed_by_the_next(
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs flock")
 def test_a_second_process_waits_for_the_one_writing_the_part(
-        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+        hostile: Callable[..., Hostile], big_png: bytes, tmp_path: Path) -> None:
     import fcntl
 
     server = hostile(lambda h, n: ranged(h, big_png, md5(big_png)),
@@ -1428,29 +1427,18 @@ def test_a_second_process_waits_for_the_one_writing_the_part(
     # open of our own stands for it).
     holder = os.open(entry.lock, os.O_RDWR | os.O_CREAT)
     fcntl.flock(holder, fcntl.LOCK_EX)
-    waiting = threading.Event()
+    from conftest import logged
 
-    class Signal(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "waiting for another process" in record.getMessage():
-                waiting.set()
-
-    caplog.set_level(logging.INFO, logger="topaz_nb.transfer")
-    signal_handler = Signal()
-    logging.getLogger("topaz_nb.transfer").addHandler(signal_handler)
     results: list[Fetched] = []
-    try:
-        with Transfer(tmp_path) as t:
-            worker = threading.Thread(
-                target=lambda: results.append(t.download(server.source, PID, "output",
-                                                         info=info)))
-            worker.start()
-            assert waiting.wait(10)
-            assert server.gets() == [] and parts_in(tmp_path) == []  # nothing written meanwhile
-            os.close(holder)
-            worker.join(30)
-    finally:
-        logging.getLogger("topaz_nb.transfer").removeHandler(signal_handler)
+    with logged("waiting for another process") as waiting, Transfer(tmp_path) as t:
+        worker = threading.Thread(
+            target=lambda: results.append(t.download(server.source, PID, "output",
+                                                     info=info)))
+        worker.start()
+        assert waiting.wait(10)
+        assert server.gets() == [] and parts_in(tmp_path) == []  # nothing written meanwhile
+        os.close(holder)
+        worker.join(30)
     assert results and results[0].path.read_bytes() == big_png
     assert len(server.gets()) == 1
 

@@ -818,10 +818,7 @@ class Downloader:
                         record(pos)
                         recorded = got
                 if self.stall_timeout is not None and now - mark_time >= self.stall_timeout:
-                    raise TransferError(
-                        f"download of {what} stalled: under 64 KiB in {self.stall_timeout:g} s, "
-                        f"at bytes {pos} ({_shown_url(run.links)}); run it again to resume "
-                        "(Topaz.stall_timeout sets the limit)")
+                    raise _stalled(what, f"bytes {pos}", self.stall_timeout, run.links)
         finally:
             reader.stop()
 
@@ -880,10 +877,7 @@ class Downloader:
                         on_progress(done, total)
                         reported = done
                 if self.stall_timeout is not None and now - mark_time >= self.stall_timeout:
-                    raise TransferError(
-                        f"download of {what} stalled: under 64 KiB in {self.stall_timeout:g} s, "
-                        f"at {done} bytes ({_shown_url(links)}); run it again to resume "
-                        "(Topaz.stall_timeout sets the limit)")
+                    raise _stalled(what, f"{done} bytes", self.stall_timeout, links)
         finally:
             reader.stop()
 
@@ -1126,6 +1120,14 @@ def _restart(out: IO[bytes], digests: _Digests, on_progress: ProgressCallback | 
     if on_progress is not None:
         on_progress(0, total)
     return 0
+
+
+def _stalled(what: str, where: str, timeout: float, links: LinkHolder) -> TransferError:
+    """A body that stalled (under :data:`STALL_BYTES` within ``timeout``), whether
+    a whole body or one part of a ranged download; its ``.part`` is kept."""
+    return TransferError(
+        f"download of {what} stalled: under 64 KiB in {timeout:g} s, at {where} "
+        f"({_shown_url(links)}); run it again to resume (Topaz.stall_timeout sets the limit)")
 
 
 def _shown_url(links: LinkHolder) -> str:
