@@ -579,3 +579,50 @@ def test_an_image_that_cannot_be_decoded_for_fidelity_is_one_row_and_tried_again
     assert "application/vnd.jupyter.widget-view+json" in result._repr_mimebundle_()
     monkeypatch.setattr(_fidelity, "cached_fidelity", real)
     assert [r[0] for r in _fidelity_rows(result)] == ["PSNR vs input", "SSIM vs input"]
+
+
+def test_a_large_png_is_decoded_into_its_pyramid_while_it_downloads(
+        sandbox, client, tmp_path, make_image, monkeypatch):
+    import io
+
+    import numpy as np
+    from conftest import wait_until
+
+    from topaz_nb.imaging import pyramid as _pyramid
+
+    if not _pyramid.available():
+        pytest.skip("pyvips is not installed")
+    monkeypatch.setattr(_pyramid, "MIN_PIXELS", 10_000)
+    pixels = np.random.default_rng(3).integers(0, 256, (900, 1200, 3), np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG", compress_level=0)  # ~3.2 MB: four ranged parts
+    pid = sandbox.add_job(make_image((300, 225)), out.getvalue())
+    mib = 1 << 20
+    size = len(out.getvalue())
+    last = f"bytes={3 * (-(-size // 4))}-{size - 1}"
+    # The last part is held until the decode of the others shows in the cache.
+    sandbox.inject("hang", server="storage", times=1, after_bytes=0, range=last, timeout=60)
+    hang = sandbox._faults._faults[-1]
+    builds, streamed = _pyramid.builds, _pyramid.streamed_builds
+    box: dict[str, Comparison] = {}
+    with Transfer(tmp_path / "cache", part_size=mib) as transfer:
+        thread = threading.Thread(target=lambda: box.update(
+            result=Comparison.fetch(pid, client=client, transfer=transfer)))
+        thread.start()
+        try:
+            wait_until(lambda: any(p.stat().st_size > 0 for p in
+                                   (tmp_path / "cache").rglob(".output-*.d.pyramid.tif.*.part")),
+                       what="tiles of the pyramid written before the last part arrived")
+            assert "result" not in box
+        finally:
+            hang.released.set()
+        thread.join(30)
+        result = box["result"].prepare()
+        try:
+            assert (_pyramid.builds, _pyramid.streamed_builds) == (builds + 1, streamed + 1)
+            pyr = result.source("output").pyramid()
+            assert pyr is not None
+            assert pyr.region(0, (0, 0, 1200, 900)).tobytes() == pixels.tobytes()
+            assert result.view.output_preview  # the first view, from that one decode
+        finally:
+            result.close()

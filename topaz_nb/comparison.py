@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .api.client import Status, TopazClient
     from .imaging.fidelity import Fidelity
     from .imaging.source import SourceImage
-    from .storage import Fetched, ObjectInfo, Pin, Transfer
+    from .storage import Arrival, Fetched, ObjectInfo, Pin, Transfer
     from .view.widget import CompareView
 
 _log = logging.getLogger("topaz_nb.comparison")
@@ -130,9 +130,22 @@ class Comparison:
                 return
             progress = (lambda done, total: on_progress(side, done, total)) if on_progress else None
 
+            def decode_arriving(arrival: Arrival) -> None:
+                # A large PNG's one decode (its pyramid, and so its preview)
+                # starts on the bytes as they land; used only once they are
+                # the checked file.
+                from .imaging.source import pyramid_while_arriving
+
+                reader = arrival.reader(stop)
+                pyramid_while_arriving(reader.read, size=arrival.size,
+                                       pyramid_path=arrival.derived("pyramid.tif"),
+                                       final=lambda: arrival.final(stop), done=reader.close,
+                                       label=f"{side} of {pid}")
+
             def get() -> None:
                 fetched = transfer.download(source, pid, side, info=data.object,
-                                            on_progress=progress, cancel=stop)
+                                            on_progress=progress, cancel=stop,
+                                            on_arrival=decode_arriving)
                 data.fetched, data.file, data.from_cache = fetched, fetched.path, fetched.from_cache
                 from .imaging.source import load_image
 

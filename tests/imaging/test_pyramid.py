@@ -184,3 +184,120 @@ def test_a_pyramid_that_cannot_be_written_says_so(small_threshold: None, tmp_pat
     message = str(info.value)
     assert "output of x: cannot write its tile pyramid" in message and "\n" not in message
     assert "corrupt" not in message
+
+
+# ------------------------------------------------- built while the source arrives
+
+
+class _Arriving:
+    """A file handed on in pieces as a download would: ``read`` blocks until
+    the test lets more through, ``final`` until it says how the download ended."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.allowed, self.at = data, 0, 0
+        self.cond = threading.Condition()
+        self.ended = threading.Event()
+        self.final_path: Path | None = None
+        self.done = threading.Event()
+        self.lose = False
+
+    def allow(self, upto: int) -> None:
+        with self.cond:
+            self.allowed = upto
+            self.cond.notify_all()
+
+    def read(self, size: int) -> bytes:
+        with self.cond:
+            self.cond.wait_for(lambda: self.allowed > self.at or self.lose
+                               or self.at >= len(self.data), 30)
+            if self.lose:
+                return b""
+            piece = self.data[self.at:min(self.allowed, self.at + size)]
+            self.at += len(piece)
+            self.cond.notify_all()
+            return piece
+
+    def final(self) -> Path | None:
+        self.ended.wait(30)
+        return self.final_path
+
+    def end(self, path: Path | None) -> None:
+        self.final_path = path
+        self.ended.set()
+
+
+def _start(arriving: _Arriving, path: Path, accept: bool = True) -> object:
+    return _pyramid.start_streamed(arriving.read, path, file_size=len(arriving.data),
+                                   final=arriving.final, accept=lambda head: accept,
+                                   done=arriving.done.set)
+
+
+def test_a_pyramid_built_from_arriving_bytes_is_the_files(tmp_path: Path) -> None:
+    im = _noise((1300, 900))
+    src = _write(tmp_path, "out.png", im)
+    data = src.read_bytes()
+    arriving = _Arriving(data)
+    target = tmp_path / "p.tif"
+    future = _start(arriving, target)
+    assert _pyramid.streamed(target) is future  # callers wait for this build meanwhile
+    arriving.allow(len(data) // 2)
+    with arriving.cond:  # the decode reads what has arrived, before the rest
+        assert arriving.cond.wait_for(lambda: arriving.at == len(data) // 2, 30)
+    assert not target.exists()
+    arriving.allow(len(data))
+    arriving.end(src)
+    pyr = future.result(30)  # type: ignore[attr-defined]
+    assert pyr is not None and arriving.done.is_set()
+    assert pyr.region(0, (0, 0, 1300, 900)).tobytes() == im.tobytes()
+    assert _pyramid.streamed(target) is None
+    # Stamped with the final file: opened again as the file's pyramid.
+    assert _pyramid.open_pyramid(target, src) is not None
+    assert not list(tmp_path.glob("*.part"))
+
+
+@pytest.mark.parametrize("how", ["failed download", "lost bytes", "another size", "not accepted"])
+def test_a_pyramid_from_arriving_bytes_is_thrown_away_unless_the_download_is_checked(
+        tmp_path: Path, how: str) -> None:
+    src = _write(tmp_path, "out.png", _noise((700, 500)))
+    arriving = _Arriving(src.read_bytes())
+    target = tmp_path / "p.tif"
+    future = _start(arriving, target, accept=how != "not accepted")
+    if how == "lost bytes":
+        arriving.allow(1000)
+        with arriving.cond:
+            arriving.lose = True
+            arriving.cond.notify_all()
+    else:
+        arriving.allow(len(arriving.data))
+    if how == "another size":
+        other = _write(tmp_path, "other.png", _noise((10, 10)))
+        arriving.end(other)
+    else:
+        arriving.end(None if how != "not accepted" else src)
+    assert future.result(30) is None  # type: ignore[attr-defined]
+    assert arriving.done.is_set()
+    assert not target.exists() and not list(tmp_path.glob("p.tif*"))
+    if how == "not accepted":  # only the head was read to decide
+        assert arriving.at == _pyramid.HEAD_BYTES
+
+
+def test_a_source_image_waits_for_the_pyramid_being_built_from_its_download(
+        small_threshold: None, tmp_path: Path) -> None:
+    im = _noise((700, 500))
+    src = _write(tmp_path, "out.png", im)
+    arriving = _Arriving(src.read_bytes())
+    target = tmp_path / "p.tif"
+    _start(arriving, target)
+    arriving.allow(len(arriving.data))
+    image = load_image(src, pyramid_path=target)
+    builds = _pyramid.builds
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(image.pyramid()))
+    thread.start()
+    thread.join(0.2)
+    assert result == []  # waiting for the build under way, not building its own
+    arriving.end(src)
+    thread.join(30)
+    assert result and result[0] is not None
+    assert _pyramid.builds == builds + 1  # one decode in all
+    assert image.preview(256).size == (256, 183)

@@ -11,9 +11,17 @@ takes ~25 ms), with small memory, also from a new kernel, since the file
 stays beside the download.
 
 Where it is written is not decided here: callers pass the path (the download
-cache's layout owns it).  A pyramid records its source's size and
-modification time and is rebuilt when they change; it is written to a
-temporary name and renamed into place, so a half-written file is never read.
+cache's layout owns it).  A pyramid's stamp (``<path>.json``, written after
+the pyramid is renamed into place) records its source's size and
+modification time, and the pyramid is rebuilt when they change or the stamp
+is missing; it is written to a temporary name and renamed into place, so a
+half-written file is never read.
+
+The one decode can also run while the file is still arriving
+(:func:`start_streamed`): libvips reads the bytes through a callback as the
+download hands them on, and the pyramid is put in place, stamped, only once
+the download has become the checked file; until then callers of
+:func:`streamed` wait for it, and when the download fails it is thrown away.
 
 Which images get one (:func:`eligible`):
 
@@ -41,6 +49,8 @@ import contextlib
 import json
 import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +58,8 @@ from typing import Any
 from PIL import Image
 
 __all__ = ["COMPRESSION", "FLAT_COMPRESSION", "MIN_PIXELS", "TILE", "LevelView", "Pyramid",
-           "available", "build", "eligible", "open_pyramid", "thumbnail"]
+           "available", "build", "eligible", "open_pyramid", "start_streamed", "streamed",
+           "thumbnail"]
 
 #: Images with fewer pixels stay in the decoded in-memory LRU (see the module doc).
 MIN_PIXELS = 16_000_000
@@ -70,7 +81,7 @@ FLAT_COMPRESSION: dict[str, Any] = {"compression": "deflate", "predictor": "hori
 #: as PNG take ~2 B/px, the flat RGBA PNG above 0.04).
 FLAT_BYTES_PER_PIXEL = 0.5
 
-_VERSION = 1
+_VERSION = 2  # 2: the stamp beside the pyramid, so a build may start before the source is final
 _BANDS_TO_MODE = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 _ELIGIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
 _FORMATS = frozenset({"PNG", "TIFF", "JPEG", "WEBP"})
@@ -168,16 +179,27 @@ def _stamp(source: Path) -> dict[str, int]:
     return {"v": _VERSION, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _write_stamp(path: Path, stamp: dict[str, int]) -> None:
+    target = _stamp_path(path)
+    temp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.part")
+    temp.write_text(json.dumps(stamp), encoding="utf-8")
+    os.replace(temp, target)
+
+
 def open_pyramid(path: Path, source: Path) -> Pyramid | None:
     """The pyramid at ``path`` if it exists and was built from ``source`` as it
-    is now; ``None`` otherwise (missing, stale, unreadable)."""
+    is now; ``None`` otherwise (missing, stale, unstamped, unreadable)."""
     if _vips is None:
         return None
     try:
-        first = _vips.Image.new_from_file(os.fspath(path), access="random")
-        meta = json.loads(first.get("image-description"))
+        meta = json.loads(_stamp_path(path).read_text(encoding="utf-8"))
         if meta != _stamp(source):
             return None
+        first = _vips.Image.new_from_file(os.fspath(path), access="random")
         pages = first.get("n-pages") if "n-pages" in first.get_fields() else 1
         levels = [_Level(first, (first.width, first.height))]
         for page in range(1, pages):
@@ -191,6 +213,8 @@ def open_pyramid(path: Path, source: Path) -> Pyramid | None:
 _BUILD_LOCK = threading.Lock()
 builds = 0
 """How many pyramids this process has built (each one full decode); for tests."""
+streamed_builds = 0
+"""How many of them were decoded while their source was arriving; for tests."""
 
 
 def build(source: Path, path: Path, *, compression: dict[str, Any] | None = None) -> Pyramid:
@@ -199,15 +223,24 @@ def build(source: Path, path: Path, *, compression: dict[str, Any] | None = None
     Raises ``pyvips.Error`` (or ``OSError``) when the source cannot be decoded
     or the file cannot be written; nothing is left at ``path`` then.
     """
-    global builds
     if _vips is None:  # pragma: no cover - callers check available()
         raise RuntimeError("libvips (pyvips) is not installed")
     stamp = _stamp(source)
     image = _vips.Image.new_from_file(os.fspath(source), access="sequential", fail=True)
+    part = _write_part(image, path, stamp["size"], compression)
+    _put_in_place(part, path, stamp)
+    opened = open_pyramid(path, source)
+    if opened is None:
+        raise OSError(f"the pyramid written to {path} cannot be read back")
+    return opened
+
+
+def _write_part(image: Any, path: Path, file_size: int,
+                compression: dict[str, Any] | None) -> Path:
+    """Write ``image``'s pyramid to a temporary name beside ``path``; its name."""
     if image.format != "uchar":
-        raise ValueError(f"{source.name} is not 8-bit ({image.format})")
-    image = image.copy()  # a private header to carry the stamp
-    image.set_type(_vips.GValue.gstr_type, "image-description", json.dumps(stamp))
+        raise ValueError(f"the source of {path.name} is not 8-bit ({image.format})")
+    image = image.copy()  # a private header, stripped of what tiles do not need
     for field in ("icc-profile-data", "exif-data", "xmp-data", "iptc-data"):
         if field in image.get_fields():
             image.remove(field)
@@ -216,23 +249,125 @@ def build(source: Path, path: Path, *, compression: dict[str, Any] | None = None
     if compression is None:
         flat = (image.get("vips-loader") if "vips-loader" in image.get_fields() else "") \
             in ("pngload", "pngload_source", "tiffload", "tiffload_source") \
-            and stamp["size"] < FLAT_BYTES_PER_PIXEL * image.width * image.height
+            and file_size < FLAT_BYTES_PER_PIXEL * image.width * image.height
         compression = FLAT_COMPRESSION if flat else COMPRESSION
-    options = dict(compression)
     try:
         image.tiffsave(os.fspath(part), tile=True, tile_width=TILE, tile_height=TILE,
-                       pyramid=True, bigtiff=True, **options)
+                       pyramid=True, bigtiff=True, **compression)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        raise
+    return part
+
+
+def _put_in_place(part: Path, path: Path, stamp: dict[str, int]) -> None:
+    """Rename a written pyramid into place, then stamp it (a crash between the
+    two leaves an unstamped pyramid, which is rebuilt)."""
+    global builds
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            _stamp_path(path).unlink()
         os.replace(part, path)
+        _write_stamp(path, stamp)
     except BaseException:
         with contextlib.suppress(OSError):
             part.unlink()
         raise
     with _BUILD_LOCK:
         builds += 1
-    opened = open_pyramid(path, source)
-    if opened is None:
-        raise OSError(f"the pyramid written to {path} cannot be read back")
-    return opened
+
+
+_streams: dict[Path, Future[Pyramid | None]] = {}
+_STREAMS_LOCK = threading.Lock()
+
+
+def streamed(path: Path) -> Future[Pyramid | None] | None:
+    """The build of ``path``'s pyramid from an arriving source, if one is under way
+    in this process: its result is the pyramid, or ``None`` when it was thrown
+    away (then build it from the file as usual)."""
+    with _STREAMS_LOCK:
+        return _streams.get(path)
+
+
+#: Bytes of an arriving source read before deciding whether to build from it.
+HEAD_BYTES = 256 << 10
+
+
+def start_streamed(read: Callable[[int], bytes], path: Path, *, file_size: int,
+                   final: Callable[[], Path | None], accept: Callable[[bytes], bool],
+                   done: Callable[[], None] = lambda: None,
+                   label: str = "image") -> Future[Pyramid | None]:
+    """Build ``path``'s pyramid on a thread of its own from bytes that are still
+    arriving: ``read(n)`` gives the next bytes of the source in order (blocking
+    until they come; ``b""`` at the end or when the source was lost), and
+    ``final()`` waits for the source to become a checked file and returns it,
+    or ``None``.  ``accept(head)`` decides from the first :data:`HEAD_BYTES`
+    whether the image gets a pyramid at all; ``done()`` is called at the end
+    either way (to let go of the reader).
+
+    The future is registered at once (see :func:`streamed`), so a caller that
+    wants the pyramid meanwhile waits for this build instead of starting its
+    own.  The pyramid is put in place and stamped with the final file only; on
+    any failure nothing is left and the future's result is ``None``.
+    """
+    future: Future[Pyramid | None] = Future()
+    with _STREAMS_LOCK:
+        running = _streams.get(path)
+        if running is not None:
+            done()
+            return running
+        _streams[path] = future
+
+    def run() -> None:
+        global streamed_builds
+        result: Pyramid | None = None
+        part: Path | None = None
+        try:
+            if _vips is None:
+                return
+            head = bytearray()
+            while len(head) < min(HEAD_BYTES, file_size):
+                chunk = read(HEAD_BYTES - len(head))
+                if not chunk:
+                    return
+                head += chunk
+            if not accept(bytes(head)):
+                return
+            pending = memoryview(bytes(head))
+
+            def feed(size: int) -> bytes:
+                nonlocal pending
+                if pending:
+                    piece, pending = pending[:size], pending[size:]
+                    return bytes(piece)
+                return read(size)
+
+            source = _vips.SourceCustom()
+            source.on_read(feed)
+            image = _vips.Image.new_from_source(source, "", access="sequential", fail=True)
+            part = _write_part(image, path, file_size, None)
+            checked = final()
+            if checked is None or checked.stat().st_size != file_size:
+                return
+            _put_in_place(part, path, _stamp(checked))
+            part = None
+            with _BUILD_LOCK:
+                streamed_builds += 1
+            result = open_pyramid(path, checked)
+        except Exception:  # noqa: BLE001 -- the build from the file reports the problem
+            result = None
+        finally:
+            if part is not None:
+                with contextlib.suppress(OSError):
+                    part.unlink()
+            done()
+            with _STREAMS_LOCK:
+                _streams.pop(path, None)
+            future.set_result(result)
+
+    threading.Thread(target=run, name=f"topaz-pyramid-arriving ({label})", daemon=True).start()
+    return future
 
 
 def thumbnail(pyramid: Pyramid, max_side: int, *, slack: float = 1.0) -> Image.Image:

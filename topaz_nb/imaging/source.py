@@ -54,7 +54,7 @@ from .tiles import TileSource
 
 __all__ = [
     "MAX_PIXELS", "MAX_SIDE", "DecodedCache", "ImageInfo", "Placement", "SourceImage",
-    "TileSource", "align", "encode", "load_image", "scale_factor",
+    "TileSource", "align", "encode", "load_image", "pyramid_while_arriving", "scale_factor",
 ]
 
 #: The largest output the Topaz API produces, in pixels.
@@ -283,11 +283,7 @@ class SourceImage:
         """Whether tiles of this image come from a pyramid on disk (see
         :mod:`topaz_nb.imaging.pyramid`): a large file of the download cache whose
         pixels are display pixels as they are.  Others are decoded whole."""
-        i = self.info
-        return (self._pyramid_path is not None and _pyramid.eligible(
-            width=i.width, height=i.height, mode=i.mode, bit_depth=i.bit_depth,
-            format=i.format, icc_srgb_or_none=i.icc_profile is None
-            or "srgb" in i.icc_profile.lower(), orientation=i.orientation))
+        return self._pyramid_path is not None and _gets_pyramid(self.info)
 
     def pyramid(self) -> _pyramid.Pyramid | None:
         """This image's pyramid, opened from disk or built now (one streaming
@@ -306,7 +302,15 @@ class SourceImage:
             return future.result()
         assert self._file_path is not None and self._pyramid_path is not None
         try:
-            pyr = _pyramid.open_pyramid(self._pyramid_path, self._file_path)
+            pyr = None
+            arriving = _pyramid.streamed(self._pyramid_path)
+            if arriving is not None and arriving.result() is not None:
+                # Decoded while the download arrived (pyramid_while_arriving).
+                pyr = _pyramid.open_pyramid(self._pyramid_path, self._file_path)
+                if pyr is not None and self._on_pyramid is not None:
+                    self._on_pyramid(self._pyramid_path)
+            if pyr is None:
+                pyr = _pyramid.open_pyramid(self._pyramid_path, self._file_path)
             if pyr is None:
                 pyr = _guarded(self.label, self._build_pyramid)
         except BaseException as exc:
@@ -503,6 +507,47 @@ def load_image(source: Source, *, label: str = "image",
                            pil=_from_array(source, label))
     raise TypeError(f"cannot load {type(source).__name__} as an image: give a path, bytes, "
                     "a PIL image or an array")
+
+
+def _gets_pyramid(i: ImageInfo) -> bool:
+    """Whether an image with this header gets a tile pyramid (see
+    :func:`topaz_nb.imaging.pyramid.eligible`)."""
+    return _pyramid.eligible(
+        width=i.width, height=i.height, mode=i.mode, bit_depth=i.bit_depth,
+        format=i.format, icc_srgb_or_none=i.icc_profile is None
+        or "srgb" in i.icc_profile.lower(), orientation=i.orientation)
+
+
+def pyramid_while_arriving(read: Callable[[int], bytes], *, size: int, pyramid_path: Path,
+                           final: Callable[[], Path | None], done: Callable[[], None],
+                           label: str = "image") -> None:
+    """Decode a download into its tile pyramid while its bytes arrive.
+
+    The first view of a large PNG is its one full decode (the pyramid, whose
+    level under the preview size is the preview); started on the arriving
+    bytes, it ends soon after the last one instead of a decode's time later.
+    ``read(n)`` hands on the download's bytes in order as they come
+    (``b""`` at the end or when the download was lost), ``final()`` waits for
+    the checked file (``None`` when the download failed).  Only an image whose
+    header (its first bytes) says it gets a pyramid and whose preview needs the
+    whole decode (not a JPEG, whose preview is drafted) is decoded; the
+    pyramid is used only once the download became the checked file, and a
+    :meth:`SourceImage.pyramid` asked for meanwhile waits for it
+    (:func:`topaz_nb.imaging.pyramid.streamed`).  ``done()`` is called when
+    no more is read.
+    """
+    def accept(head: bytes) -> bool:
+        try:
+            info = load_image(head, label=label).info
+        except ImageError:
+            return False  # a header past the first bytes, or no image: the file decides later
+        return info.format != "JPEG" and _gets_pyramid(info)
+
+    if not _pyramid.available():
+        done()
+        return
+    _pyramid.start_streamed(read, pyramid_path, file_size=size, final=final, accept=accept,
+                            done=done, label=label)
 
 
 def encode(img: Image.Image, *, format: str = "webp", quality: int = 85,

@@ -12,6 +12,7 @@ Modules, each importing only those listed after it:
 * ``budget``: the cache's disk bound, least recently used first;
 * ``download``: HTTP HEAD/GET, streaming into a ``.part``, resume and checks;
   :class:`ObjectInfo`;
+* ``arrival``: a download's bytes handed on in order as they land (:class:`Arrival`);
 * ``refresh``: one operation's link, refreshed at most once;
 * ``refusal``: why storage refused a request, from its XML error ``Code``;
 * ``cache``: the layout (:class:`CacheEntry`), sidecars, locks, pins (:class:`Pin`),
@@ -22,11 +23,12 @@ Modules, each importing only those listed after it:
 ``budget.DEFAULT_MAX_BYTES`` (``Topaz.cache_max_bytes``).
 """
 
+from .arrival import Arrival
 from .cache import CacheEntry, Pin, default_cache_dir
 from .download import DEFAULT_MAX_BYTES, DEFAULT_STALL_TIMEOUT, ObjectInfo
 from .transfer import Fetched, Transfer
 
 __all__ = [
-    "DEFAULT_MAX_BYTES", "DEFAULT_STALL_TIMEOUT", "CacheEntry", "Fetched", "ObjectInfo", "Pin",
+    "DEFAULT_MAX_BYTES", "DEFAULT_STALL_TIMEOUT", "Arrival", "CacheEntry", "Fetched", "ObjectInfo", "Pin",
     "Transfer", "default_cache_dir",
 ]

@@ -227,16 +227,22 @@ class CacheEntry:
             self.remove_files(path)
         return None
 
-    def commit(self, ext: str, *, etag: str | None, validator: str, sha256: str) -> Path:
+    def commit(self, ext: str, *, etag: str | None, validator: str, sha256: str,
+               keep: Iterable[str] = ()) -> Path:
         """Make the checked ``.part`` the entry's file ``<stem>.<ext>`` and record it.
 
         Files derived from an older download and an older file of another
         extension go first, and the old sidecar before the rename, so no record
-        ever vouches for bytes it was not written for.
+        ever vouches for bytes it was not written for.  Derived files whose
+        names start with one of ``keep`` are being made from this download's
+        bytes as they arrived, and stay (they carry their own stamp of the
+        file they were made from).
         """
         final = self.file_with(ext)
         old = self.file
-        for stale in [*self.derived_files(), *([old] if old is not None and old != final else [])]:
+        kept = tuple(keep)
+        derived = [p for p in self.derived_files() if not (kept and p.name.startswith(kept))]
+        for stale in [*derived, *([old] if old is not None and old != final else [])]:
             _unlink_quietly(stale)
         _unlink_quietly(self.sidecar)
         os.replace(self.part, final)

@@ -92,6 +92,7 @@ from ..errors import Cancelled, LinkExpired, TransferError
 from ..links import Link, redact_url, scrub_urls
 from ..net.logsafe import install_log_filter
 from ..net.retry import DEFAULT_MAX_RETRY_AFTER, DEFAULT_MAX_RETRY_TIME, make_retry
+from .arrival import Arrival
 from .cache import (
     POLL_SECONDS,
     SIDECAR_VERSION,
@@ -315,6 +316,7 @@ class _Ranged:
     etag: str | None
     done: Done
     meta: dict[str, Any]
+    arrival: Arrival | None = None  # told of the in-order prefix as it grows
     lock: threading.Lock = field(default_factory=threading.Lock)
     wake: threading.Event = field(default_factory=threading.Event)  # progress to report
     written: int = 0  # bytes written by this attempt
@@ -398,31 +400,52 @@ class Downloader:
 
     def stream_to(self, entry: CacheEntry, links: LinkHolder, info: ObjectInfo,
                   on_progress: ProgressCallback | None,
-                  cancel: threading.Event | None) -> tuple[Path, int]:
+                  cancel: threading.Event | None,
+                  on_arrival: Callable[[Arrival], None] | None = None) -> tuple[Path, int]:
         """Write the object to its ``.part``, resuming it, check it, make it
         the entry's file: ``(path, bytes received by this call)``.
 
         A large object of known size goes in parallel ranges
         (:meth:`_stream_ranged`); whatever storage does not serve that way
         continues here, as one stream from the contiguous prefix.
+
+        ``on_arrival(arrival)`` is called once, before the first request, with
+        the :class:`~topaz_nb.storage.arrival.Arrival` that publishes the
+        in-order prefix as it grows (objects of a known size only): work on the
+        bytes may start before the last one is in.
         """
-        before = 0
-        if worth_splitting(info.size, self.part_size, self.connections) \
-                and info.size is not None and info.size <= self.max_bytes:
-            # An announced size past the ceiling is never preallocated; one stream reads it.
-            ranged, before = self._stream_ranged(entry, links, info, on_progress, cancel)
-            if ranged is not None:
-                return ranged, before
-        path, received = self._stream_one(entry, links, info, on_progress, cancel)
-        return path, before + received
+        arrival: Arrival | None = None
+        if on_arrival is not None and info.size is not None and info.size <= self.max_bytes:
+            entry.part.touch(exist_ok=True)  # the readers' descriptors open it
+            arrival = Arrival(entry.part, info.size, entry.derived)
+            on_arrival(arrival)
+        final: Path | None = None
+        try:
+            before = 0
+            if worth_splitting(info.size, self.part_size, self.connections) \
+                    and info.size is not None and info.size <= self.max_bytes:
+                # An announced size past the ceiling is never preallocated; one stream reads it.
+                ranged, before = self._stream_ranged(entry, links, info, on_progress, cancel,
+                                                     arrival)
+                if ranged is not None:
+                    final = ranged
+                    return ranged, before
+            final, received = self._stream_one(entry, links, info, on_progress, cancel, arrival)
+            return final, before + received
+        finally:
+            if arrival is not None:
+                arrival.finish(final)
 
     def _stream_one(self, entry: CacheEntry, links: LinkHolder, info: ObjectInfo,
                     on_progress: ProgressCallback | None,
-                    cancel: threading.Event | None) -> tuple[Path, int]:
+                    cancel: threading.Event | None,
+                    arrival: Arrival | None = None) -> tuple[Path, int]:
         """One GET streamed into the ``.part`` (resumed with ``Range: bytes=<done>-``)."""
         part = entry.part
         what = f"the {links.side} of {links.process_id}"
         done, part_meta = self._resume_point(entry, info)
+        if arrival is not None and arrival.published > done:
+            arrival.restart()  # the .part is not continued: what readers had is void
         etag: str | None = info.etag or part_meta.get("etag")
         total: int | None = info.size if info.size is not None else part_meta.get("total")
         digests = _Digests(want_md5=_plain_md5(etag) is not None)
@@ -435,6 +458,8 @@ class Downloader:
                     _log.info("resuming %s from %d bytes left by an earlier download",
                               what, done)
                     _feed(out, done, digests)  # one read of what is on disk, for the checksums
+                    if arrival is not None:
+                        arrival.grow(done)
                 write_json(entry.part_meta, part_meta)
                 while True:
                     headers: dict[str, str] = {}
@@ -453,6 +478,8 @@ class Downloader:
                             _log.info("storage answered the resume of %s %s; restarting from "
                                       "zero", what, restart)
                             done = _restart(out, digests, on_progress, total)
+                            if arrival is not None:
+                                arrival.restart()
                             if response.status_code != 200:
                                 # This body continues something else: ask again, whole.
                                 interruptions += 1
@@ -489,7 +516,8 @@ class Downloader:
                             part_meta.update(etag=etag, total=total, size_unknown=total is None)
                             write_json(entry.part_meta, part_meta)
                         done, got, interrupted = self._read_body(
-                            response, out, digests, done, total, links, on_progress, cancel)
+                            response, out, digests, done, total, links, on_progress, cancel,
+                            arrival)
                         received += got
                     unframed = None
                     if interrupted is None and total is None:
@@ -532,7 +560,8 @@ class Downloader:
             raise
         final = entry.commit(_sniffed_extension(part), etag=etag,
                              validator=cache_key(info.etag, info.last_modified, info.size),
-                             sha256=digests.sha256.hexdigest())
+                             sha256=digests.sha256.hexdigest(),
+                             keep=arrival.claimed if arrival is not None else ())
         _log.debug("downloaded %s: %d bytes to %s", what, done, final)
         return final, received
 
@@ -569,7 +598,8 @@ class Downloader:
 
     def _stream_ranged(self, entry: CacheEntry, links: LinkHolder, info: ObjectInfo,
                        on_progress: ProgressCallback | None,
-                       cancel: threading.Event | None) -> tuple[Path | None, int]:
+                       cancel: threading.Event | None,
+                       arrival: Arrival | None = None) -> tuple[Path | None, int]:
         """Fetch the object in parallel Range requests: ``(path, bytes received)``,
         or ``(None, bytes received)`` when storage wants one stream instead (the
         ``.part`` then holds the contiguous prefix, recorded as one stream's)."""
@@ -577,7 +607,7 @@ class Downloader:
         what = f"the {links.side} of {links.process_id}"
         done, meta = self._ranged_start(entry, info)
         fd = os.open(entry.part, os.O_RDWR | os.O_CREAT, 0o666)
-        run = _Ranged(entry, links, fd, info.size, info.etag, done, meta)
+        run = _Ranged(entry, links, fd, info.size, info.etag, done, meta, arrival)
         restarts = 0
         try:
             if not done.total:
@@ -601,6 +631,8 @@ class Downloader:
                     _log.info("a part of %s came %s; restarting the whole object", what, why)
                     run.done = done = Done(info.size)
                     run.written = 0
+                    if arrival is not None:
+                        arrival.restart()
                     os.ftruncate(fd, 0)
                     os.ftruncate(fd, info.size)
                     if on_progress is not None:
@@ -630,7 +662,8 @@ class Downloader:
                 os.close(fd)
         final = entry.commit(_sniffed_extension(entry.part), etag=run.etag,
                              validator=cache_key(info.etag, info.last_modified, info.size),
-                             sha256=digests.sha256.hexdigest())
+                             sha256=digests.sha256.hexdigest(),
+                             keep=arrival.claimed if arrival is not None else ())
         _log.debug("downloaded %s in parts: %d bytes to %s", what, info.size, final)
         return final, run.received
 
@@ -681,6 +714,8 @@ class Downloader:
                     digests = _Digests(want_md5=True)  # an ETag learnt from the parts
                     hasher = InOrderHasher(run.fd, digests)
                 hasher.advance(prefix, budget=16 * self.chunk_size)
+                if run.arrival is not None:
+                    run.arrival.grow(prefix)
                 have = base + written
                 if on_progress is not None and have // self.chunk_size != \
                         reported // self.chunk_size:
@@ -825,7 +860,8 @@ class Downloader:
     def _read_body(self, response: requests.Response, out: IO[bytes], digests: _Digests,
                    done: int, total: int | None, links: LinkHolder,
                    on_progress: ProgressCallback | None,
-                   cancel: threading.Event | None) -> tuple[int, int, str | None]:
+                   cancel: threading.Event | None,
+                   arrival: Arrival | None = None) -> tuple[int, int, str | None]:
         """Append the body to ``out``: ``(done, received, interruption or None)``.
 
         Raises :class:`Cancelled`, a stall :class:`TransferError`, or
@@ -870,6 +906,8 @@ class Downloader:
                     digests.update(value)
                     done += len(value)
                     received += len(value)
+                    if arrival is not None and total is not None and done <= total:
+                        arrival.grow(done)
                     if received - mark_bytes >= STALL_BYTES:
                         mark_time, mark_bytes = now, received
                     if on_progress is not None and done // self.chunk_size != \

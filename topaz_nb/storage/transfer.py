@@ -40,6 +40,7 @@ from .._ids import check_process_id
 from ..links import SIDES, LinkSource, Side
 from ..net.retry import DEFAULT_MAX_RETRY_AFTER, DEFAULT_MAX_RETRY_TIME
 from . import budget
+from .arrival import Arrival
 from .cache import (
     CacheEntry,
     Pin,
@@ -290,21 +291,24 @@ class Transfer:
 
     def fetch(self, links: LinkSource, process_id: str, side: Side, *,
               on_progress: ProgressCallback | None = None,
-              cancel: threading.Event | None = None) -> Fetched:
+              cancel: threading.Event | None = None,
+              on_arrival: Callable[[Arrival], None] | None = None) -> Fetched:
         """HEAD then download: the usual way to get one side onto disk.
 
         A cached copy costs the HEAD only.  HEAD and GET share one link and
-        at most one refresh of it.  See :meth:`download` for ``cancel``.
+        at most one refresh of it.  See :meth:`download` for ``cancel`` and
+        ``on_arrival``.
         """
         pid, side = _check(process_id, side)
         holder = LinkHolder(links, pid, side)
         info = self._downloader.head(holder, cancel)
-        return self._download(holder, info, on_progress, cancel)
+        return self._download(holder, info, on_progress, cancel, on_arrival)
 
     def download(self, links: LinkSource, process_id: str, side: Side, *,
                  info: ObjectInfo | None = None,
                  on_progress: ProgressCallback | None = None,
-                 cancel: threading.Event | None = None) -> Fetched:
+                 cancel: threading.Event | None = None,
+                 on_arrival: Callable[[Arrival], None] | None = None) -> Fetched:
         """Get the object onto disk, from the cache when it is there.
 
         ``info`` is the object's HEAD answer (sent now when not given); it
@@ -314,12 +318,17 @@ class Transfer:
         Setting ``cancel`` (from any thread) stops it within a second with
         :class:`~topaz_nb.errors.Cancelled`; what arrived stays as the
         ``.part`` file, so the next call resumes.
+
+        When the object is downloaded (not a cache hit) and its size is known,
+        ``on_arrival(arrival)`` is called first with the
+        :class:`~topaz_nb.storage.arrival.Arrival` that hands its bytes on in
+        order as they land, so decoding can start before the last one.
         """
         pid, side = _check(process_id, side)
         holder = LinkHolder(links, pid, side)
         if info is None:
             info = self._downloader.head(holder, cancel)
-        return self._download(holder, info, on_progress, cancel)
+        return self._download(holder, info, on_progress, cancel, on_arrival)
 
     def pin(self, process_id: str, side: Side, info: ObjectInfo, *,
             cancel: threading.Event | None = None) -> Pin:
@@ -420,18 +429,20 @@ class Transfer:
 
     def _download(self, links: LinkHolder, info: ObjectInfo,
                   on_progress: ProgressCallback | None,
-                  cancel: threading.Event | None) -> Fetched:
+                  cancel: threading.Event | None,
+                  on_arrival: Callable[[Arrival], None] | None = None) -> Fetched:
         pid, side = links.process_id, links.side
         entry = self.entry(pid, side, info)
         self._sweep(entry.directory)
         # Pinned before it is looked for, so that no check of the bound in any
         # thread or kernel evicts it between the download and our return.
         with pin(entry, cancel, f"the {side} of {pid}"):
-            return self._download_pinned(entry, links, info, on_progress, cancel)
+            return self._download_pinned(entry, links, info, on_progress, cancel, on_arrival)
 
     def _download_pinned(self, entry: CacheEntry, links: LinkHolder, info: ObjectInfo,
                          on_progress: ProgressCallback | None,
-                         cancel: threading.Event | None) -> Fetched:
+                         cancel: threading.Event | None,
+                         on_arrival: Callable[[Arrival], None] | None) -> Fetched:
         pid, side = links.process_id, links.side
         if self.use_cache:
             hit = entry.verified_file(info.size, info.etag)
@@ -445,7 +456,7 @@ class Transfer:
                 if hit is not None:
                     return Fetched(pid, side, hit, info, True, 0)
             path, received = self._downloader.stream_to(entry, links, info, on_progress,
-                                                        cancel)
+                                                        cancel, on_arrival)
         return Fetched(pid, side, path, info, False, received)
 
 
