@@ -69,6 +69,22 @@ def test_pool_is_bounded(sandbox, parts, make_image):
     assert peak[0] == 2
 
 
+def test_the_first_card_has_the_link_to_itself_before_the_others_start(
+        sandbox, parts, make_image):
+    client, transfer = parts
+    ids = [sandbox.add_job(make_image(), make_image((128, 96))) for _ in range(5)]
+    sandbox.clear_requests()
+    Gallery.fetch(ids, client=client, transfer=transfer, max_workers=4)
+    storage = [r.path for r in sandbox.requests if r.server == "storage"]
+    first = [i for i, path in enumerate(storage) if ids[0] in path]
+    others = [i for i, path in enumerate(storage) if ids[0] not in path]
+    # Both of the first process's objects (HEAD and GET) before any other's.
+    assert len(first) == 4 and others
+    assert max(first) < min(others)
+    # Then the rest share the pool as before.
+    assert {p.split("/")[2] for p in storage} == set(ids)
+
+
 def test_bad_id_anywhere_sends_nothing(sandbox, parts):
     client, transfer = parts
     sandbox.clear_requests()
@@ -281,15 +297,17 @@ def test_a_small_cache_bound_never_takes_the_files_of_a_card_being_fetched(
     sides = [(_noisy_jpeg((80, 60), k), _noisy_jpeg((320, 240), 100 + k)) for k in range(8)]
     ids = [sandbox.add_job(inp, out) for inp, out in sides]
     bound = int(2.5 * max(len(inp) + len(out) for inp, out in sides))
-    # Every process is downloaded (and the bound checked after each) before any
-    # card makes its thumbnails: the order that lost cards.
-    fetched = threading.Barrier(len(ids), timeout=60)
+    # Every process after the first (which the gallery fetches alone, first) is
+    # downloaded (and the bound checked after each) before any of their cards
+    # makes its thumbnails: the order that lost cards.
+    fetched = threading.Barrier(len(ids) - 1, timeout=60)
 
     class MeetingFirst(Comparison):
         @classmethod
-        def fetch(cls, *args, **kwargs):  # type: ignore[override]
-            result = Comparison.fetch(*args, **kwargs)
-            fetched.wait()
+        def fetch(cls, process_id, *args, **kwargs):  # type: ignore[override]
+            result = Comparison.fetch(process_id, *args, **kwargs)
+            if process_id != ids[0]:
+                fetched.wait()
             return result
 
     monkeypatch.setattr(_gallery, "Comparison", MeetingFirst)

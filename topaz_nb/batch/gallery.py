@@ -31,7 +31,7 @@ from concurrent.futures import as_completed
 from typing import TYPE_CHECKING, Any
 
 from .._ids import check_process_id
-from .._tasks import child_event, workers
+from .._tasks import POLL_SECONDS, child_event, workers
 from .._text import ago, byte_size, html_table, say
 from ..comparison import Comparison
 from ..errors import Cancelled, TopazError
@@ -133,7 +133,17 @@ class Gallery:
     def _run(self) -> None:
         try:
             with workers(self._max_workers, "topaz-gallery", self._cancel) as pool:
-                futures = [pool.submit(self._fetch_card, card) for card in self.cards]
+                # The first card is what the eye is on: its downloads get the
+                # whole link (each large object in parallel ranges) before the
+                # others start, so it appears a download's time after the
+                # start, not a batch's share of the link later.
+                first_in = threading.Event()
+                futures = [pool.submit(self._fetch_card, card, first_in)
+                           for card in self.cards[:1]]
+                while futures and not first_in.wait(POLL_SECONDS):
+                    if self._cancel.is_set() or futures[0].done():
+                        break
+                futures += [pool.submit(self._fetch_card, card) for card in self.cards[1:]]
                 for future in as_completed(futures):
                     future.result()
         except Exception:  # noqa: BLE001 -- a bug must not leave the gallery waiting forever
@@ -141,14 +151,19 @@ class Gallery:
         finally:
             self._finished.set()
 
-    def _fetch_card(self, card: Card) -> None:
+    def _fetch_card(self, card: Card, downloaded: threading.Event | None = None) -> None:
+        """Fetch one card; ``downloaded`` is set once its files are in (or it failed)."""
         try:
             if self._cancel.is_set():
                 raise Cancelled("The gallery was cancelled before this process was fetched.")
-            result = Comparison.fetch(card.process_id, client=self._client,
-                                      transfer=self._transfer, require_output=False,
-                                      preview_size=self.preview_size, mode=self.mode,
-                                      cancel=child_event(self._cancel))
+            try:
+                result = Comparison.fetch(card.process_id, client=self._client,
+                                          transfer=self._transfer, require_output=False,
+                                          preview_size=self.preview_size, mode=self.mode,
+                                          cancel=child_event(self._cancel))
+            finally:
+                if downloaded is not None:
+                    downloaded.set()
             try:
                 thumbs: dict[str, bytes | None] = {}
                 for side in SIDES:  # thumbnails now: a damaged file fails here
