@@ -56,6 +56,11 @@ of the whole project):
   an object of another ETag or total restarts the whole object (never a
   splice), and a ``200``, a ``416`` or an answer with no length falls back
   to one stream from the contiguous prefix.
+* **Bytes handed on as they land.**  ``stream_to(on_arrival=...)`` publishes
+  the in-order prefix through an :class:`~topaz_nb.storage.arrival.Arrival`
+  (after it is written, so another descriptor reads it); a restart from zero
+  voids it and the end says whether it became the cached file, so work done
+  on the arriving bytes (a decode) is kept only then.
 * **No credentials.**  Presigned URLs carry their authorisation in the query
   string; the session strips every other credential, after redirects too.
 """
