@@ -85,6 +85,16 @@ def test_the_first_card_has_the_link_to_itself_before_the_others_start(
     assert {p.split("/")[2] for p in storage} == set(ids)
 
 
+def test_a_gallery_started_for_one_process_fetches_it_first(sandbox, parts, make_image):
+    client, transfer = parts
+    ids = [sandbox.add_job(make_image(), make_image((128, 96))) for _ in range(4)]
+    sandbox.clear_requests()
+    Gallery(ids, client=client, transfer=transfer).start(first=ids[2]).wait()
+    storage = [r.path for r in sandbox.requests if r.server == "storage"]
+    assert all(ids[2] in path for path in storage[:4])
+    assert {p.split("/")[2] for p in storage[4:]} == {ids[0], ids[1], ids[3]}
+
+
 def test_bad_id_anywhere_sends_nothing(sandbox, parts):
     client, transfer = parts
     sandbox.clear_requests()

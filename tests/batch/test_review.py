@@ -149,6 +149,28 @@ def test_stepping_shows_each_comparison_and_prefetches_the_next(batch, tmp_path,
     review.close()
 
 
+def test_the_process_on_screen_is_fetched_before_the_rest_of_the_batch(
+        batch, tmp_path, sandbox):
+    from topaz_nb.batch.decisions import ReviewFile
+
+    ids = batch.process_ids
+    path = tmp_path / "r.csv"
+    ReviewFile(path).record(ids[0], decision="accept")
+    ReviewFile(path).record(ids[1], decision="reject")
+    sandbox.clear_requests()
+    review = batch.review(path=str(path))
+    try:
+        assert review.current == ids[2]  # the first undecided
+        review._loading[ids[2]].result(30)
+        batch.wait(30)
+        storage = [r.path for r in sandbox.requests if r.server == "storage"]
+        others = [i for i, p in enumerate(storage) if ids[2] not in p]
+        assert others and len(storage[:others[0]]) >= 4  # both objects' HEAD and GET
+        assert all(ids[2] in p for p in storage[:others[0]])
+    finally:
+        review.close()
+
+
 def test_keys_from_the_front_end_decide_and_step(batch, tmp_path):
     path = tmp_path / "r.csv"
     review = batch.review(path=str(path))

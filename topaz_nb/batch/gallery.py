@@ -79,6 +79,7 @@ class Gallery:
         self._lock = threading.RLock()
         self._finished = threading.Event()
         self._thread: threading.Thread | None = None
+        self._first = 0  # the card fetched alone before the others (start(first=...))
         self._widget: Any = None
         self._card_widgets: dict[str, Any] = {}
         self._counter: Any = None
@@ -97,9 +98,15 @@ class Gallery:
         all IDs are checked before any request."""
         return cls(process_ids, client=client, transfer=transfer, **kw).start().wait()
 
-    def start(self) -> Gallery:
-        """Start fetching in a background thread (once); returns ``self`` at once."""
+    def start(self, first: str | None = None) -> Gallery:
+        """Start fetching in a background thread (once); returns ``self`` at once.
+
+        The card of ``first`` (by default the first card) is fetched alone
+        before the others, with the whole link: a review starts the gallery
+        with the process it shows."""
         with self._lock:
+            if first is not None and self._thread is None:
+                self._first = self.cards.index(self.card(first))
             if self._thread is None and not self._finished.is_set():
                 self._thread = threading.Thread(target=self._run, name="topaz-gallery",
                                                 daemon=True)
@@ -138,12 +145,13 @@ class Gallery:
                 # others start, so it appears a download's time after the
                 # start, not a batch's share of the link later.
                 first_in = threading.Event()
-                futures = [pool.submit(self._fetch_card, card, first_in)
-                           for card in self.cards[:1]]
+                ahead = self.cards[self._first:self._first + 1]
+                futures = [pool.submit(self._fetch_card, card, first_in) for card in ahead]
                 while futures and not first_in.wait(POLL_SECONDS):
                     if self._cancel.is_set() or futures[0].done():
                         break
-                futures += [pool.submit(self._fetch_card, card) for card in self.cards[1:]]
+                futures += [pool.submit(self._fetch_card, card)
+                            for i, card in enumerate(self.cards) if i != self._first]
                 for future in as_completed(futures):
                     future.result()
         except Exception:  # noqa: BLE001 -- a bug must not leave the gallery waiting forever

@@ -89,7 +89,7 @@ class Batch(Protocol):
 
     def on_card(self, callback: Callable[[Card], None]) -> None: ...
 
-    def start(self) -> Any: ...
+    def start(self, first: str | None = None) -> Any: ...
 
     def sorted_by(self, key: str) -> Batch: ...
 
@@ -177,7 +177,8 @@ class Review:
         self._mode: str | None = None  # the mode the user chose last, for every process
         self._watched: Any = None  # the view on screen, whose mode is followed
         gallery.on_card(self._on_card)
-        gallery.start()
+        # The process on screen is fetched first, alone, before the batch.
+        gallery.start(first=self.ids[self._index] if self.ids else None)
         if self.ids:
             self._want(self.ids[self._index])
 
