@@ -478,3 +478,18 @@ def test_a_part_cut_by_kill_9_is_continued_from_its_recorded_progress(
     assert sorted(ranges_of(s3)) == sorted(  # type: ignore[type-var]
         f"bytes={a}-{b - 1}" for a, b in plan([(have, ENDS[2])], MIB, 4))
     assert sidecar_sha(cache) == hashlib.sha256(big_png).hexdigest()
+
+
+def test_a_ranged_download_over_a_shaped_link_is_byte_identical(
+        big_png: bytes, tmp_path: Path) -> None:
+    from topaz_nb.sandbox import Link as Shaped
+
+    # As from object storage: each connection capped, the link shared, a first-byte wait.
+    shaped = Shaped(per_connection=20e6, shared=40e6, latency=0.005)
+    with Sandbox(storage_profile="s3", link=shaped) as sb:
+        pid = sb.add_job(big_png, big_png, status="Completed")
+        with ranged(tmp_path) as t:
+            fetched = t.fetch(Source(sb, pid), pid, "output")
+        assert fetched.path.read_bytes() == big_png
+        assert sorted(r for r in ranges_of(sb) if r) == sorted(parts_of(big_png))
+        assert sidecar_sha(tmp_path / "cache") == hashlib.sha256(big_png).hexdigest()
