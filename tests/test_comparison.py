@@ -626,3 +626,46 @@ def test_a_large_png_is_decoded_into_its_pyramid_while_it_downloads(
             assert result.view.output_preview  # the first view, from that one decode
         finally:
             result.close()
+
+
+def test_a_cancelled_download_leaves_no_pyramid_of_its_arriving_bytes(
+        sandbox, client, tmp_path, make_image, monkeypatch):
+    import io
+
+    import numpy as np
+    from conftest import wait_until
+
+    from topaz_nb.errors import Cancelled
+    from topaz_nb.imaging import pyramid as _pyramid
+
+    if not _pyramid.available():
+        pytest.skip("pyvips is not installed")
+    monkeypatch.setattr(_pyramid, "MIN_PIXELS", 10_000)
+    pixels = np.random.default_rng(4).integers(0, 256, (900, 1200, 3), np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG", compress_level=0)
+    pid = sandbox.add_job(make_image((300, 225)), out.getvalue())
+    size = len(out.getvalue())
+    last = f"bytes={3 * (-(-size // 4))}-{size - 1}"
+    sandbox.inject("hang", server="storage", times=None, after_bytes=0, range=last, timeout=60)
+    cancel = threading.Event()
+    box: dict[str, BaseException] = {}
+    cache = tmp_path / "cache"
+
+    def run() -> None:
+        try:
+            Comparison.fetch(pid, client=client, transfer=transfer, cancel=cancel)
+        except BaseException as exc:  # noqa: BLE001 -- inspected below
+            box["error"] = exc
+
+    with Transfer(cache, part_size=1 << 20) as transfer:
+        thread = threading.Thread(target=run)
+        thread.start()
+        wait_until(lambda: list(cache.rglob(".output-*.d.pyramid.tif.*.part")),
+                   what="the decode of the arriving bytes to start")
+        cancel.set()
+        thread.join(30)
+        assert isinstance(box.get("error"), Cancelled)
+        wait_until(lambda: not list(cache.rglob("*pyramid.tif*")),
+                   what="the half-made pyramid to be deleted")
+        assert list(cache.rglob("*.part"))  # the download itself is kept for resume
