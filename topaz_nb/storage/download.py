@@ -420,7 +420,8 @@ class Downloader:
         bytes may start before the last one is in.
         """
         arrival: Arrival | None = None
-        if on_arrival is not None and info.size is not None and info.size <= self.max_bytes:
+        if on_arrival is not None and info.size is not None and info.size <= self.max_bytes \
+                and hasattr(os, "pread"):  # readers read at an offset (not on Windows)
             entry.part.touch(exist_ok=True)  # the readers' descriptors open it
             arrival = Arrival(entry.part, info.size, entry.derived)
             on_arrival(arrival)
