@@ -301,3 +301,18 @@ def test_a_source_image_waits_for_the_pyramid_being_built_from_its_download(
     assert result and result[0] is not None
     assert _pyramid.builds == builds + 1  # one decode in all
     assert image.preview(256).size == (256, 183)
+
+
+def test_a_decode_that_fails_early_lets_go_of_the_bytes_still_coming(tmp_path: Path) -> None:
+    # A PNG whose pixel data is damaged past its header, with megabytes after
+    # the damage: the decode stops there, and the build ends instead of waiting
+    # on a pipe nobody reads.
+    good = _write(tmp_path, "out.png", _noise((1500, 1500)), compress_level=0).read_bytes()
+    cut = _pyramid.HEAD_BYTES + 4096
+    damaged = good[:cut] + bytes(len(good) - cut)
+    arriving = _Arriving(damaged)
+    arriving.allow(len(damaged))
+    arriving.end(tmp_path / "out.png")
+    future = _start(arriving, tmp_path / "p.tif")
+    assert future.result(60) is None  # type: ignore[attr-defined]
+    assert arriving.done.is_set() and not list(tmp_path.glob("p.tif*"))

@@ -224,10 +224,12 @@ def test_a_failed_download_is_lost_to_the_reader(
     pid = s3.add_job(big_png, big_png, status="Completed")
     follower = _Follower()
     finals: list[Path | None] = []
+    waiters: list[threading.Thread] = []
 
     def follow(arrival: Arrival) -> None:
         follower(arrival)
-        threading.Thread(target=lambda: finals.append(arrival.final())).start()
+        waiters.append(threading.Thread(target=lambda: finals.append(arrival.final())))
+        waiters[-1].start()
 
     s3.inject("truncate", server="storage", times=None, after_bytes=100_000)
     with ranged(tmp_path, retries=1) as t, pytest.raises(TransferError):
@@ -235,4 +237,5 @@ def test_a_failed_download_is_lost_to_the_reader(
     data = follower.join()
     assert follower.lost == ["the download failed"]
     assert big_png.startswith(data) and len(data) < len(big_png)
+    waiters[0].join(30)
     assert finals == [None]
