@@ -669,3 +669,34 @@ def test_a_cancelled_download_leaves_no_pyramid_of_its_arriving_bytes(
         wait_until(lambda: not list(cache.rglob("*pyramid.tif*")),
                    what="the half-made pyramid to be deleted")
         assert list(cache.rglob("*.part"))  # the download itself is kept for resume
+
+
+def test_a_smaller_png_is_decoded_into_memory_while_it_downloads(
+        sandbox, client, transfer, make_image):
+    import io
+
+    import numpy as np
+
+    from topaz_nb.imaging import arriving as _arriving
+    from topaz_nb.imaging import pyramid as _pyramid
+
+    if not _pyramid.available():
+        pytest.skip("pyvips is not installed")
+    pixels = np.random.default_rng(5).integers(0, 256, (400, 600, 3), np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    pid = sandbox.add_job(make_image((150, 100)), out.getvalue())
+    before = _arriving.builds
+    result = Comparison.fetch(pid, client=client, transfer=transfer).prepare()
+    try:
+        assert _arriving.builds == before + 1  # the output; the JPEG-like input is drafted
+        assert result.output.tobytes() == pixels.tobytes()
+    finally:
+        result.close()
+    # From the cache there is nothing arriving: the file is decoded as before.
+    again = Comparison.fetch(pid, client=client, transfer=transfer).prepare()
+    try:
+        assert _arriving.builds == before + 1
+        assert again.output.tobytes() == pixels.tobytes()
+    finally:
+        again.close()

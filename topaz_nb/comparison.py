@@ -33,6 +33,8 @@ from .errors import ImageError, ImageTooLarge, NotReady, NotSaved, TopazError
 from .links import SIDES, Link, Side, expiry_text, redact_url, utc_text
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from PIL import Image
 
     from .api.client import Status, TopazClient
@@ -130,19 +132,22 @@ class Comparison:
                 return
             progress = (lambda done, total: on_progress(side, done, total)) if on_progress else None
 
+            arrived: list[Future[Any]] = []
+
             def decode_arriving(arrival: Arrival) -> None:
-                # A large PNG's one decode (its pyramid, and so its preview)
-                # starts on the bytes as they land; used only once they are
-                # the checked file.
-                from .imaging.source import pyramid_while_arriving
+                # A PNG's one decode (a large one's pyramid, and so its
+                # preview) starts on the bytes as they land; used only once
+                # they are the checked file.
+                from .imaging.source import decode_while_arriving
 
                 reader = arrival.reader(stop)
-                pyramid_while_arriving(reader.read, size=arrival.size,
-                                       pyramid_path=arrival.derived("pyramid.tif"),
-                                       final=lambda: arrival.final(stop), done=reader.close,
-                                       label=f"{side} of {pid}")
+                arrived.append(decode_while_arriving(
+                    reader.read, size=arrival.size, pyramid_path=arrival.derived("pyramid.tif"),
+                    final=lambda: arrival.final(stop), done=reader.close,
+                    label=f"{side} of {pid}"))
 
             def get() -> None:
+                arrived.clear()
                 fetched = transfer.download(source, pid, side, info=data.object,
                                             on_progress=progress, cancel=stop,
                                             on_arrival=decode_arriving)
@@ -157,6 +162,7 @@ class Comparison:
                 data.image = load_image(
                     file, label=f"{side} of {pid}",
                     derived=functools.partial(transfer.derived_path, file),
+                    arrived=arrived[-1] if arrived and not fetched.from_cache else None,
                     on_pyramid=lambda _path: _keep_within_budget(
                         transfer, [d.file for d in sides.values() if d.file is not None], True))
 

@@ -18,10 +18,9 @@ is missing; it is written to a temporary name and renamed into place, so a
 half-written file is never read.
 
 The one decode can also run while the file is still arriving
-(:func:`start_streamed`): libvips reads the bytes through a callback as the
-download hands them on, and the pyramid is put in place, stamped, only once
-the download has become the checked file; until then callers of
-:func:`streamed` wait for it, and when the download fails it is thrown away.
+(:func:`build_arriving`, driven by :mod:`~topaz_nb.imaging.arriving`): the
+pyramid is put in place, stamped, only once the download has become the
+checked file, and thrown away when it does not.
 
 Which images get one (:func:`eligible`):
 
@@ -50,7 +49,6 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,8 +56,7 @@ from typing import Any
 from PIL import Image
 
 __all__ = ["COMPRESSION", "FLAT_COMPRESSION", "MIN_PIXELS", "TILE", "LevelView", "Pyramid",
-           "available", "build", "eligible", "open_pyramid", "start_streamed", "streamed",
-           "thumbnail"]
+           "available", "build", "build_arriving", "eligible", "open_pyramid", "thumbnail"]
 
 #: Images with fewer pixels stay in the decoded in-memory LRU (see the module doc).
 MIN_PIXELS = 16_000_000
@@ -278,148 +275,30 @@ def _put_in_place(part: Path, path: Path, stamp: dict[str, int]) -> None:
         builds += 1
 
 
-_streams: dict[Path, Future[Pyramid | None]] = {}
-_STREAMS_LOCK = threading.Lock()
-
-
-def streamed(path: Path) -> Future[Pyramid | None] | None:
-    """The build of ``path``'s pyramid from an arriving source, if one is under way
-    in this process: its result is the pyramid, or ``None`` when it was thrown
-    away (then build it from the file as usual)."""
-    with _STREAMS_LOCK:
-        return _streams.get(path)
-
-
-#: Bytes of an arriving source read before deciding whether to build from it.
-HEAD_BYTES = 256 << 10
-
-
-class _Pipe:
-    """The arriving bytes through a pipe that libvips reads itself.
-
-    libvips asks a callback source for 4 KiB at a time: 25 000 calls into
-    Python for a 100 MB PNG, each waiting for the interpreter lock, which the
-    download's threads hold meanwhile (measured: a 48 MP PNG's pyramid took
-    7.5 s through a callback beside two busy Python threads, 2.2 s through a
-    pipe).  A pipe lets libvips read without the lock, while a feeder thread
-    writes the bytes in pieces of 1 MiB; the pipe's buffer is raised to
-    1 MiB where Linux allows.  The feeder closes the pipe at the end of the
-    bytes or when they are lost (libvips sees the end either way), and stops
-    when the reader is done.
-    """
-
-    def __init__(self, head: bytes, read: Callable[[int], bytes]) -> None:
-        self.fd, self._w = os.pipe()
-        with contextlib.suppress(OSError, ImportError):
-            import fcntl
-            fcntl.fcntl(self._w, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._feed, args=(head, read), daemon=True,
-                                        name="topaz-pyramid-feed")
-        self._thread.start()
-
-    def _feed(self, head: bytes, read: Callable[[int], bytes]) -> None:
-        try:
-            piece = head
-            while piece and not self._closed.is_set():
-                view = memoryview(piece)
-                while view:
-                    view = view[os.write(self._w, view):]
-                piece = read(_PIPE_BYTES)
-        except OSError:  # the reader closed its end
-            return
-        finally:
+def build_arriving(image: Any, path: Path, *, file_size: int,
+                   final: Callable[[], Path | None]) -> Pyramid | None:
+    """Write the pyramid of ``image``, a sequential libvips image being decoded
+    from a download's bytes as they arrive (:mod:`~topaz_nb.imaging.arriving`),
+    and put it in place stamped with ``final()``, the checked file the
+    download became; ``None`` (and nothing left at ``path``) when ``final()``
+    says the download did not become one or became a file of another size.
+    Raises ``pyvips.Error`` when the bytes do not decode."""
+    global streamed_builds
+    part: Path | None = _write_part(image, path, file_size, None)
+    try:
+        checked = final()
+        if checked is None or checked.stat().st_size != file_size:
+            return None
+        assert part is not None
+        _put_in_place(part, path, _stamp(checked))
+        part = None
+        with _BUILD_LOCK:
+            streamed_builds += 1
+        return open_pyramid(path, checked)
+    finally:
+        if part is not None:
             with contextlib.suppress(OSError):
-                os.close(self._w)
-
-    def __enter__(self) -> _Pipe:  # noqa: PYI034
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        # Drain rather than close first: libvips may still hold a copy of the
-        # read end, so a feeder blocked on a full pipe would never see EPIPE.
-        self._closed.set()
-        os.set_blocking(self.fd, False)
-        while self._thread.is_alive():
-            with contextlib.suppress(BlockingIOError):
-                os.read(self.fd, _PIPE_BYTES)
-            self._thread.join(0.05)
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-
-
-_PIPE_BYTES = 1 << 20
-
-
-def start_streamed(read: Callable[[int], bytes], path: Path, *, file_size: int,
-                   final: Callable[[], Path | None], accept: Callable[[bytes], bool],
-                   done: Callable[[], None] = lambda: None,
-                   label: str = "image") -> Future[Pyramid | None]:
-    """Build ``path``'s pyramid on a thread of its own from bytes that are still
-    arriving: ``read(n)`` gives the next bytes of the source in order (blocking
-    until they come; ``b""`` at the end or when the source was lost), and
-    ``final()`` waits for the source to become a checked file and returns it,
-    or ``None``.  ``accept(head)`` decides from the first :data:`HEAD_BYTES`
-    whether the image gets a pyramid at all; ``done()`` is called at the end
-    either way (to let go of the reader).
-
-    The future is registered at once (see :func:`streamed`), so a caller that
-    wants the pyramid meanwhile waits for this build instead of starting its
-    own.  The pyramid is put in place and stamped with the final file only; on
-    any failure nothing is left and the future's result is ``None``.
-    """
-    future: Future[Pyramid | None] = Future()
-    with _STREAMS_LOCK:
-        running = _streams.get(path)
-        if running is not None:
-            done()
-            return running
-        _streams[path] = future
-
-    def run() -> None:
-        global streamed_builds
-        result: Pyramid | None = None
-        part: Path | None = None
-        try:
-            if _vips is None:
-                return
-            head = bytearray()
-            while len(head) < min(HEAD_BYTES, file_size):
-                chunk = read(HEAD_BYTES - len(head))
-                if not chunk:
-                    return
-                head += chunk
-            if not accept(bytes(head)):
-                return
-            with _Pipe(bytes(head), read) as pipe:
-                source = _vips.Source.new_from_descriptor(pipe.fd)
-                image = _vips.Image.new_from_source(source, "", access="sequential",
-                                                    fail=True)
-                try:
-                    part = _write_part(image, path, file_size, None)
-                finally:
-                    del image, source  # libvips lets go of its copy of the descriptor
-            checked = final()
-            if checked is None or checked.stat().st_size != file_size:
-                return
-            _put_in_place(part, path, _stamp(checked))
-            part = None
-            with _BUILD_LOCK:
-                streamed_builds += 1
-            result = open_pyramid(path, checked)
-        except Exception:  # noqa: BLE001 -- the build from the file reports the problem
-            result = None
-        finally:
-            if part is not None:
-                with contextlib.suppress(OSError):
-                    part.unlink()
-            done()
-            with _STREAMS_LOCK:
-                _streams.pop(path, None)
-            future.set_result(result)
-
-    threading.Thread(target=run, name=f"topaz-pyramid-arriving ({label})", daemon=True).start()
-    return future
+                part.unlink()
 
 
 def thumbnail(pyramid: Pyramid, max_side: int, *, slack: float = 1.0) -> Image.Image:

@@ -45,6 +45,7 @@ from PIL import Image, ImageFile
 from .._sniff import UnrecognisedImage, describe_non_image, open_header
 from .._tasks import shared_pool
 from ..errors import ImageError, ImageTooLarge, TopazError
+from . import arriving as _arriving
 from . import pyramid as _pyramid
 from .align import Placement, align
 from .color import display_mode, profile_description, to_display
@@ -54,7 +55,7 @@ from .tiles import TileSource
 
 __all__ = [
     "MAX_PIXELS", "MAX_SIDE", "DecodedCache", "ImageInfo", "Placement", "SourceImage",
-    "TileSource", "align", "encode", "load_image", "pyramid_while_arriving", "scale_factor",
+    "TileSource", "align", "decode_while_arriving", "encode", "load_image", "scale_factor",
 ]
 
 #: The largest output the Topaz API produces, in pixels.
@@ -184,8 +185,10 @@ class SourceImage:
                  pil: Image.Image | None = None, file_size: int | None = None,
                  path: Path | None = None, derived: Derived | None = None,
                  pyramid_path: Path | None = None,
-                 on_pyramid: Callable[[Path], None] | None = None) -> None:
+                 on_pyramid: Callable[[Path], None] | None = None,
+                 arrived: Future[Any] | None = None) -> None:
         self.label = label
+        self._arrived = arrived if path is not None else None
         self._derived = derived if path is not None else None
         self._file_path = path
         if pyramid_path is None and self._derived is not None:
@@ -303,9 +306,8 @@ class SourceImage:
         assert self._file_path is not None and self._pyramid_path is not None
         try:
             pyr = None
-            arriving = _pyramid.streamed(self._pyramid_path)
-            if arriving is not None and arriving.result() is not None:
-                # Decoded while the download arrived (pyramid_while_arriving).
+            if self._arrived is not None and isinstance(self._arrived.result(), _pyramid.Pyramid):
+                # Decoded while the download arrived (decode_while_arriving).
                 pyr = _pyramid.open_pyramid(self._pyramid_path, self._file_path)
                 if pyr is not None and self._on_pyramid is not None:
                     self._on_pyramid(self._pyramid_path)
@@ -416,6 +418,12 @@ class SourceImage:
                 im.close()
 
     def _decode_full(self) -> Image.Image:
+        arrived, self._arrived = self._arrived, None
+        if arrived is not None:
+            decoded = arrived.result()  # decoded while the download arrived, if it was
+            if isinstance(decoded, Image.Image) and decoded.size == (self.info.width,
+                                                                     self.info.height):
+                return to_display(decoded, in_place=True)
         with self._header() as (im, owned):
             im.load()
             display = to_display(im, in_place=owned)
@@ -467,7 +475,8 @@ def load_image(source: Source, *, label: str = "image",
                cache: DecodedCache | None = None,
                derived: Derived | None = None,
                pyramid_path: str | os.PathLike[str] | None = None,
-               on_pyramid: Callable[[Path], None] | None = None) -> SourceImage:
+               on_pyramid: Callable[[Path], None] | None = None,
+               arrived: Future[Any] | None = None) -> SourceImage:
     """Open ``source`` (a path, bytes, a PIL image or a numpy-style array) lazily.
 
     The header is read and checked now; pixels are decoded by
@@ -482,6 +491,9 @@ def load_image(source: Source, *, label: str = "image",
     the pyramid's place; with neither, tiles are cut from the fully decoded
     image.  ``on_pyramid(path)`` is called after a pyramid
     was written (the download cache checks its size bound then).
+    ``arrived`` is what :func:`decode_while_arriving` made of the file while
+    it was downloaded (its pyramid, or its pixels), used instead of decoding
+    the file again.
     """
     shared = _first_use()
     cache = cache if cache is not None else shared
@@ -501,7 +513,7 @@ def load_image(source: Source, *, label: str = "image",
         return SourceImage(lambda: open(path, "rb"), label=label, cache=cache,
                            file_size=file_size, path=Path(path), derived=derived,
                            pyramid_path=Path(pyramid_path) if pyramid_path is not None else None,
-                           on_pyramid=on_pyramid)
+                           on_pyramid=on_pyramid, arrived=arrived)
     if hasattr(source, "__array_interface__"):
         return SourceImage(_no_file, label=label, cache=cache,
                            pil=_from_array(source, label))
@@ -518,36 +530,49 @@ def _gets_pyramid(i: ImageInfo) -> bool:
         or "srgb" in i.icc_profile.lower(), orientation=i.orientation)
 
 
-def pyramid_while_arriving(read: Callable[[int], bytes], *, size: int, pyramid_path: Path,
-                           final: Callable[[], Path | None], done: Callable[[], None],
-                           label: str = "image") -> None:
-    """Decode a download into its tile pyramid while its bytes arrive.
+def _display_as_is(i: ImageInfo) -> bool:
+    """Whether the file's pixels are display pixels as they are (8-bit gray or
+    RGB, with or without alpha, sRGB or no profile, no rotation)."""
+    return (i.mode in ("L", "LA", "RGB", "RGBA") and i.bit_depth == 8
+            and (i.icc_profile is None or "srgb" in i.icc_profile.lower())
+            and i.orientation == 1)
 
-    The first view of a large PNG is its one full decode (the pyramid, whose
-    level under the preview size is the preview); started on the arriving
-    bytes, it ends soon after the last one instead of a decode's time later.
-    ``read(n)`` hands on the download's bytes in order as they come
-    (``b""`` at the end or when the download was lost), ``final()`` waits for
-    the checked file (``None`` when the download failed).  Only an image whose
-    header (its first bytes) says it gets a pyramid and whose preview needs the
-    whole decode (not a JPEG, whose preview is drafted) is decoded; the
-    pyramid is used only once the download became the checked file, and a
-    :meth:`SourceImage.pyramid` asked for meanwhile waits for it
-    (:func:`topaz_nb.imaging.pyramid.streamed`).  ``done()`` is called when
-    no more is read.
+
+def decode_while_arriving(read: Callable[[int], bytes], *, size: int, pyramid_path: Path,
+                          final: Callable[[], Path | None], done: Callable[[], None],
+                          label: str = "image") -> Future[Any]:
+    """Start decoding a download while its bytes arrive; hand the future to
+    :func:`load_image` (``arrived=``) once the download is over.
+
+    ``read(n)`` hands on the download's bytes in order as they come (``b""``
+    at the end or when the download was lost), ``final()`` waits for the
+    checked file (``None`` when the download failed).  From its first bytes,
+    an image whose first view needs a full decode (not a JPEG, whose preview
+    is drafted) is decoded: a large one into its tile pyramid at
+    ``pyramid_path`` (see :func:`topaz_nb.imaging.pyramid.eligible`), a
+    smaller 8-bit PNG with nothing Pillow would treat differently (no
+    transparency colour, no profile but sRGB) into memory.  What was made is
+    used only if the download became the checked file; otherwise the image
+    is decoded from that file as before.  ``done()`` is called when no more is
+    read.
     """
-    def accept(head: bytes) -> bool:
+    def choose(head: bytes) -> _arriving.Kind | None:
         try:
             info = load_image(head, label=label).info
         except ImageError:
-            return False  # a header past the first bytes, or no image: the file decides later
-        return info.format != "JPEG" and _gets_pyramid(info)
+            return None  # a header past the first bytes, or no image: the file decides later
+        if info.format == "JPEG":
+            return None
+        if _gets_pyramid(info):
+            return "pyramid"
+        if (info.format == "PNG" and info.width * info.height < _pyramid.MIN_PIXELS
+                and _display_as_is(info)
+                and not (info.has_alpha and info.mode in ("L", "RGB"))):  # a tRNS colour
+            return "memory"
+        return None
 
-    if not _pyramid.available():
-        done()
-        return
-    _pyramid.start_streamed(read, pyramid_path, file_size=size, final=final, accept=accept,
-                            done=done, label=label)
+    return _arriving.start(read, size=size, choose=choose, pyramid_path=pyramid_path,
+                           final=final, done=done, label=label)
 
 
 def encode(img: Image.Image, *, format: str = "webp", quality: int = 85,
