@@ -349,6 +349,30 @@ def _fmt(seconds: float, ideal: float) -> str:
     return f"{seconds:.2f} s ({seconds / ideal:.1f}×)"
 
 
+def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """The shaped link's targets with their figures (ratios in this run) and pass/fail."""
+    found: list[dict[str, Any]] = []
+
+    def add(what: str, value: float, limit: float) -> None:
+        found.append({"target": what, "value": round(value, 3), "limit": limit,
+                      "pass": value <= limit})
+
+    ours = "topaz-nb cold"
+    for name, rows in out["workloads"].items():
+        if ours in rows and f"{RANGES} ranges" in rows:
+            add(f"{name}: cold first view / '{RANGES} ranges, then decode'",
+                _median(rows[ours]) / _median(rows[f"{RANGES} ranges"]), 1.0)
+        if name == "XL" and ours in rows:
+            add("XL: cold first view / link ideal", _median(rows[ours]) / rows["ideal_s"], 1.6)
+    g = out["gallery"]
+    if ours in g.get("runs", {}):
+        add(f"gallery of {GALLERY_N}: first card / one process's link ideal",
+            _median(g["runs"][ours], "first_card_s") / g["first_ideal_s"], 3.0)
+        add(f"gallery of {GALLERY_N}: all cards / the batch's link ideal",
+            _median(g["runs"][ours], "all_cards_s") / g["all_ideal_s"], 1.2)
+    return found
+
+
 def table(out: dict[str, Any]) -> str:
     """The Markdown tables of ``bench/README.md``: medians, and ratios to the link ideal."""
     lines = []
@@ -382,6 +406,9 @@ def table(out: dict[str, Any]) -> str:
     loads += [r["load1"] for runs in [*g["runs"].values(), g["decode_pair"]] for r in runs]
     lines += ["", (f"Load average (1 min) at the starts: {min(loads):.2f}–{max(loads):.2f} "
                    f"on {os.cpu_count()} CPUs.")]
+    lines += ["", "| target | now | limit | |", "| --- | --- | --- | --- |"]
+    lines += [f"| {t['target']} | {t['value']:.2f}× | {t['limit']}× | "
+              f"{'met' if t['pass'] else 'not met'} |" for t in targets(out)]
     return "\n".join(lines)
 
 
@@ -401,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                wall_seconds=time.perf_counter() - started)
     text = table(out)
     out["table"] = text
+    out["targets"] = targets(out)
     print(text)
     args.output.write_text(json.dumps(out, indent=1) + "\n")
     return 0
