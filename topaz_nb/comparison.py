@@ -141,10 +141,15 @@ class Comparison:
                 from .imaging.source import decode_while_arriving
 
                 reader = arrival.reader(stop)
+
+                def final() -> Path | None:
+                    # The checked file, if every byte the decode read is of it.
+                    path = arrival.final(stop)
+                    return path if path is not None and reader.intact else None
+
                 arrived.append(decode_while_arriving(
                     reader.read, size=arrival.size, pyramid_path=arrival.derived("pyramid.tif"),
-                    final=lambda: arrival.final(stop), done=reader.close,
-                    label=f"{side} of {pid}"))
+                    final=final, done=reader.close, label=f"{side} of {pid}"))
 
             def get() -> None:
                 arrived.clear()

@@ -239,3 +239,18 @@ def test_a_failed_download_is_lost_to_the_reader(
     assert big_png.startswith(data) and len(data) < len(big_png)
     waiters[0].join(30)
     assert finals == [None]
+
+
+def test_a_reader_whose_download_restarted_after_its_last_read_is_not_intact(
+        tmp_path: Path) -> None:
+    arrival = _arrival(tmp_path, b"e" * 10)
+    arrival.grow(10)
+    with arrival.reader() as reader:
+        assert reader.read(10) == b"e" * 10 and reader.intact
+        # The download then restarted (another ETag) and ended well: what was
+        # read is of the abandoned attempt, so it is not the file.
+        arrival.restart()
+        arrival.grow(10)
+        arrival.finish(tmp_path / "x.png")
+        assert arrival.final() == tmp_path / "x.png"
+        assert not reader.intact

@@ -161,8 +161,19 @@ class Reader:
         if not data:  # the file is shorter than published: never guess
             self.lost = "the download's file is shorter than it said"
             return b""
+        if not self.intact:  # restarted while reading: these bytes may be the new ones
+            self.lost = "the download restarted"
+            return b""
         self.position += len(data)
         return data
+
+    @property
+    def intact(self) -> bool:
+        """Whether everything read so far is still this download's: no restart
+        or failure since this reader began.  Asked once the download is over
+        (:meth:`Arrival.final`), it says whether what was read is the file."""
+        with self._arrival._cond:
+            return self.lost is None and self._generation == self._arrival._generation
 
     def close(self) -> None:
         if self._fd is not None:

@@ -483,9 +483,9 @@ class Downloader:
                         if restart is not None:
                             _log.info("storage answered the resume of %s %s; restarting from "
                                       "zero", what, restart)
-                            done = _restart(out, digests, on_progress, total)
                             if arrival is not None:
-                                arrival.restart()
+                                arrival.restart()  # before the bytes change under its readers
+                            done = _restart(out, digests, on_progress, total)
                             if response.status_code != 200:
                                 # This body continues something else: ask again, whole.
                                 interruptions += 1
