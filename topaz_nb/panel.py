@@ -128,6 +128,10 @@ class TopazPanel(w.VBox):
         self._save_button = w.Button(description="Save images", icon="save", disabled=True,
                                      layout=w.Layout(width="auto", min_width="10em"),
                                      tooltip="Copy both original files into this directory")
+        # What Save images did, said beside the button (the status line is far above
+        # it once a comparison is shown).
+        self._save_note = w.HTML(layout=w.Layout(margin="0 0 0 8px", min_width="0",
+                                                 flex="1 1 20em"))
         self._progress = Progress(None)
 
         self._id_field.observe(self._on_id_change, names="value")
@@ -138,7 +142,7 @@ class TopazPanel(w.VBox):
         self._account_button.on_click(lambda _b: self._run_guarded(self.list_recent))
         self._account_list.observe(self._on_account_choice, names="value")
         self._demo_button.on_click(lambda _b: self._run_guarded(self.use_demo))
-        self._save_button.on_click(lambda _b: self._run_guarded(self.save))
+        self._save_button.on_click(lambda _b: self._run_guarded(self.save, self._say_saved))
 
         super().__init__(children=[
             w.HBox([self._id_field, self._fetch_button, self._cancel_button, self._wait_box,
@@ -154,7 +158,7 @@ class TopazPanel(w.VBox):
             w.HBox([self._bars["input"], self._bar_notes["input"]]),
             w.HBox([self._bars["output"], self._bar_notes["output"]]),
             self._result,
-            w.HBox([self._save_dir, self._save_button],
+            w.HBox([self._save_dir, self._save_button, self._save_note],
                    layout=w.Layout(align_items="center", flex_flow="row wrap")),
         ])
         self._offer_demo_if_no_key()
@@ -228,11 +232,12 @@ class TopazPanel(w.VBox):
     def save(self, directory: str | None = None) -> dict[Side, Any]:
         """Copy the last fetch's files into ``directory`` (default: the Save-to field).
 
-        When one side cannot be written, the other is saved all the same: the
-        status line lists what was saved and what was not, and
-        :class:`~topaz_nb.errors.NotSaved` is raised (the button shows only
-        the status line).
+        What was saved is said beside the Save images button and in the
+        status line.  When one side cannot be written, the other is saved all
+        the same: both say what was saved and what was not, and
+        :class:`~topaz_nb.errors.NotSaved` is raised (the button only shows it).
         """
+        self._save_note.value = ""
         if self._comparison is None:
             raise TopazError("Nothing to save yet: fetch a process first.")
         target = (directory if directory is not None else self._save_dir.value).strip()
@@ -244,13 +249,13 @@ class TopazPanel(w.VBox):
             if directory is not None:
                 self._save_dir.value = target
             listing = ", ".join(f"{side} → {path}" for side, path in exc.saved.items())
-            self._set_status(" ".join(([f"Saved {listing}."] if listing else [])
-                                      + [say(exc, "panel")]), error=True)
+            self._say_saved(" ".join(([f"Saved {listing}."] if listing else [])
+                                     + [say(exc, "panel")]), error=True)
             raise
         if directory is not None:
             self._save_dir.value = target
         listing = ", ".join(f"{side} → {path}" for side, path in saved.items())
-        self._set_status(f"Saved {listing}." if saved else "There were no files to save.")
+        self._say_saved(f"Saved {listing}." if saved else "There were no files to save.")
         return saved
 
     def use_demo(self) -> list[str]:
@@ -296,6 +301,7 @@ class TopazPanel(w.VBox):
         self._cancel = threading.Event()
         self._fetch_button.disabled = True
         self._save_button.disabled = True
+        self._save_note.value = ""  # it spoke of the files of the previous fetch
         self._cancel_button.layout.display = None
         self._thread = threading.Thread(target=self._work, args=(pid,),
                                         name=f"topaz-panel-{pid[:8]}", daemon=True)
@@ -420,13 +426,15 @@ class TopazPanel(w.VBox):
         if not self._quiet and change["new"]:
             self.fetch(change["new"], wait=False)
 
-    def _run_guarded(self, action: Any) -> None:
+    def _run_guarded(self, action: Any, tell: Any = None) -> None:
+        """Run a button's action; a one-line error goes to the status line (and to
+        ``tell(text, error=True)``, the button's own note, when given)."""
         try:
             action()
         except NotSaved:
-            pass  # save() has put what was saved and what was not in the status line
+            pass  # save() has said what was saved and what was not
         except TopazError as exc:
-            self._set_status(say(exc, "panel"), error=True)
+            (tell or self._set_status)(say(exc, "panel"), error=True)
 
     # -- small parts --------------------------------------------------------------
     def _remember(self, pid: str) -> None:
@@ -450,10 +458,19 @@ class TopazPanel(w.VBox):
             pass
 
     def _set_status(self, text: str, *, error: bool = False) -> None:
-        line = " ".join(scrub_urls(text).split())
-        shown = html.escape(line)
-        self._status.value = (f'<span style="color: var(--jp-error-color1, #c62828)">{shown}</span>'
-                              if error else shown)
+        self._status.value = _line_html(text, error)
+
+    def _say_saved(self, text: str, *, error: bool = False) -> None:
+        """What Save images did: beside the button, and in the status line."""
+        self._save_note.value = _line_html(text, error)
+        self._set_status(text, error=error)
+
+
+def _line_html(text: str, error: bool) -> str:
+    """One line of escaped text (URLs shortened), red for an error."""
+    shown = html.escape(" ".join(scrub_urls(text).split()))
+    return (f'<span style="color: var(--jp-error-color1, #c62828)">{shown}</span>'
+            if error else shown)
 
 
 def _label(pid: str, comparison: Comparison) -> str:
