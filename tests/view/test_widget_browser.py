@@ -739,3 +739,17 @@ def test_geometry_visible_tiles_nearest_the_middle_first(blank: Any) -> None:
 def test_geometry_tile_level_is_a_power_of_two_up_to_native(blank: Any) -> None:
     levels = blank.evaluate("() => [0.1, 0.25, 0.3, 0.5, 0.9, 1, 3, 64].map(tileLevel)")
     assert levels == [0.125, 0.25, 0.5, 0.5, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize(("current", "expected"), [
+    (0.25, 1.0),   # a large image fitted small: up to 100 %
+    (1.0, 1.0),    # already at 100 %
+    (1.3, 1.3),    # a small image fitted at 130 %: stays at 130 %, never zooms out
+    (5.0, 5.0),
+    (1e6, MAX_ZOOM),
+])
+def test_geometry_a_region_click_never_zooms_out(blank: Any, current: float,
+                                                 expected: float) -> None:
+    view = blank.evaluate(f"(z) => regionView([40, 10, 20, 30], z, {MAX_ZOOM})", current)
+    assert view["zoom"] == pytest.approx(expected)
+    assert view["center"] == [50, 25]
