@@ -555,6 +555,61 @@ def test_narrow_page_keeps_the_widget_inside(lab: Any) -> None:
         lab.set_viewport_size({"width": 1280, "height": 900})
 
 
+TOOLBAR = """(root) => {
+    const view = document.querySelector(root);
+    const bar = view.querySelector('.tnb-bar');
+    const shown = [...bar.querySelectorAll('button, select, input')].filter((e) =>
+        e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden');
+    const boxes = shown.map((e) => e.getBoundingClientRect());
+    return {
+        oneRow: Math.max(...boxes.map((r) => r.top)) < Math.min(...boxes.map((r) => r.bottom)),
+        inside: boxes.every((r) => r.left >= bar.getBoundingClientRect().left - 1
+                                   && r.right <= bar.getBoundingClientRect().right + 1),
+        shown: shown.map((e) => e.dataset.mode || e.className),
+        fold: view.dataset.fold,
+        canvasTop: view.querySelector('canvas').getBoundingClientRect().top
+                   - view.getBoundingClientRect().top,
+        barHeight: bar.getBoundingClientRect().height,
+    };
+}"""
+
+
+@pytest.mark.parametrize("width", [600, 768, 968, 1280])
+def test_the_toolbar_is_one_row_in_every_mode_and_never_moves_the_canvas(
+        lab: Any, width: int) -> None:
+    hide_left_area(lab)
+    lab.set_viewport_size({"width": width, "height": 900})
+    try:
+        _reset(lab)
+        lab.wait_for_timeout(300)  # one layout pass (and the toolbar's fold) after the resize
+        first = lab.evaluate(TOOLBAR, ROOT)
+        seen = []
+        for mode in ("swipe", "side-by-side", "blend", "difference", "toggle", "fidelity",
+                     "swipe"):
+            button = lab.locator(f"{ROOT} button[data-mode='{mode}']")
+            if button.is_visible():
+                button.click()
+            else:
+                lab.locator(f"{ROOT} select.tnb-mode-select").select_option(mode)
+            lab.wait_for_function(
+                "([root, mode]) => document.querySelector(root).dataset.mode === mode",
+                arg=[ROOT, mode])
+            seen.append((mode, lab.evaluate(TOOLBAR, ROOT)))
+        screenshot(lab.locator(ROOT).first, f"widget-toolbar-{width}.png")
+        for mode, layout in seen:
+            assert layout["oneRow"] and layout["inside"], (width, mode, layout)
+            assert layout["canvasTop"] == first["canvasTop"], (width, mode, layout, first)
+            assert layout["barHeight"] == first["barHeight"], (width, mode, layout, first)
+            assert layout["fold"] == first["fold"], (width, mode, layout, first)
+        # Folded or not, every mode can be reached from the toolbar.
+        if width >= 1280:
+            assert first["fold"] == "0" and "fidelity" in first["shown"], first
+        else:
+            assert first["shown"].count("tnb-mode-select") == 1 or "fidelity" in first["shown"]
+    finally:
+        lab.set_viewport_size({"width": 1280, "height": 900})
+
+
 def _near_source(img: Image.Image, sx: float, sy: float, seen: tuple[int, ...],
                  tol: int = 6) -> bool:
     """Whether ``seen`` is, within ``tol``, one of the pixels of ``img`` around ``(sx, sy)``.
