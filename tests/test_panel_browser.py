@@ -98,6 +98,8 @@ PANEL_CELLS = [
     # Two fetches: the History list then holds both, the last one (a longer file
     # name, "coffee-cup.jpg", that the list used to cut) chosen.
     f"panel.fetch(ids[0])\npanel.fetch({DEMO_JOBS[9].process_id!r})\nprint('fetched')",
+    # A failed process: its input alone, under the line saying why.
+    f"%topaz {DEMO_JOBS[4].process_id}",
 ]
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden) .topaz-panel"
 
@@ -230,4 +232,28 @@ def test_panel_rows_and_toolbar_never_wrap_or_move_in_jupyterlab(tmp_path, monke
             # The whole History entry shows from 600 px up, not only in its tooltip.
             assert history["whole"], (width, history)
         print(report)
+
+        # A failed process shows its input alone: at its natural size (150×100),
+        # never stretched to the width of the line above it (the magic's) or of the cell.
+        failed = DEMO_JOBS[4]
+        assert failed.status == "Failed"
+        field.fill(failed.process_id)
+        field.press("Enter")
+        cells = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell"
+        for where in (f"{PANEL} img", f"{cells}:nth-child(4) .jp-OutputArea img"):
+            image = page.locator(where).first
+            image.wait_for(timeout=60_000)
+            page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
+                                   arg=image.element_handle())
+            size = page.evaluate("""(img) => {
+                const r = img.getBoundingClientRect();
+                const area = img.closest('.jp-OutputArea-output').getBoundingClientRect();
+                return {w: r.width, h: r.height, nw: img.naturalWidth, nh: img.naturalHeight,
+                        cell: area.width};
+            }""", image.element_handle())
+            assert (size["nw"], size["nh"]) == (150, 100), (where, size)
+            assert (size["w"], size["h"]) == (150, 100), (where, size)
+            assert size["cell"] > 1000, (where, size)
+        assert "failed" in page.locator(cells).nth(3).locator(".jp-OutputArea").inner_text()
+        screenshot(page.locator(cells).nth(3), "failed-process-input.png")
         assert own_errors(errors) == []
