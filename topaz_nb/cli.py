@@ -271,7 +271,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         comparison = _fetch(args, session, mode=args.mode)
         try:
             page.parent.mkdir(parents=True, exist_ok=True)
-            comparison.view.save_html(page)
+            comparison.view.save_html(page, heading=comparison.process_id,
+                                      rows=comparison.rows())
         except OSError as exc:
             raise _Failure(f"could not write {str(page)!r}: "
                            f"{exc.strerror or type(exc).__name__}") from None
