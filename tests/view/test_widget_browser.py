@@ -606,6 +606,15 @@ def test_the_toolbar_is_one_row_in_every_mode_and_never_moves_the_canvas(
             assert first["fold"] == "0" and "fidelity" in first["shown"], first
         else:
             assert first["shown"].count("tnb-mode-select") == 1 or "fidelity" in first["shown"]
+        if "tnb-mode-select" in first["shown"]:
+            # The drop-down keeps its arrow keys: they pick the next mode, the divider stays.
+            lab.locator(f"{ROOT} select.tnb-mode-select").focus()
+            lab.keyboard.press("ArrowDown")
+            lab.wait_for_function(
+                "(root) => document.querySelector(root).dataset.mode === 'side-by-side'",
+                arg=ROOT)
+            assert _kernel_value(lab, "(view.mode, view.position)", "('side-by-side', 0.5)") \
+                == "('side-by-side', 0.5)"
     finally:
         lab.set_viewport_size({"width": 1280, "height": 900})
 
