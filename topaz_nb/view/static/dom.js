@@ -132,9 +132,9 @@ function buildDom(host, modes) {
 // folds, one step at a time, until nothing overflows (the slider's room is
 // kept in every mode, so switching modes never moves anything):
 //   1: the slider's name goes (the slider keeps its label) and it narrows;
-//   2: the mode buttons become one drop-down;
-//   3: the input filter button drops "Input: ";
-//   4: tighter gaps, a shorter slider and drop-down;
+//   2: the input filter button drops "Input: ";
+//   3: tighter gaps, a shorter slider;
+//   4: the mode buttons become one drop-down;
 //   5: no slider (the divider, a drag and the arrow keys do its work).
 const TOOLBAR_STEPS = 5;
 
