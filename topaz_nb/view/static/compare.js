@@ -481,8 +481,14 @@ function render({ model, el: host }) {
   const observer = new ResizeObserver(resize);
   observer.observe(dom.stage);
   cleanups.push(() => observer.disconnect());
-  // The toolbar folds to its width (changing what is in it never changes its width).
-  const barObserver = new ResizeObserver(() => fitToolbar(dom));
+  // The toolbar folds to its width (folding never changes its width; a change of
+  // its height alone is no reason to fold again).
+  let barWidth = -1;
+  const barObserver = new ResizeObserver(() => {
+    if (dom.bar.clientWidth === barWidth) return;
+    barWidth = dom.bar.clientWidth;
+    fitToolbar(dom);
+  });
   barObserver.observe(dom.bar);
   cleanups.push(() => barObserver.disconnect());
 
