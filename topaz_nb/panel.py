@@ -249,7 +249,8 @@ class TopazPanel(w.VBox):
         What was saved is said beside the Save images button and in the
         status line.  When one side cannot be written, the other is saved all
         the same: both say what was saved and what was not, and
-        :class:`~topaz_nb.errors.NotSaved` is raised (the button only shows it).
+        :class:`~topaz_nb.errors.NotSaved` is raised (a click on the button
+        shows the message and raises nothing).
         """
         self._save_note.value = ""
         if self._comparison is None:
