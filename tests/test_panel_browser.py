@@ -1,8 +1,11 @@
-"""TopazPanel as a Voila dashboard, driven in a real Chromium.
+"""TopazPanel as a Voila dashboard and in JupyterLab, driven in a real Chromium.
 
-The panel notebook runs without an API key (it starts its own sandbox).  The
-test types into the panel like a user: a bad ID keeps Fetch disabled, a demo
-ID and Enter fetch and draw the comparison.
+The panel notebooks run without an API key (they start their own sandbox).  The
+Voila test types into the panel like a user: a bad ID keeps Fetch disabled, a
+demo ID and Enter fetch and draw the comparison.  The JupyterLab test sets
+widths from 600 to 1280 px and checks that typing, fetching and changing modes
+never wrap a row or move the comparison, that the History list shows its whole
+entry, and that a failed process's small input keeps its natural size.
 """
 
 from __future__ import annotations
