@@ -347,6 +347,17 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "fetch" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", ["links", "fetch", "compare"])
+def test_the_positional_id_has_help_text(command: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([command, "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    # argparse lists the positional with its help on the line after "positional arguments".
+    section = out.split("positional arguments:", 1)[1]
+    assert section.lstrip().startswith("ID the process ID (a UUID) the API returned"), out
+    assert "'first' means the sandbox's first demo process" in section
+
+
 def test_api_url_option_wins_over_the_environment(
         keyed: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("TOPAZ_API_URL", "http://127.0.0.1:9/image/v1")

@@ -3,11 +3,16 @@
 Opens and saves the notebook first (which must leave its file unchanged),
 then runs every cell with no API key (the notebook starts its own sandbox),
 checks that the first comparison drew both images, and saves the README
-screenshot to ``test-artifacts/readme-screenshot.png``.
+screenshot to ``test-artifacts/readme-screenshot.png``.  With
+``TOPAZ_NB_DOCS_SCREENSHOT=1`` in the environment it also replaces
+``docs/screenshot.png`` (the README's picture) with it, so that picture is
+always one of these runs of the current widget on the sandbox's first demo
+process.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -40,7 +45,7 @@ def test_quickstart_runs_in_jupyterlab_and_draws_the_comparison(tmp_path, monkey
     settings = {"@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"},
                 "@jupyterlab/apputils-extension:notification": {"fetchNews": "false"}}
     with jupyter_server(root, lab_settings=settings) as server, \
-            launch_browser((1400, 1000)) as page:
+            launch_browser((1800, 1000)) as page:
         open_notebook(page, server, name)
         # Saving with a live kernel writes its language_info: the committed file has it already.
         page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
@@ -77,8 +82,18 @@ def test_quickstart_runs_in_jupyterlab_and_draws_the_comparison(tmp_path, monkey
             assert samples[side][3] == 255, f"{side} half is not drawn: {samples}"
             assert samples[side] != samples["bg"], f"{side} half shows the background: {samples}"
 
+        # Wide enough for the whole toolbar beside the table: every mode's button shows.
+        modes = page.evaluate(
+            """(canvas) => [...canvas.closest('.tnb-compare').querySelectorAll('button[data-mode]')]
+                .filter((b) => b.getClientRects().length).map((b) => b.dataset.mode)""",
+            first.element_handle())
+        assert modes == ["swipe", "side-by-side", "blend", "difference", "toggle", "grid",
+                         "fidelity"]
         shot = first.locator("xpath=ancestor::div[contains(@class, 'jp-OutputArea-child')][1]")
+        page.mouse.move(0, 0)  # no hover on a button in the picture
         path = screenshot(shot, "readme-screenshot.png")
         assert path.stat().st_size > 10_000
+        if os.environ.get("TOPAZ_NB_DOCS_SCREENSHOT") == "1":
+            shutil.copyfile(path, REPO / "docs" / "screenshot.png")
         screenshot(page, "quickstart-page.png")
     assert Path(path).is_file()

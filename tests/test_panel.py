@@ -115,9 +115,17 @@ def test_fetch_shows_comparison_progress_recent_and_saves(
             assert image.size == (comparison.source(side).info.width,  # type: ignore[union-attr]
                                   comparison.source(side).info.height)  # type: ignore[union-attr]
     assert str(saved["output"]) in panel._status.value.replace("&#x27;", "'")
+    # Said beside the button too, in the same row (the status line is far above it).
+    note = panel._save_note.value.replace("&#x27;", "'")
+    assert note.startswith("Saved input → ") and str(saved["output"]) in note
+    save_row = panel.children[-1]
+    assert isinstance(save_row, w.HBox)
+    assert list(save_row.children) == [panel._save_dir, panel._save_button, panel._save_note]
 
-    # A second fetch of the same process comes from the cache and says so.
+    # A second fetch of the same process comes from the cache and says so;
+    # the note about the earlier files is gone.
     panel.fetch(pid)
+    assert panel._save_note.value == ""
     assert _bar(panel, "output").value == 100
     assert "from cache" in panel._bar_notes["output"].value
 
@@ -324,6 +332,7 @@ def test_save_button_saves_one_side_and_says_in_one_line_why_not_the_other(
         f">Saved output → {saved}. Could not save the input as {str(blocked)!r} (a directory is "
         "in the way): move it aside or type another directory in Save to, then press Save "
         "images again.</span>")
+    assert panel._save_note.value == panel._status.value  # and beside the button
 
 
 def test_no_secret_in_any_widget_state(panel: TopazPanel, session: Session,
@@ -392,6 +401,7 @@ def test_save_before_fetch_and_unwritable_dir_are_one_line(
     panel._save_button.disabled = False
     panel._save_button.click()
     assert "fetch a process first" in panel._status.value
+    assert "fetch a process first" in panel._save_note.value and "error-color" in panel._save_note.value
     sb = session.sandbox
     assert sb is not None
     panel.fetch(sb.demo_ids[0])
@@ -400,6 +410,7 @@ def test_save_before_fetch_and_unwritable_dir_are_one_line(
     panel._save_dir.value = str(blocker / "sub")
     panel._save_button.click()
     assert "Could not save" in panel._status.value
+    assert "Could not save" in panel._save_note.value
 
 
 def test_no_deprecation_warning_when_built(session: Session) -> None:

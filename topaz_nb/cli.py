@@ -78,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- parser ------------------------------------------------------------------
 
+_ID_HELP = ("the process ID (a UUID) the API returned for the job; with --demo, "
+            f"{_FIRST!r} means the sandbox's first demo process")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=_PROG,
@@ -126,13 +130,13 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(command="demo", run=_cmd_demo)
 
     p = sub.add_parser("links", help="show the presigned links of a process and when they expire")
-    p.add_argument("process_id", metavar="ID")
+    p.add_argument("process_id", metavar="ID", help=_ID_HELP)
     p.add_argument("--show-urls", action="store_true",
                    help="print the full URLs, signature included (they grant access for an hour)")
     p.set_defaults(command="links", run=_cmd_links)
 
     p = sub.add_parser("fetch", help="download a process's input and output into a directory")
-    p.add_argument("process_id", metavar="ID")
+    p.add_argument("process_id", metavar="ID", help=_ID_HELP)
     p.add_argument("-o", "--output", metavar="DIR", type=Path, required=True,
                    help="directory for <ID>-input.<ext> and <ID>-output.<ext>")
     p.add_argument("--no-cache", action="store_true", help="download again even when cached")
@@ -140,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(command="fetch", run=_cmd_fetch)
 
     p = sub.add_parser("compare", help="write a self-contained HTML page comparing both sides")
-    p.add_argument("process_id", metavar="ID")
+    p.add_argument("process_id", metavar="ID", help=_ID_HELP)
     p.add_argument("-o", "--output", metavar="PAGE", type=Path, required=True,
                    help="HTML file to write")
     p.add_argument("--mode", default=None, type=_mode, choices=MODES,
@@ -267,7 +271,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         comparison = _fetch(args, session, mode=args.mode)
         try:
             page.parent.mkdir(parents=True, exist_ok=True)
-            comparison.view.save_html(page)
+            comparison.view.save_html(page, heading=comparison.process_id,
+                                      rows=comparison.rows())
         except OSError as exc:
             raise _Failure(f"could not write {str(page)!r}: "
                            f"{exc.strerror or type(exc).__name__}") from None

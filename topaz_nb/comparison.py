@@ -602,8 +602,11 @@ def _image_widget(image: SourceImage | None, size: int) -> Any:
 
     if image is None:
         return w.HTML("<i>no input image</i>")
+    # At most its natural size: a column box would stretch it to the cell's width
+    # (a 150×100 input blown up to 1000 px), so it keeps to its own width.
     return w.Image(value=image.preview_bytes(size, format="webp"), format="webp",
-                   layout=w.Layout(max_width="100%"))
+                   layout=w.Layout(max_width="100%", width="auto", height="auto",
+                                   align_self="flex-start", object_fit="contain"))
 
 
 def fidelity_rows(result: Fidelity) -> list[tuple[str, str, str]]:

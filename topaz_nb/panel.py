@@ -85,24 +85,34 @@ class TopazPanel(w.VBox):
         self._recent_ids: list[str] = []
         self._labels: dict[str, str] = {}
 
-        # Wide enough for a whole UUID and the placeholder, never wider than the page.
+        # Wide enough for a whole UUID and the placeholder, never wider than the page:
+        # it gives way before the row would wrap.
         self._id_field = w.Text(
             placeholder="process ID (a UUID)", description="Process ID", continuous_update=True,
-            layout=w.Layout(width="34em", max_width="100%"),
+            layout=w.Layout(width="34em", max_width="100%", flex="0 1 auto", min_width="0"),
             style={"description_width": "initial"})
-        self._id_hint = w.HTML(layout=w.Layout(margin="0 0 0 8px"))
+        # The hint has a row of its own, beside the checkbox, one line that ends in an
+        # ellipsis (the whole text in its tooltip): typing never moves anything.
+        self._id_hint = w.HTML(layout=w.Layout(margin="0 0 0 8px", flex="1 1 0",
+                                               min_width="0", overflow="hidden"))
+        # Fetch and Cancel take turns in one place, so a fetch moves nothing either.
         self._fetch_button = w.Button(description="Fetch", icon="download",
                                       button_style="primary", disabled=True,
-                                      layout=w.Layout(width="auto", min_width="7em"),
+                                      layout=w.Layout(width="auto", min_width="7em", flex="0 0 auto"),
                                       tooltip="Download the input and output (Enter in the field)")
         self._cancel_button = w.Button(description="Cancel", icon="stop",
                                        tooltip="Stop the fetch; fetching again resumes it",
                                        layout=w.Layout(display="none", width="auto",
-                                                       min_width="7em"))
+                                                       min_width="7em", flex="0 0 auto"))
         self._wait_box = w.Checkbox(value=False, description="wait until ready", indent=False,
-                                    layout=w.Layout(width="auto"))
-        self._recent = w.Dropdown(options=[], value=None, description="History",
-                                  layout=w.Layout(width="34em", max_width="100%"))
+                                    layout=w.Layout(width="auto", flex="0 0 auto"))
+        # Wide enough for a file name and a whole process ID; the name comes first,
+        # so a narrow page cuts the ID, never the name, and the list's tooltip holds the
+        # whole entry (ipywidgets puts a tooltip on the list itself only when it has no
+        # description, so its name is a label of its own).
+        self._recent = w.Dropdown(options=[], value=None,
+                                  layout=w.Layout(width="40em", max_width="100%",
+                                                  flex="0 1 auto", min_width="0"))
         self._demo_button = w.Button(description="Use demo sandbox", icon="flask",
                                      tooltip="Run a local Topaz-compatible server with demo "
                                              "processes; no API key needed",
@@ -128,6 +138,10 @@ class TopazPanel(w.VBox):
         self._save_button = w.Button(description="Save images", icon="save", disabled=True,
                                      layout=w.Layout(width="auto", min_width="10em"),
                                      tooltip="Copy both original files into this directory")
+        # What Save images did, said beside the button (the status line is far above
+        # it once a comparison is shown).
+        self._save_note = w.HTML(layout=w.Layout(margin="0 0 0 8px", min_width="0",
+                                                 flex="1 1 20em"))
         self._progress = Progress(None)
 
         self._id_field.observe(self._on_id_change, names="value")
@@ -138,14 +152,17 @@ class TopazPanel(w.VBox):
         self._account_button.on_click(lambda _b: self._run_guarded(self.list_recent))
         self._account_list.observe(self._on_account_choice, names="value")
         self._demo_button.on_click(lambda _b: self._run_guarded(self.use_demo))
-        self._save_button.on_click(lambda _b: self._run_guarded(self.save))
+        self._save_button.on_click(lambda _b: self._run_guarded(self.save, self._say_saved))
 
         super().__init__(children=[
-            w.HBox([self._id_field, self._fetch_button, self._cancel_button, self._wait_box,
-                    self._id_hint],
-                   layout=w.Layout(align_items="center", flex_flow="row wrap")),
-            w.HBox([self._recent, self._demo_button],
-                   layout=w.Layout(align_items="center", flex_flow="row wrap")),
+            w.HBox([self._id_field, self._fetch_button, self._cancel_button],
+                   layout=w.Layout(align_items="center", flex_flow="row nowrap")),
+            w.HBox([self._wait_box, self._id_hint],
+                   layout=w.Layout(align_items="center", flex_flow="row nowrap")),
+            w.HBox([w.Label("History", layout=w.Layout(width="auto", margin="0 8px 0 0",
+                                                       flex="0 0 auto")),
+                    self._recent, self._demo_button],
+                   layout=w.Layout(align_items="center", flex_flow="row nowrap")),
             w.HBox([w.Label("Recent", layout=w.Layout(width="auto", margin="0 8px 0 0")),
                     self._account_button, self._account_note],
                    layout=w.Layout(align_items="center", flex_flow="row wrap")),
@@ -154,9 +171,10 @@ class TopazPanel(w.VBox):
             w.HBox([self._bars["input"], self._bar_notes["input"]]),
             w.HBox([self._bars["output"], self._bar_notes["output"]]),
             self._result,
-            w.HBox([self._save_dir, self._save_button],
+            w.HBox([self._save_dir, self._save_button, self._save_note],
                    layout=w.Layout(align_items="center", flex_flow="row wrap")),
         ])
+        self.add_class("topaz-panel")
         self._offer_demo_if_no_key()
         self._set_status(f"Requests go to {self._session.describe()}.")
 
@@ -228,11 +246,13 @@ class TopazPanel(w.VBox):
     def save(self, directory: str | None = None) -> dict[Side, Any]:
         """Copy the last fetch's files into ``directory`` (default: the Save-to field).
 
-        When one side cannot be written, the other is saved all the same: the
-        status line lists what was saved and what was not, and
-        :class:`~topaz_nb.errors.NotSaved` is raised (the button shows only
-        the status line).
+        What was saved is said beside the Save images button and in the
+        status line.  When one side cannot be written, the other is saved all
+        the same: both say what was saved and what was not, and
+        :class:`~topaz_nb.errors.NotSaved` is raised (a click on the button
+        shows the message and raises nothing).
         """
+        self._save_note.value = ""
         if self._comparison is None:
             raise TopazError("Nothing to save yet: fetch a process first.")
         target = (directory if directory is not None else self._save_dir.value).strip()
@@ -244,13 +264,13 @@ class TopazPanel(w.VBox):
             if directory is not None:
                 self._save_dir.value = target
             listing = ", ".join(f"{side} → {path}" for side, path in exc.saved.items())
-            self._set_status(" ".join(([f"Saved {listing}."] if listing else [])
-                                      + [say(exc, "panel")]), error=True)
+            self._say_saved(" ".join(([f"Saved {listing}."] if listing else [])
+                                     + [say(exc, "panel")]), error=True)
             raise
         if directory is not None:
             self._save_dir.value = target
         listing = ", ".join(f"{side} → {path}" for side, path in saved.items())
-        self._set_status(f"Saved {listing}." if saved else "There were no files to save.")
+        self._say_saved(f"Saved {listing}." if saved else "There were no files to save.")
         return saved
 
     def use_demo(self) -> list[str]:
@@ -296,6 +316,8 @@ class TopazPanel(w.VBox):
         self._cancel = threading.Event()
         self._fetch_button.disabled = True
         self._save_button.disabled = True
+        self._save_note.value = ""  # it spoke of the files of the previous fetch
+        self._fetch_button.layout.display = "none"
         self._cancel_button.layout.display = None
         self._thread = threading.Thread(target=self._work, args=(pid,),
                                         name=f"topaz-panel-{pid[:8]}", daemon=True)
@@ -350,6 +372,7 @@ class TopazPanel(w.VBox):
         finally:
             self._busy = False
             self._cancel_button.layout.display = "none"
+            self._fetch_button.layout.display = None
             self._fetch_button.disabled = self.process_id is None
 
     def _wait(self, pid: str, cancel: threading.Event) -> None:
@@ -404,7 +427,7 @@ class TopazPanel(w.VBox):
             hint = "not a UUID yet"
         else:
             hint = "not a UUID: 32 hex digits, as in the process_id the API returned"
-        self._id_hint.value = f"<small>{html.escape(hint)}</small>" if hint else ""
+        self._id_hint.value = _hint_html(hint) if hint else ""
         self._fetch_button.disabled = self._busy or not valid
 
     def _on_id_message(self, _widget: Any, content: dict[str, Any], _buffers: Any) -> None:
@@ -413,6 +436,8 @@ class TopazPanel(w.VBox):
             self.fetch(wait=False)
 
     def _on_recent_change(self, change: dict[str, Any]) -> None:
+        if change["new"]:  # the whole entry, should the list be too narrow for it
+            self._recent.tooltip = self._labels.get(change["new"], change["new"])
         if not self._quiet and change["new"]:
             self._id_field.value = change["new"]
 
@@ -420,13 +445,15 @@ class TopazPanel(w.VBox):
         if not self._quiet and change["new"]:
             self.fetch(change["new"], wait=False)
 
-    def _run_guarded(self, action: Any) -> None:
+    def _run_guarded(self, action: Any, tell: Any = None) -> None:
+        """Run a button's action; a one-line error goes to the status line (and to
+        ``tell(text, error=True)``, the button's own note, when given)."""
         try:
             action()
         except NotSaved:
-            pass  # save() has put what was saved and what was not in the status line
+            pass  # save() has said what was saved and what was not
         except TopazError as exc:
-            self._set_status(say(exc, "panel"), error=True)
+            (tell or self._set_status)(say(exc, "panel"), error=True)
 
     # -- small parts --------------------------------------------------------------
     def _remember(self, pid: str) -> None:
@@ -436,6 +463,7 @@ class TopazPanel(w.VBox):
         try:
             self._recent.options = [(self._labels.get(p, p), p) for p in self._recent_ids]
             self._recent.value = pid
+            self._recent.tooltip = self._labels.get(pid, pid)
         finally:
             self._quiet = False
 
@@ -450,15 +478,33 @@ class TopazPanel(w.VBox):
             pass
 
     def _set_status(self, text: str, *, error: bool = False) -> None:
-        line = " ".join(scrub_urls(text).split())
-        shown = html.escape(line)
-        self._status.value = (f'<span style="color: var(--jp-error-color1, #c62828)">{shown}</span>'
-                              if error else shown)
+        self._status.value = _line_html(text, error)
+
+    def _say_saved(self, text: str, *, error: bool = False) -> None:
+        """What Save images did: beside the button, and in the status line."""
+        self._save_note.value = _line_html(text, error)
+        self._set_status(text, error=error)
+
+
+def _line_html(text: str, error: bool) -> str:
+    """One line of escaped text (URLs shortened), red for an error."""
+    shown = html.escape(" ".join(scrub_urls(text).split()))
+    return (f'<span style="color: var(--jp-error-color1, #c62828)">{shown}</span>'
+            if error else shown)
+
+
+def _hint_html(hint: str) -> str:
+    """A hint on one line: cut with an ellipsis where the row is too short,
+    the whole of it in the tooltip."""
+    text = html.escape(hint)
+    return (f'<small title="{text}" style="display:block;white-space:nowrap;overflow:hidden;'
+            f'text-overflow:ellipsis">{text}</small>')
 
 
 def _label(pid: str, comparison: Comparison) -> str:
+    """A History entry: the file name first (a narrow list cuts the end), then the ID."""
     name = comparison.status.filename if comparison.status is not None else None
-    return f"{pid}  {name}" if name else pid
+    return f"{name}  ·  {pid}" if name else pid
 
 
 _VALID_BADGE = ('<span style="background:var(--jp-success-color1, #2e7d32);color:white;'

@@ -112,3 +112,59 @@ def test_a_shootout_of_hostile_model_names_shows_every_pane(page: Any, tmp_path:
         assert any(all(abs(int(a) - b) <= 12 for a, b in zip(s.split(","), colour))
                    for s in seen), (colour, seen[:20])
     assert page.errors == [] and page.dialogs == []
+
+
+def _stage_bottom(page: Any) -> float:
+    return float(page.evaluate(
+        "() => document.querySelector('.tnb-compare .tnb-stage').getBoundingClientRect().bottom"))
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_a_page_shows_a_hostile_heading_and_table_as_text_and_takes_the_window_height(
+        page: Any, tmp_path: Path, name: str) -> None:
+    view = CompareView(_solid((64, 48), RED), _solid((128, 96), BLUE), labels=["Input", name])
+    rows = [("Model", "", name), (name, f"{name} in", f"{name} out"), ("Dimensions", "64×48", "128×96")]
+    page.goto(view.save_html(tmp_path / "page.html", heading=name, rows=rows).as_uri())
+    page.wait_for_selector(CANVAS)
+    assert page.locator("h1.topaz-page-heading").inner_text() == name
+    cells = page.evaluate("() => Array.from(document.querySelectorAll('table.topaz-meta tr'))"
+                          ".map((tr) => Array.from(tr.children).map((c) => c.textContent))")
+    assert cells == [["", "Input", "Output"], *[list(r) for r in rows]]
+    assert page.title() == f"{name}: Input vs {name}"
+    # The stage fills the window below the heading and the toolbar (16 px body margin),
+    # and follows the window when it is resized; the table comes after it.
+    page.wait_for_function("() => Math.abs(document.querySelector('.tnb-stage')"
+                           ".getBoundingClientRect().bottom - (innerHeight - 16)) <= 1")
+    assert _stage_bottom(page) == pytest.approx(900 - 16, abs=1)
+    table_top = page.locator("table.topaz-meta").bounding_box()["y"]
+    assert table_top > _stage_bottom(page)
+    page.set_viewport_size({"width": 1000, "height": 700})
+    page.wait_for_function("() => Math.abs(document.querySelector('.tnb-stage')"
+                           ".getBoundingClientRect().bottom - (innerHeight - 16)) <= 1")
+    z, x0, y0 = _fitted(page, (128, 96))
+    wait_for_pixel(page, CANVAS, x0 + 20 * z, y0 + 80 * z, RED)
+    wait_for_pixel(page, CANVAS, x0 + 110 * z, y0 + 80 * z, BLUE)
+    assert page.errors == [] and page.dialogs == []
+
+
+def test_the_command_line_page_shows_the_process_id_and_its_metadata(
+        page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from topaz_nb.cli import main
+    from topaz_nb.sandbox._demo import DEMO_JOBS
+
+    for var in ("TOPAZ_API_KEY", "TOPAZ_API_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TOPAZ_NB_CACHE", str(tmp_path / "cache"))
+    target = tmp_path / "page.html"
+    assert main(["--demo", "compare", "first", "-o", str(target)]) == 0
+    page.goto(target.as_uri())
+    page.wait_for_selector(CANVAS)
+    pid = DEMO_JOBS[0].process_id
+    assert page.locator("h1.topaz-page-heading").inner_text() == pid
+    table = page.locator("table.topaz-meta").inner_text()
+    for field in ("Dimensions", "Format", "Model", "Standard V2", "PSNR vs input"):
+        assert field in table, table
+    page.wait_for_function("() => Math.abs(document.querySelector('.tnb-stage')"
+                           ".getBoundingClientRect().bottom - (innerHeight - 16)) <= 1")
+    assert page.locator(".tnb-stage").bounding_box()["height"] > 700  # was 520 in a 900-px window
+    assert page.errors == [] and page.dialogs == []

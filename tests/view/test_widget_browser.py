@@ -555,6 +555,70 @@ def test_narrow_page_keeps_the_widget_inside(lab: Any) -> None:
         lab.set_viewport_size({"width": 1280, "height": 900})
 
 
+TOOLBAR = """(root) => {
+    const view = document.querySelector(root);
+    const bar = view.querySelector('.tnb-bar');
+    const shown = [...bar.querySelectorAll('button, select, input')].filter((e) =>
+        e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden');
+    const boxes = shown.map((e) => e.getBoundingClientRect());
+    return {
+        oneRow: Math.max(...boxes.map((r) => r.top)) < Math.min(...boxes.map((r) => r.bottom)),
+        inside: boxes.every((r) => r.left >= bar.getBoundingClientRect().left - 1
+                                   && r.right <= bar.getBoundingClientRect().right + 1),
+        shown: shown.map((e) => e.dataset.mode || e.className),
+        fold: view.dataset.fold,
+        canvasTop: view.querySelector('canvas').getBoundingClientRect().top
+                   - view.getBoundingClientRect().top,
+        barHeight: bar.getBoundingClientRect().height,
+    };
+}"""
+
+
+@pytest.mark.parametrize("width", [600, 768, 968, 1280])
+def test_the_toolbar_is_one_row_in_every_mode_and_never_moves_the_canvas(
+        lab: Any, width: int) -> None:
+    hide_left_area(lab)
+    lab.set_viewport_size({"width": width, "height": 900})
+    try:
+        _reset(lab)
+        lab.wait_for_timeout(300)  # one layout pass (and the toolbar's fold) after the resize
+        first = lab.evaluate(TOOLBAR, ROOT)
+        seen = []
+        for mode in ("swipe", "side-by-side", "blend", "difference", "toggle", "fidelity",
+                     "swipe"):
+            button = lab.locator(f"{ROOT} button[data-mode='{mode}']")
+            if button.is_visible():
+                button.click()
+            else:
+                lab.locator(f"{ROOT} select.tnb-mode-select").select_option(mode)
+            lab.wait_for_function(
+                "([root, mode]) => document.querySelector(root).dataset.mode === mode",
+                arg=[ROOT, mode])
+            seen.append((mode, lab.evaluate(TOOLBAR, ROOT)))
+        screenshot(lab.locator(ROOT).first, f"widget-toolbar-{width}.png")
+        for mode, layout in seen:
+            assert layout["oneRow"] and layout["inside"], (width, mode, layout)
+            assert layout["canvasTop"] == first["canvasTop"], (width, mode, layout, first)
+            assert layout["barHeight"] == first["barHeight"], (width, mode, layout, first)
+            assert layout["fold"] == first["fold"], (width, mode, layout, first)
+        # Folded or not, every mode can be reached from the toolbar.
+        if width >= 1280:
+            assert first["fold"] == "0" and "fidelity" in first["shown"], first
+        else:
+            assert first["shown"].count("tnb-mode-select") == 1 or "fidelity" in first["shown"]
+        if "tnb-mode-select" in first["shown"]:
+            # The drop-down keeps its arrow keys: they pick the next mode, the divider stays.
+            lab.locator(f"{ROOT} select.tnb-mode-select").focus()
+            lab.keyboard.press("ArrowDown")
+            lab.wait_for_function(
+                "(root) => document.querySelector(root).dataset.mode === 'side-by-side'",
+                arg=ROOT)
+            assert _kernel_value(lab, "(view.mode, view.position)", "('side-by-side', 0.5)") \
+                == "('side-by-side', 0.5)"
+    finally:
+        lab.set_viewport_size({"width": 1280, "height": 900})
+
+
 def _near_source(img: Image.Image, sx: float, sy: float, seen: tuple[int, ...],
                  tol: int = 6) -> bool:
     """Whether ``seen`` is, within ``tol``, one of the pixels of ``img`` around ``(sx, sy)``.
@@ -739,3 +803,17 @@ def test_geometry_visible_tiles_nearest_the_middle_first(blank: Any) -> None:
 def test_geometry_tile_level_is_a_power_of_two_up_to_native(blank: Any) -> None:
     levels = blank.evaluate("() => [0.1, 0.25, 0.3, 0.5, 0.9, 1, 3, 64].map(tileLevel)")
     assert levels == [0.125, 0.25, 0.5, 0.5, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize(("current", "expected"), [
+    (0.25, 1.0),   # a large image fitted small: up to 100 %
+    (1.0, 1.0),    # already at 100 %
+    (1.3, 1.3),    # a small image fitted at 130 %: stays at 130 %, never zooms out
+    (5.0, 5.0),
+    (1e6, MAX_ZOOM),
+])
+def test_geometry_a_region_click_never_zooms_out(blank: Any, current: float,
+                                                 expected: float) -> None:
+    view = blank.evaluate(f"(z) => regionView([40, 10, 20, 30], z, {MAX_ZOOM})", current)
+    assert view["zoom"] == pytest.approx(expected)
+    assert view["center"] == [50, 25]

@@ -200,11 +200,35 @@ def test_fidelity_overlays_the_heat_map_and_a_click_zooms_to_the_region(lab: Any
     label = lab.locator(f"{ROOT} .tnb-label").first.inner_text()
     assert label.startswith("Model Y") and "PSNR" in label and "SSIM" in label
     screenshot(lab.locator(ROOT).first, "shootout-fidelity-synthetic.png")
+    # The 512×384 grid fitted to the stage is shown larger than 100 % (the stage is
+    # 520 px high: about 135 %): a click on the region centres it and keeps that
+    # zoom, where it used to zoom out to 100 %.
+    fit = min(box["width"] / GRID[0], box["height"] / GRID[1])
+    assert fit > 1.2, box
+    shown = lab.locator(f"{ROOT} .tnb-zoom").first.inner_text()
+    assert shown == f"fit {round(fit * 100)}%"
     x, y = _fitted(box, whole, 330, 200)
     lab.mouse.click(box["x"] + x, box["y"] + y)
-    assert _kernel_value(lab, "view.zoom", "1.0") == "1.0"
+    lab.wait_for_function(
+        "(root) => !document.querySelector(root + ' .tnb-zoom').textContent.startsWith('fit')",
+        arg=ROOT)
+    assert lab.locator(f"{ROOT} .tnb-zoom").first.inner_text() == f"{round(fit * 100)}%"
+    zoom = float(run_code(lab, "print(view.zoom)"))
+    for _ in range(20):  # the zoom reaches the kernel a little after the click
+        if zoom > 0:
+            break
+        time.sleep(0.2)
+        zoom = float(run_code(lab, "print(view.zoom)"))
+    assert zoom == pytest.approx(fit, abs=0.01)
     cx, cy = (float(v) for v in run_code(lab, "print(*view.center)").split())
     assert abs(cx - 320) <= 24 and abs(cy - 192) <= 24
+    # Zoomed out below 100 % first, a click on the region goes to 100 %.
+    run_code(lab, "view.zoom = 0.5\nview.center = (256.0, 192.0)")
+    lab.wait_for_function(
+        "(root) => document.querySelector(root + ' .tnb-zoom').textContent === '50%'", arg=ROOT)
+    box = _box(lab)  # the cells run since have moved the page
+    lab.mouse.click(box["x"] + box["width"] / 2 + (320 - 256) * 0.5, box["y"] + box["height"] / 2)
+    assert _kernel_value(lab, "view.zoom", "1.0") == "1.0"
     assert not lab.errors
 
 

@@ -263,12 +263,16 @@ _PAGE = """<!DOCTYPE html>
 <title>{title}</title>
 <style>
 body {{ margin: 16px; font-family: system-ui, sans-serif; background: #fff; }}
+.topaz-page-heading {{ margin: 0 0 8px; font-size: 15px; font-weight: 600;
+  font-family: ui-monospace, monospace; overflow-wrap: anywhere; }}
+.topaz-page-details {{ margin-top: 16px; max-width: 100%; overflow-x: auto; }}
+.topaz-page-details th {{ text-align: left; }}
 {css}
 </style>
 </head>
 <body>
-<div id="topaz-compare"></div>
-<script type="application/json" id="topaz-compare-state">{state}</script>
+{heading}<div id="topaz-compare"></div>
+{details}<script type="application/json" id="topaz-compare-state">{state}</script>
 <script type="text/plain" id="topaz-compare-esm">{esm}</script>
 <script type="module">
 // A small stand-in for the widget model: the page has no kernel, so changes
@@ -311,7 +315,18 @@ const esm = document.getElementById("topaz-compare-esm").textContent;
 const url = URL.createObjectURL(new Blob([esm], {{ type: "text/javascript" }}));
 const widget = (await import(url)).default;
 URL.revokeObjectURL(url);
-widget.render({{ model, el: document.getElementById("topaz-compare") }});
+const host = document.getElementById("topaz-compare");
+widget.render({{ model, el: host }});
+// The comparison takes the window's height (what is left below the heading
+// and the toolbar), never less than a small stage; the details follow below.
+const fitHeight = () => {{
+  const stage = host.querySelector(".tnb-stage");
+  if (!stage) return;
+  const top = stage.getBoundingClientRect().top + window.scrollY;
+  model.set("height", Math.max(240, Math.floor(window.innerHeight - top - 16)));
+}};
+fitHeight();
+window.addEventListener("resize", fitHeight);
 </script>
 </body>
 </html>
@@ -329,8 +344,14 @@ def _nested_binary(value: Any) -> Any:
     return value
 
 
-def standalone_page(*, title: str, state: dict[str, Any], esm: str, css: str) -> str:
-    """A self-contained HTML page running ``esm`` on ``state``; bytes values become base64."""
+def standalone_page(*, title: str, state: dict[str, Any], esm: str, css: str,
+                    heading: str | None = None, details_html: str = "") -> str:
+    """A self-contained HTML page running ``esm`` on ``state``; bytes values become base64.
+
+    ``heading`` (text, escaped here) goes above the comparison and
+    ``details_html`` below it: HTML made by this package with every value
+    escaped (``_text.html_table``), never text from elsewhere.
+    """
     data: dict[str, Any] = {}
     binary = []
     for key, value in state.items():
@@ -344,7 +365,12 @@ def standalone_page(*, title: str, state: dict[str, Any], esm: str, css: str) ->
     if any(mark in lowered for mark in ("</script", "<script", "<!--")) \
             or "</style" in css.lower():
         raise ValueError("front-end code cannot be embedded: it would end or escape its tag")
-    return _PAGE.format(title=html.escape(title), css=css, state=_script_json(data), esm=esm)
+    if "</script" in details_html.lower() or "<script" in details_html.lower():
+        raise ValueError("the details of a page are a table, never a script")
+    top = f'<h1 class="topaz-page-heading">{html.escape(heading)}</h1>\n' if heading else ""
+    below = f'<div class="topaz-page-details">{details_html}</div>\n' if details_html else ""
+    return _PAGE.format(title=html.escape(title), css=css, state=_script_json(data), esm=esm,
+                        heading=top, details=below)
 
 
 _SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",

@@ -120,7 +120,7 @@ from .modes import limits as _limits
 from .panes import PaneTiles, placements_on
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from ..imaging.fidelity import Fidelity
     from ..imaging.source import Placement
@@ -784,12 +784,19 @@ class CompareView(anywidget.AnyWidget):
                 out_size, fmap["regions"], self.opacity, label, int(width))  # type: ignore[arg-type]
         return _composite.compose(self._scene(), int(width))
 
-    def save_html(self, path: str | Path) -> Path:
+    def save_html(self, path: str | Path, *, heading: str | None = None,
+                  rows: Sequence[Sequence[object]] = (),
+                  header: Sequence[str] | None = ("", "Input", "Output")) -> Path:
         """Write a self-contained page with this comparison and its slider; works offline.
 
         The page embeds the previews and the same front-end code; with no
-        kernel behind it, it shows the previews at every zoom.
+        kernel behind it, it shows the previews at every zoom.  The
+        comparison takes the window's height.  ``heading`` (a process ID,
+        say) is shown above it and ``rows`` as a table below it (with
+        ``header``), every value escaped.
         """
+        from .._text import html_table
+
         target = Path(path).expanduser()
         state = {name: getattr(self, name) for name in
                  ("mode", "orientation", "position", "opacity", "zoom", "center", "showing",
@@ -799,8 +806,12 @@ class CompareView(anywidget.AnyWidget):
         state["center"] = list(state["center"])
         state["labels"] = list(state["labels"])
         state["placement"] = list(state["placement"])
-        page = _composite.standalone_page(title=" vs ".join(self.labels), state=state,
-                                          esm=self._esm, css=self._css)
+        title = " vs ".join(self.labels)
+        details = html_table(rows, header=header, row_headers=True,
+                             css_class="topaz-meta") if rows else ""
+        page = _composite.standalone_page(title=f"{heading}: {title}" if heading else title,
+                                          state=state, esm=self._esm, css=self._css,
+                                          heading=heading, details_html=details)
         target.write_text(page, encoding="utf-8")
         return target
 

@@ -340,15 +340,17 @@ function render({ model, el: host }) {
       const i = paneIndexAt(panes(), x, y);
       if (i >= 0 && i < paneCount()) c.setPane("right", i);
     },
-    // Fidelity mode: a click inside a marked region shows it at 100 %, centred.
+    // Fidelity mode: a click inside a marked region shows it centred, at 100 %
+    // or larger (never smaller than it is shown now).
     zoomToRegionAt(x, y) {
       const heat = st.heat && st.heat.pane === st.right ? st.heat : null;
       if (!heat) return;
-      const [px, py] = toImage(tfOf(panes()[0]), x, y);
+      const tf = tfOf(panes()[0]);
+      const [px, py] = toImage(tf, x, y);
       const hit = heat.regions.find((g) => px >= g[0] && px <= g[0] + g[2]
         && py >= g[1] && py <= g[1] + g[3]);
       if (!hit) return;
-      setView({ zoom: 1, center: [hit[0] + hit[2] / 2, hit[1] + hit[3] / 2] });
+      setView(regionView(hit, tf.z, limits().maxZoom));
     },
     toggleFilter() {
       st.input_filter = st.input_filter === "nearest" ? "smooth" : "nearest";
@@ -387,6 +389,7 @@ function render({ model, el: host }) {
     const btn = ev.target && ev.target.closest && ev.target.closest("button[data-mode]");
     if (btn) c.setMode(btn.dataset.mode);
   });
+  listen(dom.modeSelect, "change", () => { c.setMode(dom.modeSelect.value); refocus(); });
   listen(dom.filterBtn, "click", () => { c.toggleFilter(); refocus(); });
   listen(dom.slider, "input", () => {
     const name = st.mode === "blend" || st.mode === "fidelity" ? "opacity" : "position";
@@ -478,8 +481,19 @@ function render({ model, el: host }) {
   const observer = new ResizeObserver(resize);
   observer.observe(dom.stage);
   cleanups.push(() => observer.disconnect());
+  // The toolbar folds to its width (folding never changes its width; a change of
+  // its height alone is no reason to fold again).
+  let barWidth = -1;
+  const barObserver = new ResizeObserver(() => {
+    if (dom.bar.clientWidth === barWidth) return;
+    barWidth = dom.bar.clientWidth;
+    fitToolbar(dom);
+  });
+  barObserver.observe(dom.bar);
+  cleanups.push(() => barObserver.disconnect());
 
   resize();
+  fitToolbar(dom);
   loadPreviews();
   loadHeat();
 

@@ -24,7 +24,7 @@ const HELP = [
   ["Click", "in toggle mode, switch images"],
   ["m / M", "next / previous mode"],
   ["[ / ]", "with several outputs: compare the previous / next one (B); Shift: change A"],
-  ["Click", "in grid mode, compare that pane (B); in fidelity mode, zoom to a marked region at 100 %"],
+  ["Click", "in grid mode, compare that pane (B); in fidelity mode, show a marked region at 100 % (or larger: a click never zooms out)"],
   ["o", "flip the swipe divider between vertical and horizontal"],
   ["?", "show or hide these keys"],
 ];
@@ -58,11 +58,19 @@ function buildDom(host, modes) {
   modeGroup.setAttribute("role", "group");
   modeGroup.setAttribute("aria-label", "Comparison mode");
   const modeButtons = {};
+  // The same modes as one drop-down, shown instead of the buttons when the
+  // toolbar is too narrow for them (see fitToolbar).
+  const modeSelect = el("select", "tnb-mode-select");
+  modeSelect.setAttribute("aria-label", "Comparison mode");
+  modeSelect.title = "Comparison mode (m)";
   for (const mode of modes) {
     const b = button(MODE_TITLES[mode] || mode);
     b.dataset.mode = mode;
     modeButtons[mode] = b;
     modeGroup.append(b);
+    const option = el("option", "", MODE_TITLES[mode] || mode);
+    option.value = mode;
+    modeSelect.append(option);
   }
   const sliderWrap = el("label", "tnb-slider");
   const sliderName = el("span", "tnb-slider-name", "Split");
@@ -80,13 +88,16 @@ function buildDom(host, modes) {
   const zoomText = el("span", "tnb-zoom", "fit");
   const statusText = el("span", "tnb-status-text");
   live.append(zoomText, statusText);
-  const filterBtn = button("Smooth", "How a magnified input is drawn: interpolated or its real pixels");
+  const filterBtn = button("", "How a magnified input is drawn: interpolated or its real pixels");
   filterBtn.classList.add("tnb-filter");
+  // "Input: " goes when the toolbar is narrow; the button keeps its title.
+  const filterWord = el("span", "tnb-filter-word");
+  filterBtn.append(el("span", "tnb-filter-name", "Input: "), filterWord);
   const fitBtn = button("Fit", "Fit to view (0)");
   const oneBtn = button("100%", "One image pixel per screen pixel (1, double-click)");
   const helpBtn = button("?", "Keys and gestures (?)");
   helpBtn.setAttribute("aria-expanded", "false");
-  bar.append(modeGroup, sliderWrap, spacer, live, filterBtn, fitBtn, oneBtn, helpBtn);
+  bar.append(modeGroup, modeSelect, sliderWrap, spacer, live, filterBtn, fitBtn, oneBtn, helpBtn);
 
   const stage = el("div", "tnb-stage");
   const canvas = el("canvas", "tnb-canvas");
@@ -111,10 +122,30 @@ function buildDom(host, modes) {
   root.append(bar, stage);
   host.append(root);
   return {
-    root, bar, modeGroup, modeButtons, sliderWrap, sliderName, slider, zoomText, statusText,
-    filterBtn, fitBtn, oneBtn, helpBtn, stage, canvas, labelA, labelB, gridLabels, divider,
+    root, bar, modeGroup, modeButtons, modeSelect, sliderWrap, sliderName, slider, zoomText,
+    statusText, filterBtn, filterWord, fitBtn, oneBtn, helpBtn, stage, canvas, labelA, labelB, gridLabels, divider,
     status, hint, help,
   };
+}
+
+// The toolbar stays one row at every width: the narrower it is, the more it
+// folds, one step at a time, until nothing overflows (the slider's room is
+// kept in every mode, so switching modes never moves anything):
+//   1: the slider's name goes (the slider keeps its label) and it narrows;
+//   2: the input filter button drops "Input: ";
+//   3: tighter gaps, a shorter slider;
+//   4: the mode buttons become one drop-down;
+//   5: no slider (the divider, a drag and the arrow keys do its work).
+const TOOLBAR_STEPS = 5;
+
+function fitToolbar(d) {
+  const bar = d.bar;
+  if (!bar.clientWidth) return; // hidden: measured when shown
+  for (let step = 0; step <= TOOLBAR_STEPS; step++) {
+    const want = String(step);
+    if (d.root.dataset.fold !== want) d.root.dataset.fold = want;
+    if (bar.scrollWidth <= bar.clientWidth + 0.5) return;
+  }
 }
 
 function setText(node, text) {
@@ -179,7 +210,8 @@ function updateOverlay(d, v) {
   for (const [mode, btn] of Object.entries(d.modeButtons)) {
     setAttr(btn, "aria-pressed", String(mode === v.mode));
   }
-  setText(d.filterBtn, v.filter === "nearest" ? "Input: pixels" : "Input: smooth");
+  if (d.modeSelect.value !== v.mode) d.modeSelect.value = v.mode;
+  setText(d.filterWord, v.filter === "nearest" ? "pixels" : "smooth");
   setAttr(d.filterBtn, "aria-pressed", String(v.filter === "nearest"));
   const weighted = v.mode === "blend" || v.mode === "fidelity";
   const sliding = (v.mode === "swipe" || weighted) && !v.solo;

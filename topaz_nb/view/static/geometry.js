@@ -110,6 +110,17 @@ function zoomAbout(view, pane, out, x, y, newZoom, maxZoom) {
   };
 }
 
+// The view a click on a fidelity region goes to: the region centred, at 100 %
+// or, when the picture is already shown larger than that (a small image
+// fitted to a large pane), at the zoom it has: a click never zooms out.
+// `region` is [x, y, w, h] in output pixels; `current` the zoom shown now.
+function regionView(region, current, maxZoom) {
+  return {
+    zoom: clamp(Math.max(1, current), 0, maxZoom),
+    center: [region[0] + region[2] / 2, region[1] + region[3] / 2],
+  };
+}
+
 // Move the picture by (dx, dy) device pixels.
 function panBy(view, pane, out, dx, dy, maxZoom) {
   const v = pinnedView(view, pane, out, maxZoom);

@@ -118,9 +118,11 @@ function attachInput(c, listen) {
   // combinations) go on to the notebook.
   function onKey(ev) {
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
-    // A focused button or slider keeps its own keys (space presses a button,
-    // arrows move the slider); every other shortcut works from anywhere inside.
-    const control = ev.target !== root && ev.target.closest && ev.target.closest("button, input");
+    // A focused button, slider or mode drop-down keeps its own keys (space presses
+    // a button, arrows move the slider or pick a mode); every other shortcut works
+    // from anywhere inside.
+    const control = ev.target !== root && ev.target.closest
+      && ev.target.closest("button, input, select");
     if (control && ON_CONTROLS.has(ev.key)) {
       ev.stopPropagation(); // its default action stays; the notebook's Enter does not run
       return;
